@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+// reflowd — a rectified-flow job server for CPUs. See docs/ARCHITECTURE.md for the target DAG.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "reflowd",
+    products: [
+        .executable(name: "reflowd", targets: ["reflowd"]),
+    ],
+    targets: [
+        // System libraries (Debian: libopenblas-dev, zlib1g-dev, libssl-dev; found through pkg-config).
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+
+        // Compute: tensors, kernels, BLAS, RNG (root of all numeric work).
+        .target(name: "ReflowEngine", dependencies: ["COpenBLAS"], swiftSettings: strict),
+        // Reverse-mode autodiff over a closed set of primitives.
+        .target(name: "ReflowAutograd", dependencies: ["ReflowEngine"], swiftSettings: strict),
+        // Layers, losses, optimizers, schedules, EMA, state dicts.
+        .target(name: "ReflowNN", dependencies: ["ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
+        // Rectified-flow math: time convention, toy data, velocity nets, samplers, training loops.
+        .target(name: "ReflowFlow", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine"],
+                swiftSettings: strict),
+        // Byte codecs over system libraries: SHA-256 (OpenSSL EVP), PNG and gzip (zlib).
+        .target(name: "ReflowCodec", dependencies: ["CZlib", "COpenSSL"], swiftSettings: strict),
+        // Durable files: atomic writes, safetensors, training checkpoints.
+        .target(name: "ReflowStore", dependencies: ["ReflowEngine", "ReflowNN", "ReflowCodec"],
+                swiftSettings: strict),
+        // Benchmarks and the offline demo (used by the executable).
+        .target(name: "ReflowBench",
+                dependencies: ["ReflowEngine", "ReflowAutograd", "ReflowNN", "ReflowFlow", "ReflowStore",
+                               "ReflowCodec"],
+                swiftSettings: strict),
+        .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowEngine"],
+                          swiftSettings: strict),
+
+        .testTarget(name: "ReflowEngineTests", dependencies: ["ReflowEngine"], swiftSettings: strict),
+        .testTarget(name: "ReflowAutogradTests", dependencies: ["ReflowAutograd", "ReflowEngine"],
+                    swiftSettings: strict),
+        .testTarget(name: "ReflowNNTests", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine"],
+                    swiftSettings: strict),
+        .testTarget(name: "ReflowFlowTests", dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine"],
+                    swiftSettings: strict),
+        .testTarget(name: "ReflowStoreTests",
+                    dependencies: ["ReflowStore", "ReflowCodec", "ReflowNN", "ReflowAutograd", "ReflowEngine",
+                                   "ReflowBench"],
+                    swiftSettings: strict),
+    ]
+)

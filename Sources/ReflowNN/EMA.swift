@@ -1,0 +1,37 @@
+public import ReflowEngine
+
+/// Exponential moving average of a module's weights: shadow ← d·shadow + (1 − d)·θ after each step.
+public final class EMA {
+    public let decay: Float
+    /// Averaged weights by parameter name.
+    public private(set) var shadow: [String: Tensor]
+
+    public init(decay: Float, module: some Module) {
+        precondition(decay >= 0 && decay < 1, "EMA: decay must be in [0, 1)")
+        self.decay = decay
+        shadow = module.stateDict()
+    }
+
+    /// Folds the module's current weights into the average.
+    public func update(from module: some Module) {
+        let d = decay
+        for (name, p) in module.namedParameters() {
+            guard var s = shadow.removeValue(forKey: name) else { continue }
+            p.value.data.withUnsafeBufferPointer { w in
+                s.data.withUnsafeMutableBufferPointer { s in
+                    for j in s.indices { s[j] = d * s[j] + (1 - d) * w[j] }
+                }
+            }
+            shadow[name] = s
+        }
+    }
+
+    /// Replaces the average (e.g. from a checkpoint). Names and shapes must match the current one.
+    public func load(_ tensors: [String: Tensor]) throws {
+        for (k, v) in shadow {
+            guard let t = tensors[k] else { throw StateDictError.missing("ema." + k) }
+            guard t.shape == v.shape else { throw StateDictError.shapeMismatch(name: "ema." + k, expected: v.shape, found: t.shape) }
+        }
+        for k in shadow.keys { shadow[k] = tensors[k] }
+    }
+}

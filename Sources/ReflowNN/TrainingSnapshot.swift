@@ -1,0 +1,29 @@
+public import ReflowEngine
+
+/// Everything a training run needs to resume exactly, as plain values (Sendable): weights, EMA
+/// weights, optimizer moments, the step, the RNG state and free-form metadata. ReflowStore
+/// writes it as one safetensors file (docs/CHECKPOINT_FORMAT.md).
+public struct TrainingSnapshot: Sendable, Equatable {
+    /// Model weights by PyTorch-style name.
+    public var model: [String: Tensor]
+    /// EMA weights by the same names (empty when the run keeps no EMA).
+    public var ema: [String: Tensor]
+    /// Optimizer state by `<param>.<slot>` name.
+    public var optimizer: [String: Tensor]
+    /// Completed optimizer steps.
+    public var step: Int
+    /// The data/noise RNG, positioned after `step` steps.
+    public var rng: Random.State
+    /// String metadata (architecture, optimizer kind, job id, …).
+    public var metadata: [String: String]
+
+    public init(model: [String: Tensor], ema: [String: Tensor] = [:], optimizer: [String: Tensor] = [:],
+                step: Int, rng: Random.State, metadata: [String: String] = [:]) {
+        self.model = model
+        self.ema = ema
+        self.optimizer = optimizer
+        self.step = step
+        self.rng = rng
+        self.metadata = metadata
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+import ReflowBench
+
+// reflowd command line. The HTTP server (`reflowd serve`) arrives with issue #4.
+let usage = """
+usage: reflowd bench toy [--threads N --width W --depth D --batch B --steps S --warmup W ...]
+       reflowd demo [--out DIR --steps N --threads N]
+       reflowd help
+"""
+
+func fail(_ message: String, code: Int32 = 2) -> Never {
+    FileHandle.standardError.write(Data(("reflowd: " + message + "\n").utf8))
+    exit(code)
+}
+
+let args = Array(CommandLine.arguments.dropFirst())
+do {
+    switch args.first {
+    case "bench":
+        guard args.count >= 2 else { fail("bench needs a name: toy\n" + usage) }
+        switch args[1] {
+        case "toy": print(try ToyBenchmark.run(Array(args.dropFirst(2))))
+        default: fail("unknown benchmark '\(args[1])'; available: toy")
+        }
+    case "help", "--help", "-h", nil:
+        print(usage)
+    default:
+        fail("unknown command '\(args[0])'\n" + usage)
+    }
+} catch let e as CLIError {
+    fail(e.description)
+} catch {
+    fail("\(error)", code: 1)
+}
