@@ -44,16 +44,22 @@ let package = Package(
         .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowEngine"],
                           swiftSettings: strict),
 
-        .testTarget(name: "ReflowEngineTests", dependencies: ["ReflowEngine"], swiftSettings: strict),
-        .testTarget(name: "ReflowAutogradTests", dependencies: ["ReflowAutograd", "ReflowEngine"],
+        // Test helpers shared by the test targets (finite differences, tolerances, temp dirs).
+        .target(name: "ReflowTestSupport", dependencies: ["ReflowAutograd", "ReflowEngine"],
+                path: "Tests/ReflowTestSupport", swiftSettings: strict),
+        .testTarget(name: "ReflowEngineTests", dependencies: ["ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "ReflowNNTests", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine"],
+        .testTarget(name: "ReflowAutogradTests", dependencies: ["ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "ReflowFlowTests", dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine"],
+        .testTarget(name: "ReflowNNTests",
+                    dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "ReflowFlowTests",
+                    dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowStoreTests",
                     dependencies: ["ReflowStore", "ReflowCodec", "ReflowNN", "ReflowAutograd", "ReflowEngine",
-                                   "ReflowBench"],
+                                   "ReflowFlow", "ReflowBench", "ReflowTestSupport"],
                     swiftSettings: strict),
     ]
 )
