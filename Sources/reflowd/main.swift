@@ -4,6 +4,8 @@ import ReflowBench
 // reflowd command line. The HTTP server (`reflowd serve`) arrives with issue #4.
 let usage = """
 usage: reflowd bench toy [--threads N --width W --depth D --batch B --steps S --warmup W ...]
+       reflowd bench gemm [--threads N --m M --n N --k K --op NT]
+       reflowd bench kernels [--count N]
        reflowd demo [--out DIR --steps N --threads N]
        reflowd help
 """
@@ -20,7 +22,9 @@ do {
         guard args.count >= 2 else { fail("bench needs a name: toy\n" + usage) }
         switch args[1] {
         case "toy": print(try ToyBenchmark.run(Array(args.dropFirst(2))))
-        default: fail("unknown benchmark '\(args[1])'; available: toy")
+        case "gemm": print(try KernelBenchmark.gemm(Array(args.dropFirst(2))))
+        case "kernels": print(try KernelBenchmark.kernels(Array(args.dropFirst(2))))
+        default: fail("unknown benchmark '\(args[1])'; available: toy, gemm, kernels")
         }
     case "help", "--help", "-h", nil:
         print(usage)

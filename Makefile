@@ -1,0 +1,54 @@
+# reflowd — the only entry point humans and CI use.
+#   make run    install missing system packages, build (release), run the demo / server
+#   make test   install missing system packages, run the whole test suite (release mode)
+#   make bench  print one JSON line per benchmark
+
+SWIFT      ?= swift
+BIN        := .build/release/reflowd
+# Debian packages the build and tests need (checked with dpkg-query; installed only when missing).
+APT_PKGS   := libopenblas-dev libssl-dev zlib1g-dev pkg-config python3 python3-venv
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+OUT        ?= var/demo
+# AVX2 code generation when the CPU has it (x86-64 baseline is SSE2: the SIMD8 kernels run at
+# half speed). Override with `make CPU_FLAGS=` for a portable binary.
+CPU_FLAGS  ?= $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo "-Xswiftc -target-cpu -Xswiftc haswell")
+
+.PHONY: all deps build test test-debug bench run demo clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+	  echo "make deps: all system packages present"; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release $(CPU_FLAGS)
+
+# Numeric tests run in release mode (debug builds of array loops are 10-50x slower).
+test: deps
+	$(SWIFT) build -c release $(CPU_FLAGS) --build-tests --enable-testable-imports
+	$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports --skip-build
+
+test-debug: deps
+	$(SWIFT) test
+
+bench: build
+	@$(BIN) bench toy
+	@$(BIN) bench toy --width 1024 --depth 4 --batch 1024 --steps 20 --warmup 3 --sample-steps 1 --sample-reps 2
+
+run: build
+	$(BIN) demo --out $(OUT)
+
+demo: run
+
+clean:
+	rm -rf .build .build-* var
