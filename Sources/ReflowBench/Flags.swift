@@ -1,6 +1,6 @@
 /// Minimal `--name value` / `--flag` parsing for the CLI, with errors users can act on.
 public struct Flags {
-    var values: [String: String] = [:]
+    public internal(set) var values: [String: String] = [:]
     var seen: Set<String> = []
     let allowed: Set<String>
 

@@ -14,6 +14,24 @@ public struct GaussianRing: Sendable, Equatable, Codable {
         self.std = std
     }
 
+    enum CodingKeys: String, CodingKey { case count, radius, std }
+
+    /// Decodes a partial JSON object; absent keys keep their defaults.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        count = try c.decodeIfPresent(Int.self, forKey: .count) ?? 8
+        radius = try c.decodeIfPresent(Float.self, forKey: .radius) ?? 4
+        std = try c.decodeIfPresent(Float.self, forKey: .std) ?? 0.1
+    }
+
+    /// The first invalid field as (JSON pointer relative to this object, message).
+    public func validationError() -> (pointer: String, message: String)? {
+        if count < 1 || count > 10_000 { return ("/count", "must be in [1, 10000], got \(count)") }
+        if !(radius >= 0 && radius.isFinite) { return ("/radius", "must be a non-negative number") }
+        if !(std >= 0 && std.isFinite) { return ("/std", "must be a non-negative number") }
+        return nil
+    }
+
     /// Centre k: radius · (cos 2πk/count, sin 2πk/count).
     public func center(_ k: Int) -> (Float, Float) {
         let a = 2 * Double.pi * Double(k) / Double(count)

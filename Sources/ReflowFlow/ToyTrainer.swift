@@ -18,6 +18,39 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
     public var seed: UInt64 = 0
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case data, model, batchSize, learningRate, optimizer, schedule, loss, emaDecay, gradClipNorm, seed
+    }
+
+    /// Decodes a partial JSON object; absent keys keep their defaults.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ToyTrainingConfig()
+        data = try c.decodeIfPresent(GaussianRing.self, forKey: .data) ?? d.data
+        model = try c.decodeIfPresent(VelocityMLPConfig.self, forKey: .model) ?? d.model
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? d.learningRate
+        optimizer = try c.decodeIfPresent(OptimizerKind.self, forKey: .optimizer) ?? d.optimizer
+        schedule = try c.decodeIfPresent(LRSchedule.self, forKey: .schedule) ?? d.schedule
+        loss = try c.decodeIfPresent(Loss.self, forKey: .loss) ?? d.loss
+        emaDecay = c.contains(.emaDecay) ? try c.decodeIfPresent(Float.self, forKey: .emaDecay) : d.emaDecay
+        gradClipNorm = try c.decodeIfPresent(Float.self, forKey: .gradClipNorm) ?? d.gradClipNorm
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+    }
+
+    /// The first invalid setting as (JSON pointer, message), or nil when the config is usable.
+    public func validationError() -> (pointer: String, message: String)? {
+        if let e = data.validationError() { return ("/data" + e.pointer, e.message) }
+        if let e = model.validationError() { return ("/model" + e.pointer, e.message) }
+        if batchSize < 1 || batchSize > 1 << 20 { return ("/batchSize", "must be in [1, 1048576], got \(batchSize)") }
+        if !(learningRate > 0 && learningRate.isFinite) { return ("/learningRate", "must be a positive number") }
+        if let m = schedule.validationError() { return ("/schedule", m) }
+        if let m = loss.validationError() { return ("/loss", m) }
+        if let e = emaDecay, !(e >= 0 && e < 1) { return ("/emaDecay", "must be in [0, 1), got \(e)") }
+        if let c = gradClipNorm, !(c > 0 && c.isFinite) { return ("/gradClipNorm", "must be a positive number") }
+        return nil
+    }
 }
 
 /// A 1-rectified-flow training loop: x0 ~ N(0, I), x1 ~ data, t ~ U[0, 1),

@@ -17,6 +17,25 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
         self.activation = activation
     }
 
+    enum CodingKeys: String, CodingKey { case dimension, width, depth, activation }
+
+    /// Decodes a partial JSON object; absent keys keep their defaults.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        dimension = try c.decodeIfPresent(Int.self, forKey: .dimension) ?? 2
+        width = try c.decodeIfPresent(Int.self, forKey: .width) ?? 256
+        depth = try c.decodeIfPresent(Int.self, forKey: .depth) ?? 3
+        activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? .silu
+    }
+
+    /// The first invalid field as (JSON pointer relative to this object, message).
+    public func validationError() -> (pointer: String, message: String)? {
+        if dimension < 1 || dimension > 1 << 16 { return ("/dimension", "must be in [1, 65536], got \(dimension)") }
+        if width < 1 || width > 1 << 14 { return ("/width", "must be in [1, 16384], got \(width)") }
+        if depth < 1 || depth > 64 { return ("/depth", "must be in [1, 64], got \(depth)") }
+        return nil
+    }
+
     /// Layer sizes `[d + 1, width × depth, d]`.
     public var sizes: [Int] { [dimension + 1] + [Int](repeating: width, count: depth) + [dimension] }
 }

@@ -6,7 +6,7 @@ let usage = """
 usage: reflowd bench toy [--threads N --width W --depth D --batch B --steps S --warmup W ...]
        reflowd bench gemm [--threads N --m M --n N --k K --op NT]
        reflowd bench kernels [--count N]
-       reflowd demo [--out DIR --steps N --threads N]
+       reflowd demo [--out DIR --steps N --threads N --config FILE --resume]
        reflowd help
 """
 
@@ -26,6 +26,10 @@ do {
         case "kernels": print(try KernelBenchmark.kernels(Array(args.dropFirst(2))))
         default: fail("unknown benchmark '\(args[1])'; available: toy, gemm, kernels")
         }
+    case "demo":
+        print(try Demo.run(Array(args.dropFirst())) { message in
+            FileHandle.standardError.write(Data(("reflowd demo: " + message + "\n").utf8))
+        })
     case "help", "--help", "-h", nil:
         print(usage)
     default:
