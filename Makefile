@@ -35,8 +35,7 @@ build: deps
 
 # Numeric tests run in release mode (debug builds of array loops are 10-50x slower).
 test: deps
-	$(SWIFT) build -c release $(CPU_FLAGS) --build-tests --enable-testable-imports
-	$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports --skip-build
+	$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports
 
 test-debug: deps
 	$(SWIFT) test

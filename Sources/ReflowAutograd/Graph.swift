@@ -207,22 +207,38 @@ public final class Graph {
         // Parameter gradients were accumulated in place into `Parameter.grad` (see withGrad).
     }
 
-    /// Runs `body` on the gradient buffer of node `id` (created zeroed on first use). For a
-    /// parameter leaf the buffer is the parameter's own `grad`, so gradients accumulate there.
-    func withGrad(_ id: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+    /// Runs `body(dx, fresh)` on the gradient buffer of node `id`. When `fresh` is true the
+    /// buffer holds no gradient yet and arbitrary contents: `body` must write (not add to) every
+    /// element. For a parameter leaf the buffer is the parameter's own `grad`, so gradients
+    /// accumulate there across backward passes until `zeroGrad()`.
+    func withGrad(_ id: Int, _ body: (UnsafeMutablePointer<Float>, Bool) -> Void) {
         guard needsGrad[id] else { return }
         if let p = parameterOfNode[id] {
-            p.grad.data.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+            let fresh = p.gradIsZero
+            p.gradIsZero = false
+            p.gradStorage.data.withUnsafeMutableBufferPointer { body($0.baseAddress!, fresh) }
             return
         }
         var g: Tensor
+        let fresh: Bool
         if let existing = grads[id] {
             g = existing
             grads[id] = nil   // keep `g` uniquely referenced so the write does not copy
+            fresh = false
         } else {
-            g = Tensor(shape: values[id].shape, data: takeZeroBuffer(values[id].count))
+            g = Tensor(shape: values[id].shape, data: takeBuffer(values[id].count))
+            fresh = true
         }
-        g.data.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+        g.data.withUnsafeMutableBufferPointer { body($0.baseAddress!, fresh) }
         grads[id] = g
+    }
+
+    /// Like ``withGrad(_:_:)`` for rules that can only add: a fresh buffer is zero-filled first.
+    func accumulateGrad(_ id: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+        let n = values[id].count
+        withGrad(id) { dx, fresh in
+            if fresh { dx.update(repeating: 0, count: n) }
+            body(dx)
+        }
     }
 }

@@ -176,35 +176,41 @@ extension Graph {
             break
         case .unary(let op, let x):
             read(x) { px in read(id) { py in
-                withGrad(x) { dx in Kernels.unaryBackward(op, x: px, y: py, dy: g, dx: dx, count: n, threads: threads) }
+                withGrad(x) { dx, fresh in
+                    Kernels.unaryBackward(op, x: px, y: py, dy: g, dx: dx, count: n, accumulate: !fresh, threads: threads)
+                }
             } }
         case .binary(let op, let a, let b):
             binaryBackward(op, a, b, shape, g)
         case .affine(let x, let scale, _):
-            withGrad(x) { dx in for i in 0..<n { dx[i] += scale * g[i] } }
+            withGrad(x) { dx, fresh in
+                if fresh { for i in 0..<n { dx[i] = scale * g[i] } } else { for i in 0..<n { dx[i] += scale * g[i] } }
+            }
         case .matmul(let a, let b, let ta, let tb):
             let sa = values[a].shape, sb = values[b].shape
             let m = shape[0], nn = shape[1], k = ta ? sa[0] : sa[1]
             // C = op(A)·op(B):  dop(A) = dC·op(B)ᵀ,  dop(B) = op(A)ᵀ·dC
             read(b) { pb in
-                withGrad(a) { da in
+                withGrad(a) { da, fresh in
+                    let beta: Float = fresh ? 0 : 1
                     if !ta {  // dA[M,K] += dC[M,N] · op(B)ᵀ
                         BLAS.gemm(transA: false, transB: !tb, m: m, n: k, k: nn, a: g, lda: nn, b: pb, ldb: sb[1],
-                                  beta: 1, c: da, ldc: sa[1], threads: threads)
+                                  beta: beta, c: da, ldc: sa[1], threads: threads)
                     } else {  // dA[K,M] += op(B) · dCᵀ
                         BLAS.gemm(transA: tb, transB: true, m: k, n: m, k: nn, a: pb, lda: sb[1], b: g, ldb: nn,
-                                  beta: 1, c: da, ldc: sa[1], threads: threads)
+                                  beta: beta, c: da, ldc: sa[1], threads: threads)
                     }
                 }
             }
             read(a) { pa in
-                withGrad(b) { db in
+                withGrad(b) { db, fresh in
+                    let beta: Float = fresh ? 0 : 1
                     if !tb {  // dB[K,N] += op(A)ᵀ · dC
                         BLAS.gemm(transA: !ta, transB: false, m: k, n: nn, k: m, a: pa, lda: sa[1], b: g, ldb: nn,
-                                  beta: 1, c: db, ldc: sb[1], threads: threads)
+                                  beta: beta, c: db, ldc: sb[1], threads: threads)
                     } else {  // dB[N,K] += dCᵀ · op(A)
                         BLAS.gemm(transA: true, transB: ta, m: nn, n: k, k: m, a: g, lda: nn, b: pa, ldb: sa[1],
-                                  beta: 1, c: db, ldc: sb[1], threads: threads)
+                                  beta: beta, c: db, ldc: sb[1], threads: threads)
                     }
                 }
             }
@@ -213,33 +219,35 @@ extension Graph {
             let (bsz, inF) = (sx[0], sx[1])
             // dx[B, I] += dy[B, O] · W[O, I]
             read(w) { pw in
-                withGrad(x) { dx in
+                withGrad(x) { dx, fresh in
                     BLAS.gemm(transA: false, transB: false, m: bsz, n: inF, k: outF, a: g, lda: outF, b: pw, ldb: inF,
-                              beta: 1, c: dx, ldc: inF, threads: threads)
+                              beta: fresh ? 0 : 1, c: dx, ldc: inF, threads: threads)
                 }
             }
             // dW[O, I] += dyᵀ[O, B] · x[B, I]
             read(x) { px in
-                withGrad(w) { dw in
+                withGrad(w) { dw, fresh in
                     BLAS.gemm(transA: true, transB: false, m: outF, n: inF, k: bsz, a: g, lda: outF, b: px, ldb: inF,
-                              beta: 1, c: dw, ldc: inF, threads: threads)
+                              beta: fresh ? 0 : 1, c: dw, ldc: inF, threads: threads)
                 }
             }
             // db[O] += Σ_B dy
             if let b {
-                withGrad(b) { db in Kernels.sumToShape(g, shape, db, [outF]) }
+                accumulateGrad(b) { db in Kernels.sumToShape(g, shape, db, [outF]) }
             }
         case .sum(let x, _):
-            withGrad(x) { dx in Kernels.broadcastAdd(g, shape, dx, values[x].shape) }
+            accumulateGrad(x) { dx in Kernels.broadcastAdd(g, shape, dx, values[x].shape) }
         case .reshape(let x):
-            withGrad(x) { dx in for i in 0..<n { dx[i] += g[i] } }
+            withGrad(x) { dx, fresh in
+                if fresh { dx.update(from: g, count: n) } else { for i in 0..<n { dx[i] += g[i] } }
+            }
         case .concat(let xs, let ax):
             let outer = shape[..<ax].reduce(1, *), inner = shape[(ax + 1)...].reduce(1, *)
             let rowOut = shape[ax] * inner
             var offset = 0
             for x in xs {
                 let w = values[x].shape[ax] * inner
-                withGrad(x) { dx in
+                accumulateGrad(x) { dx in
                     for o in 0..<outer {
                         let src = g + o * rowOut + offset, dst = dx + o * w
                         for j in 0..<w { dst[j] += src[j] }
@@ -250,7 +258,7 @@ extension Graph {
         case .softmax(let x):
             let nLast = shape.last ?? 1
             read(id) { py in
-                withGrad(x) { dx in Kernels.softmaxBackward(py, g, dx, rows: n / max(nLast, 1), n: nLast) }
+                accumulateGrad(x) { dx in Kernels.softmaxBackward(py, g, dx, rows: n / max(nLast, 1), n: nLast) }
             }
         }
     }
@@ -259,8 +267,8 @@ extension Graph {
         let sa = values[a].shape, sb = values[b].shape, n = Tensor.count(of: shape)
         switch op {
         case .add, .sub:
-            withGrad(a) { da in Kernels.sumToShape(g, shape, da, sa) }
-            withGrad(b) { db in Kernels.sumToShape(g, shape, db, sb, scale: op == .add ? 1 : -1) }
+            accumulateGrad(a) { da in Kernels.sumToShape(g, shape, da, sa) }
+            accumulateGrad(b) { db in Kernels.sumToShape(g, shape, db, sb, scale: op == .add ? 1 : -1) }
         case .mul, .div:
             // Elementwise partials in the output shape, then reduce to each input's shape.
             var tmp = takeBuffer(n)
@@ -272,7 +280,7 @@ extension Graph {
                         // d/da (a·b) = b ;  d/da (a/b) = 1/b
                         Kernels.binaryForward(op == .mul ? .mul : .div, g, shape, pb, sb, t, shape)
                     }
-                    withGrad(a) { da in Kernels.sumToShape(t, shape, da, sa) }
+                    accumulateGrad(a) { da in Kernels.sumToShape(t, shape, da, sa) }
                 }
                 if needsGrad[b] {
                     read(a) { pa in
@@ -284,9 +292,9 @@ extension Graph {
                             Kernels.binaryForward(.div, t, shape, pb, sb, t, shape)
                             Kernels.binaryForward(.div, t, shape, pb, sb, t, shape)
                         }
-                        withGrad(b) { db in Kernels.sumToShape(t, shape, db, sb, scale: -1) }
+                        accumulateGrad(b) { db in Kernels.sumToShape(t, shape, db, sb, scale: -1) }
                     } else {
-                        withGrad(b) { db in Kernels.sumToShape(t, shape, db, sb) }
+                        accumulateGrad(b) { db in Kernels.sumToShape(t, shape, db, sb) }
                     }
                 }
             }

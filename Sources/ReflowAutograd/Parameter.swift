@@ -8,18 +8,43 @@ public import ReflowEngine
 public final class Parameter {
     /// The weights.
     public var value: Tensor
-    /// Sum of gradients since the last ``zeroGrad()``; same shape as `value`.
-    public var grad: Tensor
+    /// Gradient storage; may hold stale values while `gradIsZero` is set.
+    var gradStorage: Tensor
+    /// The gradient is logically zero (PyTorch's `set_to_none`): the next backward pass may
+    /// overwrite `gradStorage` instead of zero-filling and accumulating into it.
+    var gradIsZero = true
 
     public init(_ value: Tensor) {
         self.value = value
-        self.grad = Tensor.zeros(value.shape)
+        self.gradStorage = Tensor.zeros(value.shape)
     }
 
-    /// Resets the accumulated gradient to zero (keeps its storage).
-    public func zeroGrad() {
-        grad.data.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+    /// Sum of gradients since the last ``zeroGrad()``; same shape as `value`.
+    public var grad: Tensor {
+        get {
+            materializeGrad()
+            return gradStorage
+        }
+        _modify {
+            materializeGrad()
+            yield &gradStorage
+        }
+        set {
+            gradStorage = newValue
+            gradIsZero = false
+        }
     }
+
+    private func materializeGrad() {
+        if gradIsZero {
+            gradStorage.data.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            gradIsZero = false
+        }
+    }
+
+    /// Resets the accumulated gradient to zero (lazily: no memory is touched until it is read
+    /// or the next backward pass writes it).
+    public func zeroGrad() { gradIsZero = true }
 
     public var shape: [Int] { value.shape }
 }

@@ -65,7 +65,7 @@ public enum Kernels {
         case .silu: map8(x, y, n) { $0 * sigmoid8($0) }
         case .sigmoid: map8(x, y, n) { sigmoid8($0) }
         case .tanh: map8(x, y, n) { tanh8($0) }
-        case .exp: map8(x, y, n) { exp8($0) }
+        case .exp: map8(x, y, n) { exp8Full($0) }
         case .square: for i in 0..<n { y[i] = x[i] * x[i] }
         case .abs: for i in 0..<n { y[i] = Swift.abs(x[i]) }
         case .sqrt: for i in 0..<n { y[i] = x[i].squareRoot() }
@@ -77,31 +77,37 @@ public enum Kernels {
         }
     }
 
-    /// dx += f'(x) · dy, given x and y = f(x).  All: [N]
+    /// dx += f'(x) · dy (or dx = f'(x) · dy when `accumulate` is false), given x and y = f(x).  All: [N]
     public static func unaryBackward(_ op: UnaryOp, x: UnsafePointer<Float>, y: UnsafePointer<Float>,
                                      dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-                                     count: Int, threads: Int = 1) {
+                                     count: Int, accumulate: Bool = true, threads: Int = 1) {
         let px = SendablePointer(x), py = SendablePointer(y), pdy = SendablePointer(dy)
         let pdx = SendableMutablePointer(dx)
         parallelChunks(count: count, threads: count >= parallelThreshold ? threads : 1, grain: 64) { r in
             let o = r.lowerBound
-            unaryBackwardSerial(op, px.base! + o, py.base! + o, pdy.base! + o, pdx.base! + o, r.count)
+            unaryBackwardSerial(op, px.base! + o, py.base! + o, pdy.base! + o, pdx.base! + o, r.count, accumulate)
         }
     }
 
     static func unaryBackwardSerial(_ op: UnaryOp, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
-                                    _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
+                                    _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int,
+                                    _ accumulate: Bool) {
+        // The vectorised rules take `accumulate` directly; the scalar ones add into a zeroed buffer.
         switch op {
-        case .relu: zipAccumulate8(x, dy, dx, n) { x, g in g.replacing(with: 0, where: x .<= 0) }
+        case .relu, .silu, .sigmoid, .tanh, .exp: break
+        default: if !accumulate { dx.update(repeating: 0, count: n) }
+        }
+        switch op {
+        case .relu: zipApply8(x, dy, dx, n, accumulate: accumulate) { x, g in g.replacing(with: 0, where: x .<= 0) }
         case .silu:
             // d/dx x·σ(x) = σ + x·σ·(1 − σ)
-            zipAccumulate8(x, dy, dx, n) { x, g in
+            zipApply8(x, dy, dx, n, accumulate: accumulate) { x, g in
                 let s = sigmoid8(x)
                 return g * (s + x * s * (F8(repeating: 1) - s))
             }
-        case .sigmoid: zipAccumulate8(y, dy, dx, n) { y, g in g * y * (F8(repeating: 1) - y) }
-        case .tanh: zipAccumulate8(y, dy, dx, n) { y, g in g * (F8(repeating: 1) - y * y) }
-        case .exp: zipAccumulate8(y, dy, dx, n) { y, g in g * y }
+        case .sigmoid: zipApply8(y, dy, dx, n, accumulate: accumulate) { y, g in g * y * (F8(repeating: 1) - y) }
+        case .tanh: zipApply8(y, dy, dx, n, accumulate: accumulate) { y, g in g * (F8(repeating: 1) - y * y) }
+        case .exp: zipApply8(y, dy, dx, n, accumulate: accumulate) { y, g in g * y }
         case .square: for i in 0..<n { dx[i] += 2 * x[i] * dy[i] }
         case .abs: for i in 0..<n { dx[i] += (x[i] > 0 ? 1 : (x[i] < 0 ? -1 : 0)) * dy[i] }
         case .sqrt: for i in 0..<n { dx[i] += dy[i] * 0.5 / y[i] }

@@ -116,12 +116,16 @@ public final class ToyTrainer {
         graph.releaseScratch(&x1)
         let loss = config.loss(model(packed: input), target)
         graph.backward(loss)
+        let lossValue = loss.scalar
+        // Drop the graph's references to the weights before updating them, so the optimizer
+        // writes in place instead of copying every parameter (copy-on-write).
+        graph.reset()
         if let c = config.gradClipNorm { clipGradNorm(model.parameters, maxNorm: c) }
         optimizer.step(learningRate: config.schedule.learningRate(base: config.learningRate, step: step))
         optimizer.zeroGrad()
         ema?.update(from: model)
         step += 1
-        return loss.scalar
+        return lossValue
     }
 
     /// The complete resumable state.

@@ -102,22 +102,50 @@ public final class Optimizer {
             p.value.data.withUnsafeMutableBufferPointer { w in
                 m.data.withUnsafeMutableBufferPointer { m in
                     v.data.withUnsafeMutableBufferPointer { v in
-                        let decay = 1 - lr * decoupled
-                        for j in 0..<n {
-                            var wj = w[j]
-                            if decoupled != 0 { wj *= decay }
-                            let gj = l2 != 0 ? g[j] + l2 * wj : g[j]
-                            let mj = m[j] + (1 - b1) * (gj - m[j])
-                            let vj = b2 * v[j] + (1 - b2) * gj * gj
-                            m[j] = mj
-                            v[j] = vj
-                            w[j] = wj - stepSize * (mj / (vj.squareRoot() / bc2Sqrt + eps))
-                        }
+                        adamKernel(w.baseAddress!, g.baseAddress!, m.baseAddress!, v.baseAddress!, n,
+                                   lr: lr, b1: b1, b2: b2, eps: eps, l2: l2, decoupled: decoupled,
+                                   stepSize: stepSize, bc2Sqrt: bc2Sqrt)
                     }
                 }
             }
         }
         st = [m, v]
+    }
+
+    /// The Adam/AdamW update of `n` weights, 8 lanes at a time (same arithmetic as the scalar
+    /// tail, so results do not depend on alignment).
+    private func adamKernel(_ w: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                            _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
+                            lr: Float, b1: Float, b2: Float, eps: Float, l2: Float, decoupled: Float,
+                            stepSize: Float, bc2Sqrt: Float) {
+        typealias F8 = SIMD8<Float>
+        let decay = 1 - lr * decoupled
+        @inline(__always) func lane(_ wj: F8, _ gj0: F8, _ mj0: F8, _ vj0: F8) -> (F8, F8, F8) {
+            var wj = wj
+            if decoupled != 0 { wj *= decay }
+            let gj = l2 != 0 ? gj0 + l2 * wj : gj0
+            let mj = mj0 + (1 - b1) * (gj - mj0)
+            let vj = b2 * vj0 + (1 - b2) * gj * gj
+            let wNew = wj - stepSize * (mj / (vj.squareRoot() / bc2Sqrt + eps))
+            return (wNew, mj, vj)
+        }
+        let rw = UnsafeMutableRawPointer(w), rg = UnsafeRawPointer(g)
+        let rm = UnsafeMutableRawPointer(m), rv = UnsafeMutableRawPointer(v)
+        var j = 0
+        while j + 8 <= n {
+            let o = j * 4
+            let (wn, mn, vn) = lane(rw.loadUnaligned(fromByteOffset: o, as: F8.self), rg.loadUnaligned(fromByteOffset: o, as: F8.self),
+                                    rm.loadUnaligned(fromByteOffset: o, as: F8.self), rv.loadUnaligned(fromByteOffset: o, as: F8.self))
+            rw.storeBytes(of: wn, toByteOffset: o, as: F8.self)
+            rm.storeBytes(of: mn, toByteOffset: o, as: F8.self)
+            rv.storeBytes(of: vn, toByteOffset: o, as: F8.self)
+            j += 8
+        }
+        while j < n {
+            let (wn, mn, vn) = lane(F8(repeating: w[j]), F8(repeating: g[j]), F8(repeating: m[j]), F8(repeating: v[j]))
+            w[j] = wn[0]; m[j] = mn[0]; v[j] = vn[0]
+            j += 1
+        }
     }
 
     /// Optimizer state as named tensors (`<param>.<slot>`) plus the step count, for checkpoints.
