@@ -5,11 +5,41 @@
 
 @usableFromInline typealias F8 = SIMD8<Float>
 
+/// e^x for the activations (sigmoid, tanh, SiLU): outside [-87.3, 88.3] it saturates at the
+/// clamp values (finite), which is all they need. ``exp8Full(_:)`` is the exp of the `exp` op.
 @inline(__always) @usableFromInline
 func exp8(_ xIn: F8) -> F8 {
     // Clamp with compare+blend: SIMD `clamped(lowerBound:upperBound:)` does not vectorise (2× slower).
     var x = xIn.replacing(with: F8(repeating: -87.3), where: xIn .< F8(repeating: -87.3))
     x = x.replacing(with: F8(repeating: 88.3), where: x .> F8(repeating: 88.3))
+    let (er, t) = exp8Reduced(x)
+    // 2^n: the low mantissa bits of t hold n (biased by 0x4B400000).
+    let bits = unsafeBitCast(t, to: SIMD8<UInt32>.self)
+    let pow2 = unsafeBitCast((bits &+ SIMD8<UInt32>(repeating: 127 &- 0x4B40_0000)) &<< 23, to: F8.self)
+    return er * pow2
+}
+
+/// e^x over the whole Float range: correct up to ln(FLT_MAX) ≈ 88.72 (where ``exp8(_:)`` stops
+/// at e^88.3), +inf above it, and gradual underflow to 0 below -87.3. One multiply dearer than
+/// ``exp8(_:)``: 2^n is applied as 2^(n>>1)·2^(n − n>>1), two normal factors for n ∈ [-150, 129],
+/// so the product rounds once instead of the exponent field wrapping.
+@inline(__always) @usableFromInline
+func exp8Full(_ xIn: F8) -> F8 {
+    // Outside [-104, 89] the result is 0 or +inf anyway (e^-104 < FLT_TRUE_MIN/2, e^89 > FLT_MAX).
+    var x = xIn.replacing(with: F8(repeating: -104), where: xIn .< F8(repeating: -104))
+    x = x.replacing(with: F8(repeating: 89), where: x .> F8(repeating: 89))
+    let (er, t) = exp8Reduced(x)
+    let n = unsafeBitCast(t, to: SIMD8<Int32>.self) &- SIMD8<Int32>(repeating: 0x4B40_0000)
+    let n1 = n &>> 1, n2 = n &- n1
+    let p1 = unsafeBitCast((n1 &+ SIMD8<Int32>(repeating: 127)) &<< 23, to: F8.self)
+    let p2 = unsafeBitCast((n2 &+ SIMD8<Int32>(repeating: 127)) &<< 23, to: F8.self)
+    return (er * p1) * p2
+}
+
+/// Range reduction and polynomial shared by the exps: returns e^r (r = x − n·ln2, |r| ≤ ln2/2)
+/// and t, whose low mantissa bits hold n = round(x / ln2) biased by 0x4B400000.
+@inline(__always) @usableFromInline
+func exp8Reduced(_ x: F8) -> (er: F8, t: F8) {
     // n = round(x / ln2) via the 1.5·2^23 magic-number trick; fx = n as float.
     let magic = F8(repeating: 12_582_912)
     let t = x * F8(repeating: 1.442_695_04) + magic
@@ -23,10 +53,7 @@ func exp8(_ xIn: F8) -> F8 {
     p = p * r + F8(repeating: 1.666_666_55e-1)
     p = p * r + F8(repeating: 5.000_000_1e-1)
     let er = p * (r * r) + r + F8(repeating: 1)
-    // 2^n: the low mantissa bits of t hold n (biased by 0x4B400000).
-    let bits = unsafeBitCast(t, to: SIMD8<UInt32>.self)
-    let pow2 = unsafeBitCast((bits &+ SIMD8<UInt32>(repeating: 127 &- 0x4B40_0000)) &<< 23, to: F8.self)
-    return er * pow2
+    return (er, t)
 }
 
 @inline(__always) @usableFromInline
@@ -41,7 +68,7 @@ func tanh8(_ x: F8) -> F8 {
 }
 
 @inline(__always) @usableFromInline
-func scalarExp(_ x: Float) -> Float { exp8(F8(repeating: x))[0] }
+func scalarExp(_ x: Float) -> Float { exp8Full(F8(repeating: x))[0] }
 
 /// Scalar entry points of the vector math (used by tests and tails).
 public enum VectorMath {
@@ -67,22 +94,31 @@ func map8(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: 
     }
 }
 
-/// Like ``map8`` with two inputs (e.g. x and the upstream gradient), accumulating into `out`.
+/// Like ``map8`` with two inputs (e.g. x and the upstream gradient), adding into `out`
+/// (`accumulate`) or overwriting it.
 @inline(__always) @usableFromInline
-func zipAccumulate8(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
-                    _ count: Int, _ f8: (F8, F8) -> F8) {
+func zipApply8(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
+               _ count: Int, accumulate: Bool, _ f8: (F8, F8) -> F8) {
     let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b), ro = UnsafeMutableRawPointer(out)
     var i = 0
-    while i + 8 <= count {
-        let o = ro.loadUnaligned(fromByteOffset: i * 4, as: F8.self)
-        let v = f8(ra.loadUnaligned(fromByteOffset: i * 4, as: F8.self), rb.loadUnaligned(fromByteOffset: i * 4, as: F8.self))
-        ro.storeBytes(of: o + v, toByteOffset: i * 4, as: F8.self)
-        i += 8
+    if accumulate {
+        while i + 8 <= count {
+            let o = ro.loadUnaligned(fromByteOffset: i * 4, as: F8.self)
+            let v = f8(ra.loadUnaligned(fromByteOffset: i * 4, as: F8.self), rb.loadUnaligned(fromByteOffset: i * 4, as: F8.self))
+            ro.storeBytes(of: o + v, toByteOffset: i * 4, as: F8.self)
+            i += 8
+        }
+    } else {
+        while i + 8 <= count {
+            let v = f8(ra.loadUnaligned(fromByteOffset: i * 4, as: F8.self), rb.loadUnaligned(fromByteOffset: i * 4, as: F8.self))
+            ro.storeBytes(of: v, toByteOffset: i * 4, as: F8.self)
+            i += 8
+        }
     }
     if i < count {
         var va = F8(), vb = F8()
         for j in 0..<(count - i) { va[j] = a[i + j]; vb[j] = b[i + j] }
         let r = f8(va, vb)
-        for j in 0..<(count - i) { out[i + j] += r[j] }
+        for j in 0..<(count - i) { out[i + j] = (accumulate ? out[i + j] : 0) + r[j] }
     }
 }
