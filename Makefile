@@ -45,7 +45,7 @@ bench: build
 	@$(BIN) bench toy --width 1024 --depth 4 --batch 1024 --steps 20 --warmup 3 --sample-steps 1 --sample-reps 2
 
 run: build
-	$(BIN) demo --out $(OUT)
+	$(BIN) demo --config config/demo.json --out $(OUT)
 
 demo: run
 
