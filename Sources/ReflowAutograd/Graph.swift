@@ -194,6 +194,14 @@ public final class Graph {
     public func backward(_ root: Var) {
         precondition(isGradEnabled, "backward: the graph was recorded with gradients disabled")
         guard needsGrad[root.id] else { return }
+        // Start from clean node gradients: `grad(_:)` reports this pass only, and a second pass
+        // must not propagate the previous pass's intermediate gradients again.
+        for i in grads.indices {
+            if var old = grads[i] {
+                grads[i] = nil
+                recycle(&old.data)
+            }
+        }
         var seed = takeBuffer(values[root.id].count)
         seed.withUnsafeMutableBufferPointer { $0.update(repeating: 1) }
         grads[root.id] = Tensor(shape: values[root.id].shape, data: seed)
