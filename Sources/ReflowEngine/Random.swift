@@ -118,24 +118,26 @@ public struct Random: Sendable {
     }
 
     /// Natural logarithm from IEEE-exact operations only (bit-reproducible on every machine).
-    /// x = m·2^e with m ∈ [√½, √2); ln m = 2·atanh(s), s = (m−1)/(m+1), |s| ≤ 0.1716, by its
-    /// odd series to s²³ (truncation error < 1e-18). Accurate to ~1 ulp for finite x > 0.
+    ///
+    /// fdlibm's reduction: x = 2^e·(1 + f) with 1 + f ∈ [√½, √2), so f = m − 1 is exact; then
+    /// log(1 + f) = f − (f²/2 − s·(f²/2 + R)) with s = f/(2 + f) and R = Σ 2s^{2k}/(2k+1) (k ≥ 1,
+    /// to s²²), and e·ln 2 is added in a high part exact in e and a low correction. The exact
+    /// leading term f keeps the error near 1 ulp.
     public static func deterministicLog(_ x: Double) -> Double {
         precondition(x > 0 && x.isFinite, "deterministicLog: x must be finite and positive, got \(x)")
         var e = Int(x.exponent)
         var m = x.significand  // [1, 2)
         if x.isSubnormal { let n = x * 0x1p60; e = Int(n.exponent) - 60; m = n.significand }
         if m > 1.414_213_562_373_095_1 { m *= 0.5; e += 1 }
-        let s = (m - 1) / (m + 1), s2 = s * s
-        var term = s, sum = 0.0
-        var k = 1.0
-        for _ in 0..<12 {
-            sum += term / k
-            term *= s2
-            k += 2
-        }
-        let ln2hi = 0.693_147_180_369_123_8, ln2lo = 1.908_214_929_270_587_7e-10
-        return Double(e) * ln2hi + (2 * sum + Double(e) * ln2lo)
+        let f = m - 1  // exact (Sterbenz)
+        let s = f / (2 + f), z = s * s
+        var r = 2.0 / 23
+        for k in stride(from: 21.0, through: 3.0, by: -2) { r = r * z + 2 / k }
+        r *= z
+        let hfsq = 0.5 * f * f
+        let ln2hi = 6.931_471_803_691_238_164_90e-01, ln2lo = 1.908_214_929_270_587_700_02e-10
+        let de = Double(e)
+        return de * ln2hi - ((hfsq - (s * (hfsq + r) + de * ln2lo)) - f)
     }
 }
 

@@ -248,16 +248,11 @@ struct RandomTests {
         #expect(Swift.abs(Random.deterministicLog(.leastNonzeroMagnitude) - -744.4400719213812) < 1e-12)
     }
 
-    @Test("deterministicLog is within 5 ulp everywhere (cancellation near 1 costs up to 5 ulp)")
+    @Test("deterministicLog is within 2 ulp of Foundation.log everywhere, including near 1")
     func deterministicLogEverywhere() {
         let w = Self.worstLogError { _ in true }
-        #expect(w.ulps <= 5, "max error \(w.ulps) ulp at x = \(w.x)")
-        // Known issue: the "~1 ulp" of the doc comment (and a 2-ulp target) does not hold on
-        // [0.5, 4): s = (m−1)/(m+1) is rounded before the series, and ln 2·e cancels against it.
-        // About 6 % of inputs there are off by more than 1 ulp, 0.3 % by more than 2, the worst by 5.
-        withKnownIssue("deterministicLog is up to 5 ulp from log near 1, not ~1 ulp as documented") {
-            let near = Self.worstLogError { $0 >= 0.5 && $0 < 4 }
-            #expect(near.ulps <= 2, "max error \(near.ulps) ulp at x = \(near.x)")
-        }
+        #expect(w.ulps <= 2, "max error \(w.ulps) ulp at x = \(w.x)")
+        let near = Self.worstLogError { $0 >= 0.5 && $0 < 4 }
+        #expect(near.ulps <= 1, "max error \(near.ulps) ulp at x = \(near.x)")
     }
 }
