@@ -45,10 +45,16 @@ public final class Graph {
     /// Number of buffers allocated fresh (not taken from the pool) since the graph was created.
     public private(set) var freshAllocations = 0
 
-    public init(threads: Int = 1, gradEnabled: Bool = true) {
+    /// When true (the default), parameter gradients accumulate into `Parameter.grad`. When
+    /// false they stay in this graph (read them with ``parameterGradient(_:)``), so several
+    /// graphs can back-propagate through the same parameters concurrently (data parallelism).
+    public let accumulatesIntoParameters: Bool
+
+    public init(threads: Int = 1, gradEnabled: Bool = true, accumulatesIntoParameters: Bool = true) {
         precondition(threads >= 1, "Graph: threads must be ≥ 1")
         self.threads = threads
         self.isGradEnabled = gradEnabled
+        self.accumulatesIntoParameters = accumulatesIntoParameters
     }
 
     /// Number of recorded nodes.
@@ -140,10 +146,8 @@ public final class Graph {
         let key = ObjectIdentifier(p)
         if let id = nodeOfParameter[key] { return Var(graph: self, id: id) }
         let v = append(p.value, .leaf, needsGrad: isGradEnabled, external: true)
-        if isGradEnabled {
-            parameterOfNode[v.id] = p
-            nodeOfParameter[key] = v.id
-        }
+        nodeOfParameter[key] = v.id
+        if isGradEnabled && accumulatesIntoParameters { parameterOfNode[v.id] = p }
         return v
     }
 
@@ -151,6 +155,14 @@ public final class Graph {
 
     public func value(_ v: Var) -> Tensor { values[v.id] }
     func shape(_ id: Int) -> [Int] { values[id].shape }
+
+    /// With `accumulatesIntoParameters == false`: the gradient of the last ``backward(_:)`` with
+    /// respect to `p`, or nil when `p` was not used or no gradient reached it. The buffer stays
+    /// valid until ``reset()``; it is passed to `body` without copying.
+    public func withParameterGradient<R>(_ p: Parameter, _ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard let id = nodeOfParameter[ObjectIdentifier(p)], let g = grads[id] else { return body(nil) }
+        return g.data.withUnsafeBufferPointer { body($0.baseAddress) }
+    }
 
     /// The gradient of the last ``backward(_:)`` with respect to `v` (zeros if it did not flow).
     public func grad(_ v: Var) -> Tensor {

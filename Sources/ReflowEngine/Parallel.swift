@@ -35,3 +35,13 @@ public func parallelChunks(count: Int, threads: Int, grain: Int = 1,
         if lo < hi { body(lo..<hi) }
     }
 }
+
+/// Hands non-Sendable state (a model's parameters, per-worker graphs) to `parallelChunks`
+/// workers. Safe only under the data-parallel discipline of its users: during the parallel
+/// region shared objects are only read, and each worker mutates only the objects of its own
+/// index; the caller waits for all workers before touching anything again. (In the
+/// `@unchecked Sendable` allowlist, docs/ARCHITECTURE.md.)
+public struct WorkerShared<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
+}

@@ -1,5 +1,5 @@
 public import ReflowEngine
-public import ReflowAutograd
+import ReflowAutograd
 public import ReflowNN
 
 /// Hyperparameters of a 1-rectified-flow run on a 2-D toy distribution.
@@ -56,27 +56,49 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
 /// A 1-rectified-flow training loop: x0 ~ N(0, I), x1 ~ data, t ~ U[0, 1),
 /// minimise loss(v(x_t, t), x1 − x0) (see ``TimeConvention``).
 ///
-/// One graph is reused for every step, so after the first step no buffers are allocated.
-/// All randomness (data, noise, t) comes from one ``Random`` stream that is part of the
-/// snapshot, so `snapshot()` → `init(restoring:)` continues bit-for-bit.
+/// **Data parallel.** With `threads` = T, each step draws the whole batch on the calling
+/// thread (one RNG stream, so the data does not depend on T), cuts it into T row shards and
+/// runs forward and backward of each shard on its own worker and graph with single-threaded
+/// GEMMs. Each shard's loss is scaled by rows/B, so the shard gradients sum exactly (in exact
+/// arithmetic) to the full-batch gradient; they are summed in worker order into
+/// `Parameter.grad`, then clipping, the optimizer and the EMA run once. Every kernel runs in
+/// parallel this way, not just the GEMMs, and no worker waits on another inside a step.
+/// Results are deterministic for a given T (different T round differently).
+///
+/// Each worker's graph is reused for every step, so after the first step nothing is allocated
+/// (``bufferAllocations`` stops growing). All randomness comes from one ``Random`` stream that
+/// is part of the snapshot, so `snapshot()` → `init(restoring:)` continues bit for bit.
 public final class ToyTrainer {
     public let config: ToyTrainingConfig
     public let model: VelocityMLP
     public let optimizer: Optimizer
     public let ema: EMA?
-    public let graph: Graph
+    /// Worker count (row shards per step).
+    public let threads: Int
+    /// One graph per worker; gradients stay in the graphs until they are summed.
+    let workers: [Graph]
     public private(set) var rng: Random
     public private(set) var step = 0
+    /// The current batch: inputs [B, d + 1] = [x_t, t] and targets [B, d] = x1 − x0.
+    private var batchInput: [Float], batchTarget: [Float], noise: [Float]
+    private var shardLoss: [Float]
 
     public init(_ config: ToyTrainingConfig, threads: Int) {
+        precondition(threads >= 1, "ToyTrainer: threads must be ≥ 1")
         self.config = config
+        self.threads = threads
         var initRng = Random(seed: config.seed)
         let model = VelocityMLP(config.model, rng: &initRng)
         self.model = model
         optimizer = Optimizer(config.optimizer, module: model)
         ema = config.emaDecay.map { EMA(decay: $0, module: model) }
-        graph = Graph(threads: threads)
+        workers = (0..<threads).map { _ in Graph(threads: 1, accumulatesIntoParameters: false) }
         rng = Random(seed: config.seed &+ 1)
+        let b = config.batchSize, d = config.model.dimension
+        batchInput = [Float](repeating: 0, count: b * (d + 1))
+        batchTarget = [Float](repeating: 0, count: b * d)
+        noise = [Float](repeating: 0, count: b * d)
+        shardLoss = [Float](repeating: 0, count: threads)
     }
 
     /// Resumes from a snapshot taken by ``snapshot()`` of a run with the same config.
@@ -89,43 +111,80 @@ public final class ToyTrainer {
         step = s.step
     }
 
+    /// Buffers the worker graphs have allocated so far (constant after the first step).
+    public var bufferAllocations: Int { workers.reduce(0) { $0 + $1.freshAllocations } }
+
     /// One optimisation step; returns the loss before the update.
     @discardableResult
     public func trainStep() -> Float {
-        graph.reset()
-        let b = config.batchSize, d = config.model.dimension
-        // input: [B, d + 1] = [x_t, t];  target: [B, d] = x1 − x0
-        var x1 = graph.takeScratch(b * d), x0 = graph.takeScratch(b * d)
-        x1.withUnsafeMutableBufferPointer { config.data.sample(into: $0, rng: &rng) }
-        let input = graph.constant(shape: [b, d + 1]) { inp in
-            x0.withUnsafeMutableBufferPointer { x0 in
-                for r in 0..<b {
-                    let t = rng.uniformFloat()
-                    for c in 0..<d {
-                        x0[r * d + c] = Float(rng.normal())
-                        inp[r * (d + 1) + c] = TimeConvention.interpolate(x0: x0[r * d + c], x1: x1[r * d + c], t: t)
+        drawBatch()
+        let b = config.batchSize, d = config.model.dimension, threads = self.threads
+        let shared = WorkerShared((model: model, workers: workers, loss: config.loss))
+        let losses = SendableMutablePointer(shardLoss.withUnsafeMutableBufferPointer { $0.baseAddress })
+        batchInput.withUnsafeBufferPointer { inp in
+            batchTarget.withUnsafeBufferPointer { tgt in
+                let pIn = SendablePointer(inp.baseAddress), pTg = SendablePointer(tgt.baseAddress)
+                parallelChunks(count: threads, threads: threads) { range in
+                    for w in range {
+                        let lo = b * w / threads, hi = b * (w + 1) / threads
+                        let g = shared.value.workers[w]
+                        g.reset()
+                        guard hi > lo else { losses.base![w] = 0; continue }
+                        let rows = hi - lo
+                        let input = g.constant(shape: [rows, d + 1]) {
+                            $0.baseAddress!.update(from: pIn.base! + lo * (d + 1), count: rows * (d + 1))
+                        }
+                        let target = g.constant(shape: [rows, d]) {
+                            $0.baseAddress!.update(from: pTg.base! + lo * d, count: rows * d)
+                        }
+                        // Shard loss · rows/B: the shard gradients then add up to the batch gradient.
+                        let loss = g.affine(shared.value.loss(shared.value.model(packed: input), target),
+                                            scale: Float(rows) / Float(b))
+                        g.backward(loss)
+                        losses.base![w] = loss.scalar
                     }
-                    inp[r * (d + 1) + d] = t
                 }
             }
         }
-        let target = graph.constant(shape: [b, d]) { tg in
-            for j in 0..<(b * d) { tg[j] = TimeConvention.velocity(x0: x0[j], x1: x1[j]) }
+        // Sum the shard gradients in worker order, then release the graphs' references to the
+        // weights so the optimizer updates them in place (no copy-on-write).
+        for (_, p) in model.namedParameters() {
+            let n = p.value.count
+            p.grad.data.withUnsafeMutableBufferPointer { acc in
+                for g in workers {
+                    g.withParameterGradient(p) { grad in
+                        guard let grad else { return }
+                        for j in 0..<n { acc[j] += grad[j] }
+                    }
+                }
+            }
         }
-        graph.releaseScratch(&x0)
-        graph.releaseScratch(&x1)
-        let loss = config.loss(model(packed: input), target)
-        graph.backward(loss)
-        let lossValue = loss.scalar
-        // Drop the graph's references to the weights before updating them, so the optimizer
-        // writes in place instead of copying every parameter (copy-on-write).
-        graph.reset()
+        for g in workers { g.reset() }
         if let c = config.gradClipNorm { clipGradNorm(model.parameters, maxNorm: c) }
         optimizer.step(learningRate: config.schedule.learningRate(base: config.learningRate, step: step))
         optimizer.zeroGrad()
         ema?.update(from: model)
         step += 1
-        return lossValue
+        return shardLoss.reduce(0, +)
+    }
+
+    /// Draws x1 ~ data, x0 ~ N(0, I), t ~ U[0, 1) for the whole batch from the trainer's RNG.
+    private func drawBatch() {
+        let b = config.batchSize, d = config.model.dimension
+        batchTarget.withUnsafeMutableBufferPointer { x1 in config.data.sample(into: x1, rng: &rng) }
+        batchInput.withUnsafeMutableBufferPointer { inp in
+            batchTarget.withUnsafeMutableBufferPointer { tg in
+                for r in 0..<b {
+                    let t = rng.uniformFloat()
+                    for c in 0..<d {
+                        let x0 = Float(rng.normal()), x1 = tg[r * d + c]
+                        inp[r * (d + 1) + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
+                        tg[r * d + c] = TimeConvention.velocity(x0: x0, x1: x1)
+                    }
+                    inp[r * (d + 1) + d] = t
+                }
+            }
+        }
     }
 
     /// The complete resumable state.
