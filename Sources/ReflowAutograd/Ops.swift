@@ -4,6 +4,8 @@ public import ReflowEngine
 enum Op {
     case leaf
     case unary(UnaryOp, Int)
+    /// SiLU with σ(x) kept in node `sigmoid` (a hidden constant) for a cheap backward.
+    case silu(Int, sigmoid: Int)
     case binary(BinaryOp, Int, Int)
     /// x · s + c (scalar affine).
     case affine(Int, scale: Float, shift: Float)
@@ -27,6 +29,19 @@ extension Graph {
     /// Elementwise unary function.
     public func unary(_ op: UnaryOp, _ x: Var) -> Var {
         let shape = values[x.id].shape, n = values[x.id].count
+        if op == .silu && isGradEnabled && needsGrad[x.id] {
+            // Keep σ(x): the backward pass then needs no exp (2× cheaper overall).
+            return read(x.id) { px in
+                let s = record(shape, .leaf, inputs: []) { ps in
+                    Kernels.unaryForward(.sigmoid, px, ps, count: n, threads: threads)
+                }
+                return read(s.id) { ps in
+                    record(shape, .silu(x.id, sigmoid: s.id), inputs: [x.id]) { py in
+                        Kernels.binaryForward(.mul, px, shape, ps, shape, py, shape, threads: threads)
+                    }
+                }
+            }
+        }
         return read(x.id) { px in
             record(shape, .unary(op, x.id), inputs: [x.id]) { py in
                 Kernels.unaryForward(op, px, py, count: n, threads: threads)
@@ -178,6 +193,12 @@ extension Graph {
             read(x) { px in read(id) { py in
                 withGrad(x) { dx, fresh in
                     Kernels.unaryBackward(op, x: px, y: py, dy: g, dx: dx, count: n, accumulate: !fresh, threads: threads)
+                }
+            } }
+        case .silu(let x, let sNode):
+            read(sNode) { ps in read(id) { py in
+                withGrad(x) { dx, fresh in
+                    Kernels.siluBackwardSaved(sigmoid: ps, y: py, dy: g, dx: dx, count: n, accumulate: !fresh, threads: threads)
                 }
             } }
         case .binary(let op, let a, let b):

@@ -125,6 +125,22 @@ public enum Kernels {
         }
     }
 
+    /// SiLU backward from the saved σ and y = x·σ: dx (+)= dy·(σ + y·(1 − σ)).  All: [N]
+    public static func siluBackwardSaved(sigmoid s: UnsafePointer<Float>, y: UnsafePointer<Float>,
+                                         dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                                         count: Int, accumulate: Bool, threads: Int = 1) {
+        let ps = SendablePointer(s), py = SendablePointer(y), pg = SendablePointer(dy)
+        let pdx = SendableMutablePointer(dx)
+        parallelChunks(count: count, threads: count >= parallelThreshold ? threads : 1, grain: 64) { r in
+            let s = ps.base!, y = py.base!, g = pg.base!, dx = pdx.base!
+            if accumulate {
+                for i in r { dx[i] += g[i] * (s[i] + y[i] * (1 - s[i])) }
+            } else {
+                for i in r { dx[i] = g[i] * (s[i] + y[i] * (1 - s[i])) }
+            }
+        }
+    }
+
     // MARK: broadcasting
 
     /// NumPy broadcast of two shapes, or nil when they are incompatible.

@@ -82,6 +82,9 @@ public final class ToyTrainer {
     /// The current batch: inputs [B, d + 1] = [x_t, t] and targets [B, d] = x1 − x0.
     private var batchInput: [Float], batchTarget: [Float], noise: [Float]
     private var shardLoss: [Float]
+    /// Parameters per worker for the gradient sum and the update (balanced by size).
+    private let bins: [[Int]]
+    private var partialNorm: [Float]
 
     public init(_ config: ToyTrainingConfig, threads: Int) {
         precondition(threads >= 1, "ToyTrainer: threads must be ≥ 1")
@@ -99,6 +102,8 @@ public final class ToyTrainer {
         batchTarget = [Float](repeating: 0, count: b * d)
         noise = [Float](repeating: 0, count: b * d)
         shardLoss = [Float](repeating: 0, count: threads)
+        bins = optimizer.parallelBins(threads: threads)
+        partialNorm = [Float](repeating: 0, count: bins.count)
     }
 
     /// Resumes from a snapshot taken by ``snapshot()`` of a run with the same config.
@@ -146,22 +151,48 @@ public final class ToyTrainer {
                 }
             }
         }
-        // Sum the shard gradients in worker order, then release the graphs' references to the
-        // weights so the optimizer updates them in place (no copy-on-write).
-        for (_, p) in model.namedParameters() {
-            let n = p.value.count
-            p.grad.data.withUnsafeMutableBufferPointer { acc in
-                for g in workers {
-                    g.withParameterGradient(p) { grad in
-                        guard let grad else { return }
-                        for j in 0..<n { acc[j] += grad[j] }
+        // Sum the shard gradients (in worker order) into Parameter.grad, each worker a balanced
+        // bin of parameters; also their squared norms when clipping.
+        let clip = config.gradClipNorm
+        let named = optimizer.named
+        let update = WorkerShared((named: named, workers: workers, bins: bins, optimizer: optimizer))
+        let norms = SendableMutablePointer(partialNorm.withUnsafeMutableBufferPointer { $0.baseAddress })
+        parallelChunks(count: bins.count, threads: threads) { range in
+            for w in range {
+                var sumsq = 0.0
+                for i in update.value.bins[w] {
+                    let p = update.value.named[i].parameter
+                    let n = p.value.count
+                    p.grad.data.withUnsafeMutableBufferPointer { acc in
+                        for g in update.value.workers {
+                            g.withParameterGradient(p) { grad in
+                                guard let grad else { return }
+                                for j in 0..<n { acc[j] += grad[j] }
+                            }
+                        }
+                        if clip != nil { for j in 0..<n { sumsq += Double(acc[j]) * Double(acc[j]) } }
                     }
+                }
+                norms.base![w] = Float(sumsq)
+            }
+        }
+        // Release the graphs' references to the weights so the update writes in place.
+        for g in workers { g.reset() }
+        var gradScale: Float = 1
+        if let clip {
+            // torch.nn.utils.clip_grad_norm_: factor max / (norm + 1e-6) when below 1.
+            let norm = Float(partialNorm.reduce(0) { $0 + Double($1) }.squareRoot())
+            gradScale = min(1, clip / (norm + 1e-6))
+        }
+        let lr = config.schedule.learningRate(base: config.learningRate, step: step), scale = gradScale
+        optimizer.beginStep()
+        parallelChunks(count: bins.count, threads: threads) { range in
+            for w in range {
+                for i in update.value.bins[w] {
+                    update.value.optimizer.update(parameterAt: i, learningRate: lr, gradScale: scale)
                 }
             }
         }
-        for g in workers { g.reset() }
-        if let c = config.gradClipNorm { clipGradNorm(model.parameters, maxNorm: c) }
-        optimizer.step(learningRate: config.schedule.learningRate(base: config.learningRate, step: step))
         optimizer.zeroGrad()
         ema?.update(from: model)
         step += 1

@@ -32,19 +32,31 @@ public enum OptimizerStateError: Error, CustomStringConvertible {
     }
 }
 
+/// The state slots of one parameter. A class, so that updates of different parameters can run
+/// on different threads without touching a shared array.
+final class SlotState {
+    var tensors: [Tensor]
+    init(_ tensors: [Tensor]) { self.tensors = tensors }
+}
+
 /// First-order optimizer over a module's named parameters.
+///
+/// `step(learningRate:)` updates every parameter. For data-parallel training the same update can
+/// be split: ``beginStep()`` once, then ``update(parameterAt:learningRate:gradScale:)`` for each
+/// parameter, in any order and concurrently for different parameters (each touches only its own
+/// weights, gradient and state). ``parallelBins(threads:)`` balances parameters over workers.
 public final class Optimizer {
     public let kind: OptimizerKind
     public private(set) var named: [(name: String, parameter: Parameter)]
-    /// Per-parameter state tensors, in `named` order, one array per slot.
-    var state: [[Tensor]]
-    /// Number of completed steps.
+    /// Per-parameter state tensors, in `named` order.
+    let state: [SlotState]
+    /// Number of completed (begun) steps.
     public private(set) var step: Int = 0
 
     public init(_ kind: OptimizerKind, parameters: [(name: String, parameter: Parameter)]) {
         self.kind = kind
         self.named = parameters
-        state = parameters.map { p in kind.slots.map { _ in Tensor.zeros(p.parameter.shape) } }
+        state = parameters.map { p in SlotState(kind.slots.map { _ in Tensor.zeros(p.parameter.shape) }) }
     }
 
     public convenience init(_ kind: OptimizerKind, module: some Module) {
@@ -55,32 +67,54 @@ public final class Optimizer {
 
     /// One update with learning rate `lr` from the accumulated gradients.
     public func step(learningRate lr: Float) {
-        step += 1
-        for i in named.indices {
-            let p = named[i].parameter
-            switch kind {
-            case .sgd(let momentum, let nesterov, let wd):
-                sgdUpdate(p, &state[i], lr: lr, momentum: momentum, nesterov: nesterov, wd: wd)
-            case .adam(let b1, let b2, let eps, let wd):
-                adamUpdate(p, &state[i], lr: lr, b1: b1, b2: b2, eps: eps, l2: wd, decoupled: 0)
-            case .adamW(let b1, let b2, let eps, let wd):
-                adamUpdate(p, &state[i], lr: lr, b1: b1, b2: b2, eps: eps, l2: 0, decoupled: wd)
-            }
+        beginStep()
+        for i in named.indices { update(parameterAt: i, learningRate: lr) }
+    }
+
+    /// Advances the step counter (bias corrections use it); call once before the updates.
+    public func beginStep() { step += 1 }
+
+    /// Updates parameter `i` from `gradScale · grad` (the scale carries gradient clipping).
+    public func update(parameterAt i: Int, learningRate lr: Float, gradScale: Float = 1) {
+        let p = named[i].parameter
+        let st = state[i]
+        switch kind {
+        case .sgd(let momentum, let nesterov, let wd):
+            sgdUpdate(p, &st.tensors, lr: lr, momentum: momentum, nesterov: nesterov, wd: wd, scale: gradScale)
+        case .adam(let b1, let b2, let eps, let wd):
+            adamUpdate(p, &st.tensors, lr: lr, b1: b1, b2: b2, eps: eps, l2: wd, decoupled: 0, scale: gradScale)
+        case .adamW(let b1, let b2, let eps, let wd):
+            adamUpdate(p, &st.tensors, lr: lr, b1: b1, b2: b2, eps: eps, l2: 0, decoupled: wd, scale: gradScale)
         }
     }
 
-    private func sgdUpdate(_ p: Parameter, _ st: inout [Tensor], lr: Float, momentum: Float, nesterov: Bool, wd: Float) {
+    /// Parameter indices split into `threads` bins of about equal element count (largest first,
+    /// each into the lightest bin). Deterministic.
+    public func parallelBins(threads: Int) -> [[Int]] {
+        var bins = [[Int]](repeating: [], count: max(1, threads))
+        var load = [Int](repeating: 0, count: bins.count)
+        let order = named.indices.sorted { (named[$0].parameter.value.count, $1) > (named[$1].parameter.value.count, $0) }
+        for i in order {
+            let b = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
+            bins[b].append(i)
+            load[b] += named[i].parameter.value.count
+        }
+        return bins
+    }
+
+    private func sgdUpdate(_ p: Parameter, _ st: inout [Tensor], lr: Float, momentum: Float, nesterov: Bool, wd: Float,
+                           scale: Float) {
         let n = p.value.count
         p.grad.data.withUnsafeBufferPointer { g in
             p.value.data.withUnsafeMutableBufferPointer { w in
                 if momentum == 0 {
-                    for j in 0..<n { w[j] -= lr * (g[j] + wd * w[j]) }
+                    for j in 0..<n { w[j] -= lr * (scale * g[j] + wd * w[j]) }
                     return
                 }
                 st[0].data.withUnsafeMutableBufferPointer { buf in
                     let first = step == 1
                     for j in 0..<n {
-                        let d = g[j] + wd * w[j]
+                        let d = scale * g[j] + wd * w[j]
                         buf[j] = first ? d : momentum * buf[j] + d
                         w[j] -= lr * (nesterov ? d + momentum * buf[j] : buf[j])
                     }
@@ -90,7 +124,7 @@ public final class Optimizer {
     }
 
     private func adamUpdate(_ p: Parameter, _ st: inout [Tensor], lr: Float, b1: Float, b2: Float, eps: Float,
-                            l2: Float, decoupled: Float) {
+                            l2: Float, decoupled: Float, scale: Float) {
         let n = p.value.count
         let t = Double(step)
         let bc1 = 1 - Foundation_pow(Double(b1), t), bc2 = 1 - Foundation_pow(Double(b2), t)
@@ -104,7 +138,7 @@ public final class Optimizer {
                     v.data.withUnsafeMutableBufferPointer { v in
                         adamKernel(w.baseAddress!, g.baseAddress!, m.baseAddress!, v.baseAddress!, n,
                                    lr: lr, b1: b1, b2: b2, eps: eps, l2: l2, decoupled: decoupled,
-                                   stepSize: stepSize, bc2Sqrt: bc2Sqrt)
+                                   stepSize: stepSize, bc2Sqrt: bc2Sqrt, scale: scale)
                     }
                 }
             }
@@ -117,16 +151,17 @@ public final class Optimizer {
     private func adamKernel(_ w: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
                             _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
                             lr: Float, b1: Float, b2: Float, eps: Float, l2: Float, decoupled: Float,
-                            stepSize: Float, bc2Sqrt: Float) {
+                            stepSize: Float, bc2Sqrt: Float, scale: Float) {
         typealias F8 = SIMD8<Float>
         let decay = 1 - lr * decoupled
         @inline(__always) func lane(_ wj: F8, _ gj0: F8, _ mj0: F8, _ vj0: F8) -> (F8, F8, F8) {
             var wj = wj
             if decoupled != 0 { wj *= decay }
-            let gj = l2 != 0 ? gj0 + l2 * wj : gj0
+            let gs = scale == 1 ? gj0 : gj0 * scale
+            let gj = l2 != 0 ? gs + l2 * wj : gs
             let mj = mj0 + (1 - b1) * (gj - mj0)
             let vj = b2 * vj0 + (1 - b2) * gj * gj
-            let wNew = wj - stepSize * (mj / (vj.squareRoot() / bc2Sqrt + eps))
+            let wNew = wj - stepSize * (mj / (VectorMath.sqrt(vj) / bc2Sqrt + eps))
             return (wNew, mj, vj)
         }
         let rw = UnsafeMutableRawPointer(w), rg = UnsafeRawPointer(g)
@@ -152,7 +187,7 @@ public final class Optimizer {
     public func stateTensors() -> [(name: String, tensor: Tensor)] {
         var out = [(name: String, tensor: Tensor)]()
         for (i, (name, _)) in named.enumerated() {
-            for (s, slot) in kind.slots.enumerated() { out.append((name + "." + slot, state[i][s])) }
+            for (s, slot) in kind.slots.enumerated() { out.append((name + "." + slot, state[i].tensors[s])) }
         }
         return out
     }
@@ -160,7 +195,7 @@ public final class Optimizer {
     /// Restores state written by ``stateTensors()``; nothing changes unless all of it fits.
     public func load(stateTensors: [String: Tensor], step: Int) throws {
         guard step >= 0 else { throw OptimizerStateError.badStep(step) }
-        var newState = state
+        var newState = state.map(\.tensors)
         for (i, (name, p)) in named.enumerated() {
             for (s, slot) in kind.slots.enumerated() {
                 let key = name + "." + slot
@@ -169,7 +204,7 @@ public final class Optimizer {
                 newState[i][s] = t
             }
         }
-        state = newState
+        for (i, t) in newState.enumerated() { state[i].tensors = t }
         self.step = step
     }
 }

@@ -1,5 +1,6 @@
 import Synchronization
 import Testing
+import Dispatch
 import ReflowEngine
 
 @Suite("parallelChunks")
@@ -49,5 +50,61 @@ struct ParallelTests {
         let ran = Mutex(0)
         parallelChunks(count: 5, threads: 1) { r in ran.withLock { $0 += r.count } }
         #expect(ran.withLock { $0 } == 5)
+    }
+}
+
+@Suite("ComputePool")
+struct ComputePoolTests {
+    /// Per-index hit counters that workers may bump concurrently.
+    final class Counters: Sendable {
+        let hits: Mutex<[Int]>
+        init(_ n: Int) { hits = Mutex([Int](repeating: 0, count: n)) }
+        func hit(_ i: Int) { hits.withLock { $0[i] += 1 } }
+        var values: [Int] { hits.withLock { $0 } }
+    }
+
+    @Test("every task runs exactly once, over many consecutive regions")
+    func everyTaskOnce() {
+        let pool = ComputePool.shared
+        for round in 0..<2_000 {
+            let n = 1 + round % 7
+            let c = Counters(n)
+            pool.run(n) { c.hit($0) }
+            #expect(c.values == [Int](repeating: 1, count: n), "round \(round)")
+        }
+    }
+
+    @Test("a region started inside a task runs serially instead of deadlocking")
+    func nestedRegionRunsInline() {
+        let outer = Counters(4), inner = Counters(4 * 3)
+        ComputePool.shared.run(4) { i in
+            outer.hit(i)
+            ComputePool.shared.run(3) { j in inner.hit(i * 3 + j) }
+        }
+        #expect(outer.values == [1, 1, 1, 1])
+        #expect(inner.values == [Int](repeating: 1, count: 12))
+    }
+
+    @Test("regions started from several threads at once all complete correctly")
+    func concurrentCallers() {
+        let c = Counters(8 * 50 * 5)
+        DispatchQueue.concurrentPerform(iterations: 8) { caller in
+            for r in 0..<50 {
+                ComputePool.shared.run(5) { c.hit((caller * 50 + r) * 5 + $0) }
+            }
+        }
+        #expect(c.values.allSatisfy { $0 == 1 })
+    }
+
+    @Test("a pool that has slept picks up new work")
+    func wakesAfterSleeping() async throws {
+        let pool = ComputePool(workers: 1)
+        let first = Counters(2)
+        pool.run(2) { first.hit($0) }
+        try await Task.sleep(nanoseconds: 300_000_000)  // long enough for the worker to go to sleep
+        let second = Counters(64)
+        pool.run(64) { second.hit($0) }
+        #expect(first.values == [1, 1])
+        #expect(second.values == [Int](repeating: 1, count: 64))
     }
 }

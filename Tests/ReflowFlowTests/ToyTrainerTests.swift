@@ -123,3 +123,42 @@ struct ToyTrainerTests {
         #expect(throws: RandomStateError.self) { try ToyTrainer(smallConfig(), threads: 1, restoring: broken) }
     }
 }
+
+@Suite("ToyTrainer data parallelism")
+struct ToyTrainerParallelTests {
+    @Test("memory stays flat: no buffer is allocated after the first step (1,000 steps, 2 workers)")
+    func memoryFlat() {
+        var c = smallConfig()
+        c.gradClipNorm = 1
+        let t = ToyTrainer(c, threads: 2)
+        t.trainStep()
+        let afterFirst = t.bufferAllocations
+        #expect(afterFirst > 0)
+        for _ in 0..<999 { t.trainStep() }
+        #expect(t.bufferAllocations == afterFirst, "allocations grew from \(afterFirst) to \(t.bufferAllocations)")
+    }
+
+    @Test("the sum of shard gradients is the batch gradient: 1, 2 and 3 workers take the same step", arguments: [2, 3])
+    func shardsMatchWholeBatch(threads: Int) {
+        var c = smallConfig()
+        c.batchSize = 61  // uneven shards
+        c.gradClipNorm = 0.5  // and the clipping path (norm from partial sums)
+        let one = ToyTrainer(c, threads: 1), many = ToyTrainer(c, threads: threads)
+        for _ in 0..<3 {
+            let l1 = one.trainStep(), l2 = many.trainStep()
+            #expect(abs(l1 - l2) <= 1e-5 * max(1, abs(l1)))
+        }
+        for (k, a) in one.snapshot().model {
+            expectClose(a, many.snapshot().model[k]!, atol: 1e-5, rtol: 1e-4)
+        }
+    }
+
+    @Test("more workers than rows: empty shards are skipped")
+    func tinyBatch() {
+        var c = smallConfig()
+        c.batchSize = 2
+        let t = ToyTrainer(c, threads: 4)
+        let l = t.trainStep()
+        #expect(l.isFinite && l > 0)
+    }
+}

@@ -289,3 +289,47 @@ struct TrainingUtilityTests {
         #expect(bitwiseEqual(ema.shadow["weight"]!, w1))
     }
 }
+
+@Suite("Optimizer split updates")
+struct OptimizerSplitTests {
+    static func model(_ seed: UInt64) -> MLP {
+        var rng = Random(seed: seed)
+        let m = MLP(sizes: [3, 16, 5], activation: .silu, rng: &rng)
+        for p in m.parameters { p.grad = rng.normal(p.shape) }
+        return m
+    }
+
+    @Test("beginStep + per-parameter updates in any order equal step(), bit for bit",
+          arguments: [OptimizerKind.adam(weightDecay: 0.01), .adamW(), .sgd(momentum: 0.9, nesterov: true)])
+    func splitEqualsWhole(kind: OptimizerKind) {
+        let a = Self.model(3), b = Self.model(3)
+        let oa = Optimizer(kind, module: a), ob = Optimizer(kind, module: b)
+        for _ in 0..<3 {
+            oa.step(learningRate: 0.01)
+            ob.beginStep()
+            for i in ob.named.indices.reversed() { ob.update(parameterAt: i, learningRate: 0.01) }
+        }
+        for (x, y) in zip(a.parameters, b.parameters) { #expect(x.value.data == y.value.data) }
+    }
+
+    @Test("gradScale s equals stepping on s·grad (clipping folded into the update)")
+    func gradScale() {
+        let a = Self.model(4), b = Self.model(4)
+        for p in b.parameters { p.grad = p.grad * 0.5 }
+        let oa = Optimizer(.adam(), module: a), ob = Optimizer(.adam(), module: b)
+        oa.beginStep()
+        for i in oa.named.indices { oa.update(parameterAt: i, learningRate: 0.01, gradScale: 0.5) }
+        ob.step(learningRate: 0.01)
+        for (x, y) in zip(a.parameters, b.parameters) { #expect(x.value.data == y.value.data) }
+    }
+
+    @Test("parallelBins covers every parameter once and balances sizes")
+    func bins() {
+        let m = Self.model(5)
+        let o = Optimizer(.adam(), module: m)
+        let bins = o.parallelBins(threads: 2)
+        #expect(bins.flatMap { $0 }.sorted() == Array(o.named.indices))
+        let loads = bins.map { $0.reduce(0) { $0 + o.named[$1].parameter.value.count } }
+        #expect(loads.max()! - loads.min()! <= o.named.map { $0.parameter.value.count }.max()!)
+    }
+}
