@@ -2,12 +2,12 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// A pointer that may cross into `DispatchQueue.concurrentPerform` workers.
+/// A pointer that may cross into `parallelChunks` workers.
 ///
 /// Swift 6 does not let unsafe pointers cross concurrency domains. Every use in the engine hands
 /// disjoint index ranges to different workers, and the caller waits for all of them before the
-/// buffer's owner can observe it again; that is what makes the `@unchecked` safe. (This and
-/// ``SendableMutablePointer`` are the only `@unchecked Sendable` types; see docs/ARCHITECTURE.md.)
+/// buffer's owner can observe it again; that is what makes the `@unchecked` safe. (The
+/// `@unchecked Sendable` allowlist is in docs/ARCHITECTURE.md.)
 public struct SendablePointer: @unchecked Sendable {
     public let base: UnsafePointer<Float>?
     public init(_ base: UnsafePointer<Float>?) { self.base = base }
