@@ -41,9 +41,13 @@ test: deps
 test-debug: deps
 	$(SWIFT) test
 
+# One JSON line per benchmark; docs/BENCHMARKS.md compares them with the peers side by side.
 bench: build
 	@$(BIN) bench toy
 	@$(BIN) bench toy --width 1024 --depth 4 --batch 1024 --steps 20 --warmup 3 --sample-steps 1 --sample-reps 2
+	@$(BIN) bench gemm --m 512 --n 256 --k 256 --op NT
+	@$(BIN) bench gemm --m 1024 --n 1024 --k 1024 --op NT
+	@$(BIN) bench kernels
 
 run: build
 	$(BIN) demo --config config/demo.json --out $(OUT)
