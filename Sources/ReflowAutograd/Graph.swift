@@ -65,11 +65,10 @@ public final class Graph {
         for i in values.indices where !isExternal[i] {
             recycle(&values[i].data)
         }
-        for i in grads.indices {
-            if var g = grads[i] {
-                grads[i] = nil
-                if parameterOfNode[i] == nil { recycle(&g.data) }
-            }
+        // (Parameter leaves keep their gradients in `Parameter.grad`, never in `grads`.)
+        for i in grads.indices where grads[i] != nil {
+            recycle(&grads[i]!.data)
+            grads[i] = nil
         }
         values.removeAll(keepingCapacity: true)
         ops.removeAll(keepingCapacity: true)

@@ -6,8 +6,9 @@ public import ReflowEngine
 /// the same weights. They are deliberately not `Sendable`: a model lives on the worker that
 /// trains it; what crosses threads is a state dict (`[String: Tensor]`).
 public final class Parameter {
-    /// The weights.
-    public var value: Tensor
+    /// The weights. Their shape is fixed at creation (kernels and optimizer state rely on it), so
+    /// only this package writes them (in place, or through shape-checked loads).
+    public package(set) var value: Tensor
     /// Gradient storage; may hold stale values while `gradIsZero` is set.
     var gradStorage: Tensor
     /// The gradient is logically zero (PyTorch's `set_to_none`): the next backward pass may
@@ -30,6 +31,7 @@ public final class Parameter {
             yield &gradStorage
         }
         set {
+            precondition(newValue.shape == value.shape, "Parameter.grad: shape \(newValue.shape) for weights \(value.shape)")
             gradStorage = newValue
             gradIsZero = false
         }

@@ -15,7 +15,7 @@ public enum Demo {
         let out = f.string("out", default: "var/demo")
         let steps = try f.int("steps", default: 3000, min: 1, max: 10_000_000)
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
-        let every = try f.int("checkpoint-every", default: 1000, min: 1)
+        let every = try f.int("checkpoint-every", default: 1000, min: 1, max: 10_000_000)
         let nSamples = try f.int("samples", default: 5000, min: 1, max: 1_000_000)
         var config = ToyTrainingConfig()
         if let path = f.values["config"] {
@@ -32,15 +32,26 @@ public enum Demo {
         BLAS.setLibraryThreads(1)
 
         let ckpt = out + "/checkpoint.safetensors"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let configJSON = String(decoding: try encoder.encode(config), as: UTF8.self)
+        let meta = ["reflowd.arch": String(decoding: try encoder.encode(config.model), as: UTF8.self),
+                    "reflowd.config": configJSON]
         let trainer: ToyTrainer
         if f.bool("resume"), FileManager.default.fileExists(atPath: ckpt) {
-            trainer = try ToyTrainer(config, threads: threads, restoring: try Checkpoint.read(path: ckpt))
+            let snapshot = try Checkpoint.read(path: ckpt)
+            // Resuming under a different configuration would silently mix two runs.
+            guard snapshot.metadata["reflowd.config"] == configJSON else {
+                throw CLIError("--resume: \(ckpt) was written with a different configuration; use the same --config or another --out")
+            }
+            guard snapshot.step <= steps else {
+                throw CLIError("--resume: \(ckpt) is already at step \(snapshot.step), beyond --steps \(steps)")
+            }
+            trainer = try ToyTrainer(config, threads: threads, restoring: snapshot)
             log("resumed from \(ckpt) at step \(trainer.step)")
         } else {
             trainer = ToyTrainer(config, threads: threads)
         }
-        let meta = ["reflowd.arch": String(decoding: try JSONEncoder().encode(config.model), as: UTF8.self),
-                    "reflowd.config": String(decoding: try JSONEncoder().encode(config), as: UTF8.self)]
         func save() throws -> String {
             var s = trainer.snapshot()
             s.metadata = meta

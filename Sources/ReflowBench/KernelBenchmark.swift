@@ -7,13 +7,14 @@ public enum KernelBenchmark {
     public static func gemm(_ args: [String]) throws -> String {
         let f = try Flags(args, allowed: ["threads", "m", "n", "k", "op", "reps", "min-seconds"])
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
-        let m = try f.int("m", default: 1024, min: 1), n = try f.int("n", default: 1024, min: 1)
-        let k = try f.int("k", default: 1024, min: 1)
+        let m = try f.int("m", default: 1024, min: 1, max: 16384), n = try f.int("n", default: 1024, min: 1, max: 16384)
+        let k = try f.int("k", default: 1024, min: 1, max: 16384)
         let op = f.string("op", default: "NN")
         guard op.count == 2, op.allSatisfy({ $0 == "N" || $0 == "T" }) else { throw CLIError("--op must be NN, NT, TN or TT") }
         let ta = op.first == "T", tb = op.last == "T"
-        let reps = try f.int("reps", default: 7, min: 1)
+        let reps = try f.int("reps", default: 7, min: 1, max: 1000)
         let minSeconds = Double(try f.float("min-seconds", default: 0.1))
+        guard minSeconds > 0 && minSeconds <= 60 else { throw CLIError("--min-seconds must be in (0, 60]") }
         BLAS.setLibraryThreads(1)
         var rng = Random(seed: 1)
         let a = rng.uniform([m * k], low: -0.5, high: 0.5), b = rng.uniform([k * n], low: -0.5, high: 0.5)
@@ -50,8 +51,8 @@ public enum KernelBenchmark {
 
     public static func kernels(_ args: [String]) throws -> String {
         let f = try Flags(args, allowed: ["count", "reps"])
-        let count = try f.int("count", default: 1024 * 256, min: 8)
-        let reps = try f.int("reps", default: 200, min: 1)
+        let count = try f.int("count", default: 1024 * 256, min: 8, max: 1 << 28)
+        let reps = try f.int("reps", default: 200, min: 1, max: 100_000)
         var rng = Random(seed: 2)
         let x = rng.uniform([count], low: -6, high: 6)
         var y = Tensor.zeros([count])

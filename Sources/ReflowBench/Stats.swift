@@ -18,11 +18,24 @@ public func statsMs(_ samples: [Double]) -> [String: Double] {
             "min_ms": xs[0] * 1e3, "max_ms": xs[n - 1] * 1e3, "n": Double(n)]
 }
 
-/// One JSON line with sorted keys.
+/// One JSON line with sorted keys. Non-finite numbers (a diverged run) become `null`, since
+/// JSON has no NaN or infinity.
 public func jsonLine(_ object: [String: Any]) -> String {
-    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
-          let s = String(data: data, encoding: .utf8) else { return "{}" }
-    return s
+    func clean(_ v: Any) -> Any {
+        switch v {
+        case let d as Double: return d.isFinite ? d : NSNull()
+        case let f as Float: return f.isFinite ? Double(f) : NSNull()
+        case let a as [Any]: return a.map(clean)
+        case let o as [String: Any]: return o.mapValues(clean)
+        default: return v
+        }
+    }
+    do {
+        let data = try JSONSerialization.data(withJSONObject: clean(object), options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    } catch {
+        return #"{"error":"could not encode the result as JSON"}"#
+    }
 }
 
 /// CPU seconds used by other processes during a measurement, per wall second (0 = idle machine),

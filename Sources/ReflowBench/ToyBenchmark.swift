@@ -19,13 +19,14 @@ public enum ToyBenchmark {
         config.learningRate = try f.float("lr", default: 1e-3)
         config.emaDecay = nil  // the peer keeps no EMA
         config.seed = UInt64(try f.int("seed", default: 0, min: 0))
-        let steps = try f.int("steps", default: 200, min: 1)
-        let warmup = try f.int("warmup", default: 20, min: 0)
-        let sampleN = try f.int("sample-n", default: 10_000, min: 1)
-        let sampleReps = try f.int("sample-reps", default: 5, min: 1)
-        let blockRows = try f.int("block-rows", default: 1024, min: 1)
+        if let (pointer, message) = config.validationError() { throw CLIError("invalid benchmark settings: \(pointer): \(message)") }
+        let steps = try f.int("steps", default: 200, min: 1, max: 10_000_000)
+        let warmup = try f.int("warmup", default: 20, min: 0, max: 10_000_000)
+        let sampleN = try f.int("sample-n", default: 10_000, min: 1, max: 10_000_000)
+        let sampleReps = try f.int("sample-reps", default: 5, min: 1, max: 1000)
+        let blockRows = try f.int("block-rows", default: 1024, min: 1, max: 1 << 20)
         let sampleSteps = try f.string("sample-steps", default: "1,100").split(separator: ",").map { s -> Int in
-            guard let v = Int(s), v >= 1 else { throw CLIError("--sample-steps must be a comma list of positive integers") }
+            guard let v = Int(s), v >= 1, v <= 100_000 else { throw CLIError("--sample-steps must be a comma list of integers in [1, 100000]") }
             return v
         }
 

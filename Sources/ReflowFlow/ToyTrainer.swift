@@ -43,6 +43,8 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
     public func validationError() -> (pointer: String, message: String)? {
         if let e = data.validationError() { return ("/data" + e.pointer, e.message) }
         if let e = model.validationError() { return ("/model" + e.pointer, e.message) }
+        if model.dimension != 2 { return ("/model/dimension", "must be 2: the toy data is 2-D, got \(model.dimension)") }
+        if let e = optimizer.validationError() { return ("/optimizer" + e.pointer, e.message) }
         if batchSize < 1 || batchSize > 1 << 20 { return ("/batchSize", "must be in [1, 1048576], got \(batchSize)") }
         if !(learningRate > 0 && learningRate.isFinite) { return ("/learningRate", "must be a positive number") }
         if let m = schedule.validationError() { return ("/schedule", m) }
@@ -80,11 +82,11 @@ public final class ToyTrainer {
     public private(set) var rng: Random
     public private(set) var step = 0
     /// The current batch: inputs [B, d + 1] = [x_t, t] and targets [B, d] = x1 − x0.
-    private var batchInput: [Float], batchTarget: [Float], noise: [Float]
+    private var batchInput: [Float], batchTarget: [Float]
     private var shardLoss: [Float]
     /// Parameters per worker for the gradient sum and the update (balanced by size).
     private let bins: [[Int]]
-    private var partialNorm: [Float]
+    private var partialNorm: [Double]
 
     public init(_ config: ToyTrainingConfig, threads: Int) {
         precondition(threads >= 1, "ToyTrainer: threads must be ≥ 1")
@@ -100,10 +102,9 @@ public final class ToyTrainer {
         let b = config.batchSize, d = config.model.dimension
         batchInput = [Float](repeating: 0, count: b * (d + 1))
         batchTarget = [Float](repeating: 0, count: b * d)
-        noise = [Float](repeating: 0, count: b * d)
         shardLoss = [Float](repeating: 0, count: threads)
         bins = optimizer.parallelBins(threads: threads)
-        partialNorm = [Float](repeating: 0, count: bins.count)
+        partialNorm = [Double](repeating: 0, count: bins.count)
     }
 
     /// Resumes from a snapshot taken by ``snapshot()`` of a run with the same config.
@@ -125,9 +126,10 @@ public final class ToyTrainer {
         drawBatch()
         let b = config.batchSize, d = config.model.dimension, threads = self.threads
         let shared = WorkerShared((model: model, workers: workers, loss: config.loss))
-        let losses = SendableMutablePointer(shardLoss.withUnsafeMutableBufferPointer { $0.baseAddress })
+        shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
         batchInput.withUnsafeBufferPointer { inp in
             batchTarget.withUnsafeBufferPointer { tgt in
+                let losses = SendableMutablePointer(lossBuffer.baseAddress)
                 let pIn = SendablePointer(inp.baseAddress), pTg = SendablePointer(tgt.baseAddress)
                 parallelChunks(count: threads, threads: threads) { range in
                     for w in range {
@@ -151,12 +153,14 @@ public final class ToyTrainer {
                 }
             }
         }
+        }
         // Sum the shard gradients (in worker order) into Parameter.grad, each worker a balanced
         // bin of parameters; also their squared norms when clipping.
         let clip = config.gradClipNorm
         let named = optimizer.named
         let update = WorkerShared((named: named, workers: workers, bins: bins, optimizer: optimizer))
-        let norms = SendableMutablePointer(partialNorm.withUnsafeMutableBufferPointer { $0.baseAddress })
+        partialNorm.withUnsafeMutableBufferPointer { normBuffer in
+        let norms = SendableMutablePointer(normBuffer.baseAddress)
         parallelChunks(count: bins.count, threads: threads) { range in
             for w in range {
                 var sumsq = 0.0
@@ -173,15 +177,16 @@ public final class ToyTrainer {
                         if clip != nil { for j in 0..<n { sumsq += Double(acc[j]) * Double(acc[j]) } }
                     }
                 }
-                norms.base![w] = Float(sumsq)
+                norms.base![w] = sumsq
             }
+        }
         }
         // Release the graphs' references to the weights so the update writes in place.
         for g in workers { g.reset() }
         var gradScale: Float = 1
         if let clip {
             // torch.nn.utils.clip_grad_norm_: factor max / (norm + 1e-6) when below 1.
-            let norm = Float(partialNorm.reduce(0) { $0 + Double($1) }.squareRoot())
+            let norm = Float(partialNorm.reduce(0, +).squareRoot())
             gradScale = min(1, clip / (norm + 1e-6))
         }
         let lr = config.schedule.learningRate(base: config.learningRate, step: step), scale = gradScale

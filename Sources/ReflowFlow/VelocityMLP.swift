@@ -50,11 +50,24 @@ public final class VelocityMLP: Module {
         mlp = MLP(sizes: config.sizes, activation: config.activation, rng: &rng)
     }
 
-    /// Builds the network and loads `stateDict` into it (throws on missing/mismatched tensors).
-    public convenience init(_ config: VelocityMLPConfig, stateDict: [String: Tensor]) throws {
-        var rng = Random(seed: 0)
-        self.init(config, rng: &rng)
-        try load(stateDict: stateDict)
+    /// Builds the network directly from `stateDict` (no random initialisation). Throws when a
+    /// tensor is missing, unexpected or of the wrong shape for `config`.
+    public init(_ config: VelocityMLPConfig, stateDict: [String: Tensor]) throws {
+        self.config = config
+        let sizes = config.sizes
+        var layers = [Linear]()
+        for i in 0..<(sizes.count - 1) {
+            let wName = "layers.\(i).weight", bName = "layers.\(i).bias"
+            guard let w = stateDict[wName] else { throw StateDictError.missing(wName) }
+            guard let b = stateDict[bName] else { throw StateDictError.missing(bName) }
+            guard w.shape == [sizes[i + 1], sizes[i]] else {
+                throw StateDictError.shapeMismatch(name: wName, expected: [sizes[i + 1], sizes[i]], found: w.shape)
+            }
+            layers.append(try Linear(weight: w, bias: b))
+        }
+        let expected = Set((0..<(sizes.count - 1)).flatMap { ["layers.\($0).weight", "layers.\($0).bias"] })
+        if let extra = stateDict.keys.sorted().first(where: { !expected.contains($0) }) { throw StateDictError.unexpected(extra) }
+        mlp = try MLP(layers: layers, activation: config.activation)
     }
 
     public func namedParameters() -> [(name: String, parameter: Parameter)] { mlp.namedParameters() }

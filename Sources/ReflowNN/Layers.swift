@@ -33,6 +33,20 @@ public final class Linear: Layer {
         self.bias = bias ? Parameter(rng.uniform([outputFeatures], low: -bound, high: bound)) : nil
     }
 
+    /// A layer with the given weights (`[out, in]`) and bias (`[out]`); no random draws.
+    public init(weight: Tensor, bias: Tensor?) throws {
+        guard weight.rank == 2, weight.shape[0] > 0, weight.shape[1] > 0 else {
+            throw StateDictError.shapeMismatch(name: "weight", expected: [-1, -1], found: weight.shape)
+        }
+        if let bias, bias.shape != [weight.shape[0]] {
+            throw StateDictError.shapeMismatch(name: "bias", expected: [weight.shape[0]], found: bias.shape)
+        }
+        outputFeatures = weight.shape[0]
+        inputFeatures = weight.shape[1]
+        self.weight = Parameter(weight)
+        self.bias = bias.map { Parameter($0) }
+    }
+
     public func namedParameters() -> [(name: String, parameter: Parameter)] {
         var p: [(name: String, parameter: Parameter)] = [("weight", weight)]
         if let bias { p.append(("bias", bias)) }
@@ -58,6 +72,17 @@ public final class MLP: Layer {
         var ls = [Linear]()
         for i in 0..<(sizes.count - 1) { ls.append(Linear(sizes[i], sizes[i + 1], rng: &rng)) }
         layers = ls
+        self.activation = activation
+    }
+
+    /// An MLP made of existing layers (their sizes must chain).
+    public init(layers: [Linear], activation: Activation) throws {
+        guard !layers.isEmpty else { throw StateDictError.missing("layers.0.weight") }
+        for i in 1..<max(1, layers.count) where layers[i].inputFeatures != layers[i - 1].outputFeatures {
+            throw StateDictError.shapeMismatch(name: "layers.\(i).weight", expected: [layers[i].outputFeatures, layers[i - 1].outputFeatures],
+                                               found: layers[i].weight.shape)
+        }
+        self.layers = layers
         self.activation = activation
     }
 

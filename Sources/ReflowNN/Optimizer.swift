@@ -1,5 +1,6 @@
 public import ReflowEngine
 public import ReflowAutograd
+import Foundation
 
 /// Optimizer algorithms and their hyperparameters (wire JSON is the Codable form).
 ///
@@ -10,6 +11,24 @@ public enum OptimizerKind: Codable, Sendable, Equatable {
     case sgd(momentum: Float = 0, nesterov: Bool = false, weightDecay: Float = 0)
     case adam(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0)
     case adamW(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0.01)
+
+    /// The first invalid hyperparameter as (JSON pointer, message), or nil.
+    public func validationError() -> (pointer: String, message: String)? {
+        func unit(_ v: Float) -> Bool { v >= 0 && v < 1 }
+        func nonNegative(_ v: Float) -> Bool { v >= 0 && v.isFinite }
+        switch self {
+        case .sgd(let m, _, let wd):
+            if !unit(m) { return ("/sgd/momentum", "must be in [0, 1), got \(m)") }
+            if !nonNegative(wd) { return ("/sgd/weightDecay", "must be a non-negative number") }
+        case .adam(let b1, let b2, let eps, let wd), .adamW(let b1, let b2, let eps, let wd):
+            let key = { if case .adam = self { return "/adam" } else { return "/adamW" } }()
+            if !unit(b1) { return (key + "/beta1", "must be in [0, 1), got \(b1)") }
+            if !unit(b2) { return (key + "/beta2", "must be in [0, 1), got \(b2)") }
+            if !(eps > 0 && eps.isFinite) { return (key + "/eps", "must be a positive number, got \(eps)") }
+            if !nonNegative(wd) { return (key + "/weightDecay", "must be a non-negative number") }
+        }
+        return nil
+    }
 
     /// Slot names of per-parameter state tensors (PyTorch's names).
     var slots: [String] {
@@ -127,7 +146,7 @@ public final class Optimizer {
                             l2: Float, decoupled: Float, scale: Float) {
         let n = p.value.count
         let t = Double(step)
-        let bc1 = 1 - Foundation_pow(Double(b1), t), bc2 = 1 - Foundation_pow(Double(b2), t)
+        let bc1 = 1 - Foundation.pow(Double(b1), t), bc2 = 1 - Foundation.pow(Double(b2), t)
         let stepSize = Float(Double(lr) / bc1)
         let bc2Sqrt = Float(bc2.squareRoot())
         var m = st[0], v = st[1]
@@ -194,7 +213,7 @@ public final class Optimizer {
 
     /// Restores state written by ``stateTensors()``; nothing changes unless all of it fits.
     public func load(stateTensors: [String: Tensor], step: Int) throws {
-        guard step >= 0 else { throw OptimizerStateError.badStep(step) }
+        guard step >= 0 && step <= 1 << 53 else { throw OptimizerStateError.badStep(step) }
         var newState = state.map(\.tensors)
         for (i, (name, p)) in named.enumerated() {
             for (s, slot) in kind.slots.enumerated() {

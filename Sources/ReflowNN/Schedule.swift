@@ -1,6 +1,5 @@
 import Foundation
 
-@inline(__always) func Foundation_pow(_ a: Double, _ b: Double) -> Double { Foundation.pow(a, b) }
 
 /// Learning-rate schedules (wire JSON is the Codable form).
 public enum LRSchedule: Codable, Sendable, Equatable {

@@ -12,48 +12,75 @@ import Foundation
 /// - `__metadata__`: `format = "pt"`, `reflowd.checkpoint_version = "1"`, `reflowd.step`,
 ///   `reflowd.rng` (the RNG state as JSON) and the snapshot's own metadata.
 ///
-/// The file is written atomically (temp → fsync → rename → fsync of the directory) and its
-/// SHA-256 is recorded in a sidecar `<file>.sha256` (`sha256sum` format), written the same way.
+/// The file is written atomically (temp → fsync → rename → fsync of the directory). It carries
+/// the SHA-256 of its tensor bytes in `reflowd.data_sha256`, checked on every read; the whole
+/// file's SHA-256 is also recorded in a sidecar `<file>.sha256` (`sha256sum` format).
 /// `safetensors.torch.load_file(path)` followed by `load_state_dict(..., strict=False)` loads the
 /// weights into the equivalent PyTorch module.
 public enum Checkpoint {
     public static let version = "1"
     static let emaPrefix = "ema.", optimizerPrefix = "optimizer."
 
+    /// Largest step a checkpoint may claim (2⁵³: counters stay exact in Double and never overflow).
+    public static let maxStep = 1 << 53
+
     /// Writes `snapshot` to `path` (and `path.sha256`); returns the file's SHA-256 hex digest.
+    ///
+    /// The file verifies itself: `reflowd.data_sha256` in its header is the SHA-256 of the tensor
+    /// bytes, so one atomic rename publishes a complete, checkable checkpoint. The sidecar (the
+    /// whole file's digest, `sha256sum` format, usable as an ETag) is written afterwards and is
+    /// informational: a crash between the two renames leaves a stale sidecar, never a checkpoint
+    /// that fails to load.
     @discardableResult
     public static func write(_ snapshot: TrainingSnapshot, to path: String) throws -> String {
         var tensors = [(name: String, tensor: Tensor)]()
-        for (k, v) in snapshot.model { tensors.append((k, v)) }
+        for (k, v) in snapshot.model {
+            guard !k.hasPrefix(emaPrefix), !k.hasPrefix(optimizerPrefix) else {
+                throw CheckpointError.reservedName(k)
+            }
+            tensors.append((k, v))
+        }
         for (k, v) in snapshot.ema { tensors.append((emaPrefix + k, v)) }
         for (k, v) in snapshot.optimizer { tensors.append((optimizerPrefix + k, v)) }
+        guard snapshot.step >= 0 && snapshot.step <= maxStep else { throw CheckpointError.badMetadata(key: "reflowd.step", value: String(snapshot.step)) }
         var meta = snapshot.metadata
         meta["format"] = "pt"
         meta["reflowd.checkpoint_version"] = version
         meta["reflowd.step"] = String(snapshot.step)
         let rngJSON = try JSONEncoder().encode(snapshot.rng)
         meta["reflowd.rng"] = String(decoding: rngJSON, as: UTF8.self)
-        let digest = try SafeTensors.write(tensors, metadata: meta, to: path)
+        // The data section does not depend on the metadata, so encode once to hash it.
+        meta["reflowd.data_sha256"] = dataDigest(try SafeTensors.encode(tensors, metadata: meta))
+        let bytes = try SafeTensors.encode(tensors, metadata: meta)
+        let digest = SHA256.hex(of: bytes)
+        try AtomicFile.write(bytes, to: path)
         let base = path.split(separator: "/").last.map(String.init) ?? path
         try AtomicFile.write(Array("\(digest)  \(base)\n".utf8), to: path + ".sha256")
         return digest
     }
 
-    /// Reads and validates a checkpoint. With `verifyDigest`, a present `.sha256` sidecar must
-    /// match the file's bytes.
-    public static func read(path: String, verifyDigest: Bool = true) throws -> TrainingSnapshot {
+    /// SHA-256 of the byte buffer after the header of a safetensors image (callers pass
+    /// encoder output or bytes that `SafeTensors.decode` accepted, so the length prefix is sane).
+    static func dataDigest(_ bytes: [UInt8]) -> String {
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+        return SHA256.hex(of: bytes[(8 + Int(n))...])
+    }
+
+    /// Reads and validates a checkpoint, including its embedded data digest.
+    public static func read(path: String) throws -> TrainingSnapshot {
         let bytes = try AtomicFile.read(path: path, maxBytes: SafeTensors.defaultMaxFileBytes)
-        if verifyDigest, let side = try? AtomicFile.read(path: path + ".sha256", maxBytes: 4096) {
-            let expected = String(decoding: side.prefix(64), as: UTF8.self)
-            let actual = SHA256.hex(of: bytes)
-            guard expected == actual else { throw CheckpointError.digestMismatch(path: path, expected: expected, actual: actual) }
-        }
         let file = try SafeTensors.decode(bytes)
         let meta = file.metadata
         guard let v = meta["reflowd.checkpoint_version"] else { throw CheckpointError.missingMetadata("reflowd.checkpoint_version") }
         guard v == version else { throw CheckpointError.badMetadata(key: "reflowd.checkpoint_version", value: v) }
+        guard let expected = meta["reflowd.data_sha256"] else { throw CheckpointError.missingMetadata("reflowd.data_sha256") }
+        let actual = dataDigest(bytes)
+        guard expected == actual else { throw CheckpointError.digestMismatch(path: path, expected: expected, actual: actual) }
         guard let stepText = meta["reflowd.step"] else { throw CheckpointError.missingMetadata("reflowd.step") }
-        guard let step = Int(stepText), step >= 0 else { throw CheckpointError.badMetadata(key: "reflowd.step", value: stepText) }
+        guard let step = Int(stepText), step >= 0, step <= maxStep else {
+            throw CheckpointError.badMetadata(key: "reflowd.step", value: stepText)
+        }
         guard let rngText = meta["reflowd.rng"] else { throw CheckpointError.missingMetadata("reflowd.rng") }
         let rng: Random.State
         do {
@@ -69,7 +96,7 @@ public enum Checkpoint {
             else { model[k] = t }
         }
         var own = meta
-        for k in ["format", "reflowd.checkpoint_version", "reflowd.step", "reflowd.rng"] { own[k] = nil }
+        for k in ["format", "reflowd.checkpoint_version", "reflowd.step", "reflowd.rng", "reflowd.data_sha256"] { own[k] = nil }
         return TrainingSnapshot(model: model, ema: ema, optimizer: opt, step: step, rng: rng, metadata: own)
     }
 }
@@ -79,13 +106,16 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case missingMetadata(String)
     case badMetadata(key: String, value: String)
     case digestMismatch(path: String, expected: String, actual: String)
+    case reservedName(String)
 
     public var description: String {
         switch self {
         case .missingMetadata(let k): return "checkpoint: metadata key '\(k)' is missing"
         case .badMetadata(let k, let v): return "checkpoint: metadata '\(k)' has an invalid value '\(v.prefix(80))'"
         case .digestMismatch(let p, let e, let a):
-            return "checkpoint: \(p) does not match its .sha256 (recorded \(e.prefix(16))…, file \(a.prefix(16))…)"
+            return "checkpoint: the tensor data of \(p) is corrupt (recorded SHA-256 \(e.prefix(16))…, actual \(a.prefix(16))…)"
+        case .reservedName(let n):
+            return "checkpoint: model tensor '\(n)' uses a reserved prefix (ema., optimizer.)"
         }
     }
 }

@@ -19,7 +19,7 @@ let args = Array(CommandLine.arguments.dropFirst())
 do {
     switch args.first {
     case "bench":
-        guard args.count >= 2 else { fail("bench needs a name: toy\n" + usage) }
+        guard args.count >= 2 else { fail("bench needs a name: toy, gemm or kernels\n" + usage) }
         switch args[1] {
         case "toy": print(try ToyBenchmark.run(Array(args.dropFirst(2))))
         case "gemm": print(try KernelBenchmark.gemm(Array(args.dropFirst(2))))

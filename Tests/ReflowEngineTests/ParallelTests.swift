@@ -1,6 +1,7 @@
 import Synchronization
 import Testing
 import Dispatch
+import Glibc
 import ReflowEngine
 
 @Suite("parallelChunks")
@@ -94,6 +95,39 @@ struct ComputePoolTests {
             }
         }
         #expect(c.values.allSatisfy { $0 == 1 })
+    }
+
+    @Test("workers really run tasks concurrently (two tasks wait for each other)")
+    func tasksRunConcurrently() {
+        let pool = ComputePool(workers: 1)
+        let arrived = Atomic<Int>(0)
+        let bothSeen = Mutex<[Bool]>([false, false])
+        for _ in 0..<50 {
+            arrived.store(0, ordering: .relaxed)
+            bothSeen.withLock { $0 = [false, false] }
+            pool.run(2) { i in
+                arrived.add(1, ordering: .relaxed)
+                // Wait (bounded) for the other task: only possible if another thread runs it.
+                let deadline = DispatchTime.now().uptimeNanoseconds + 10_000_000_000  // 10 s, for loaded CI machines
+                while arrived.load(ordering: .relaxed) < 2 && DispatchTime.now().uptimeNanoseconds < deadline {}
+                bothSeen.withLock { $0[i] = arrived.load(ordering: .relaxed) == 2 }
+            }
+            #expect(bothSeen.withLock { $0 } == [true, true])
+        }
+    }
+
+    @Test("alternating region sizes with sleeping workers never loses or repeats a task")
+    func alternatingSizesStress() {
+        let pool = ComputePool(workers: 3)
+        for round in 0..<3_000 {
+            let n = round % 3 == 0 ? 64 : 2
+            let c = Counters(n)
+            pool.run(n) { i in
+                if i == 0 && round % 97 == 0 { usleep(200) }  // let workers fall behind or sleep
+                c.hit(i)
+            }
+            #expect(c.values == [Int](repeating: 1, count: n), "round \(round)")
+        }
     }
 
     @Test("a pool that has slept picks up new work")

@@ -67,32 +67,72 @@ import ReflowFlow
         #expect(back.optimizer["layers.0.weight.exp_avg"]?.shape == [32, 3])
     }
 
-    @Test func corruptedDataIsCaughtByTheDigest() throws {
+    @Test func corruptedDataIsCaughtByTheEmbeddedDigest() throws {
         let dir = try TempDir()
         defer { dir.remove() }
         let path = dir.file("c.safetensors")
         try Checkpoint.write(ToyTrainer(Self.smallConfig(), threads: 1).snapshot(), to: path)
         var bytes = try AtomicFile.read(path: path, maxBytes: 1 << 30)
-        bytes[bytes.count - 3] ^= 0x40  // a weight byte: still valid safetensors
+        bytes[bytes.count - 3] ^= 0x40  // a weight byte: the file is still valid safetensors
+        #expect(throws: Never.self) { try SafeTensors.decode(bytes) }
         try AtomicFile.write(bytes, to: path)
-        #expect(throws: CheckpointError.self) { try Checkpoint.read(path: path) }
-        // Without verification the file decodes, so the digest is what caught it.
-        #expect(try Checkpoint.read(path: path, verifyDigest: false).step == 0)
+        #expect {
+            try Checkpoint.read(path: path)
+        } throws: { error in
+            guard case CheckpointError.digestMismatch = error else { return false }
+            return true
+        }
+    }
+
+    @Test("a stale .sha256 sidecar (crash between the two renames) does not block loading")
+    func staleSidecarIsHarmless() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("c.safetensors")
+        let t = ToyTrainer(Self.smallConfig(), threads: 1)
+        try Checkpoint.write(t.snapshot(), to: path)
+        let oldSidecar = try AtomicFile.read(path: path + ".sha256", maxBytes: 1000)
+        t.trainStep()
+        try Checkpoint.write(t.snapshot(), to: path)
+        try AtomicFile.write(oldSidecar, to: path + ".sha256")
+        #expect(try Checkpoint.read(path: path).step == 1)
+    }
+
+    @Test func reservedModelNamesAndHugeStepsAreRejected() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let rng = Random(seed: 1).state
+        let bad = TrainingSnapshot(model: ["ema.x": Tensor.zeros([2])], step: 0, rng: rng)
+        #expect(throws: CheckpointError.reservedName("ema.x")) { try Checkpoint.write(bad, to: dir.file("a.safetensors")) }
+        let huge = TrainingSnapshot(model: ["w": Tensor.zeros([2])], step: Int.max, rng: rng)
+        #expect(throws: CheckpointError.self) { try Checkpoint.write(huge, to: dir.file("b.safetensors")) }
+        // A hand-made file claiming a huge step is refused on read.
+        var meta = ["reflowd.checkpoint_version": "1", "reflowd.step": String(Int.max),
+                    "reflowd.rng": String(decoding: try JSONEncoder().encode(rng), as: UTF8.self)]
+        let w = ["w": Tensor.zeros([2])]
+        meta["reflowd.data_sha256"] = Checkpoint.dataDigest(try SafeTensors.encode(w, metadata: meta))
+        try SafeTensors.write(w, metadata: meta, to: dir.file("c.safetensors"))
+        #expect(throws: CheckpointError.badMetadata(key: "reflowd.step", value: String(Int.max))) {
+            try Checkpoint.read(path: dir.file("c.safetensors"))
+        }
     }
 
     @Test func missingOrBadMetadataIsRejected() throws {
         let dir = try TempDir()
         defer { dir.remove() }
         let w = ["layers.0.weight": Tensor.zeros([2, 3])]
+        let digest = Checkpoint.dataDigest(try SafeTensors.encode(w, metadata: [:]))
         let good = Random(seed: 1).state
         let rngJSON = String(decoding: try JSONEncoder().encode(good), as: UTF8.self)
+        let v1 = ["reflowd.checkpoint_version": "1", "reflowd.data_sha256": digest]
         let cases: [([String: String], CheckpointError)] = [
             ([:], .missingMetadata("reflowd.checkpoint_version")),
             (["reflowd.checkpoint_version": "9"], .badMetadata(key: "reflowd.checkpoint_version", value: "9")),
-            (["reflowd.checkpoint_version": "1"], .missingMetadata("reflowd.step")),
-            (["reflowd.checkpoint_version": "1", "reflowd.step": "-4"], .badMetadata(key: "reflowd.step", value: "-4")),
-            (["reflowd.checkpoint_version": "1", "reflowd.step": "3"], .missingMetadata("reflowd.rng")),
-            (["reflowd.checkpoint_version": "1", "reflowd.step": "3", "reflowd.rng": "{\"words\":[\"zz\"]}"],
+            (["reflowd.checkpoint_version": "1"], .missingMetadata("reflowd.data_sha256")),
+            (v1, .missingMetadata("reflowd.step")),
+            (v1.merging(["reflowd.step": "-4"]) { $1 }, .badMetadata(key: "reflowd.step", value: "-4")),
+            (v1.merging(["reflowd.step": "3"]) { $1 }, .missingMetadata("reflowd.rng")),
+            (v1.merging(["reflowd.step": "3", "reflowd.rng": "{\"words\":[\"zz\"]}"]) { $1 },
              .badMetadata(key: "reflowd.rng", value: "{\"words\":[\"zz\"]}")),
         ]
         for (i, (meta, expected)) in cases.enumerated() {
@@ -101,7 +141,7 @@ import ReflowFlow
             #expect(throws: expected) { try Checkpoint.read(path: path) }
         }
         let ok = dir.file("ok.safetensors")
-        try SafeTensors.write(w, metadata: ["reflowd.checkpoint_version": "1", "reflowd.step": "3", "reflowd.rng": rngJSON], to: ok)
+        try SafeTensors.write(w, metadata: v1.merging(["reflowd.step": "3", "reflowd.rng": rngJSON]) { $1 }, to: ok)
         #expect(try Checkpoint.read(path: ok).step == 3)
     }
 

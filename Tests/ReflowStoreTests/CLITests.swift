@@ -1,0 +1,59 @@
+import Testing
+import Foundation
+import ReflowBench
+
+@Suite("CLI")
+struct CLITests {
+    @Test func flagsParseAndReject() throws {
+        let f = try Flags(["--steps", "10", "--lr=0.5", "--resume"], allowed: ["steps", "lr"], booleans: ["resume"])
+        #expect(try f.int("steps", default: 1) == 10)
+        #expect(try f.float("lr", default: 1) == 0.5)
+        #expect(f.bool("resume"))
+        #expect(throws: CLIError.self) { try Flags(["--nope", "1"], allowed: ["steps"]) }
+        #expect(throws: CLIError.self) { try Flags(["--steps"], allowed: ["steps"]) }
+        #expect(throws: CLIError.self) { try Flags(["positional"], allowed: ["steps"]) }
+        let big = try Flags(["--steps", "99999999999999999999"], allowed: ["steps"])
+        #expect(throws: CLIError.self) { try big.int("steps", default: 1, min: 1, max: 100) }
+        let nan = try Flags(["--lr", "nan"], allowed: ["lr"])
+        #expect(throws: CLIError.self) { try nan.float("lr", default: 1) }
+    }
+
+    @Test("bench flags are bounded before anything is allocated")
+    func benchBounds() {
+        #expect(throws: CLIError.self) { try ToyBenchmark.run(["--block-rows", "9223372036854775807"]) }
+        #expect(throws: CLIError.self) { try ToyBenchmark.run(["--sample-n", "999999999999"]) }
+        #expect(throws: CLIError.self) { try ToyBenchmark.run(["--sample-steps", "1,0"]) }
+        #expect(throws: CLIError.self) { try ToyBenchmark.run(["--lr", "-1"]) }
+        #expect(throws: CLIError.self) { try KernelBenchmark.gemm(["--m", "100000000"]) }
+        #expect(throws: CLIError.self) { try KernelBenchmark.gemm(["--op", "XY"]) }
+    }
+
+    @Test("demo refuses bad configs with the field's pointer, and resuming under another config")
+    func demoErrors() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-cli-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func writeConfig(_ json: String) throws -> String {
+            let p = dir + "/c\(json.hashValue).json"
+            try json.write(toFile: p, atomically: true, encoding: .utf8)
+            return p
+        }
+        func message(_ args: [String]) -> String? {
+            do { _ = try Demo.run(args) { _ in }; return nil } catch { return "\(error)" }
+        }
+        #expect(message(["--config", try writeConfig(#"{"batchSize": 0}"#), "--out", dir])?.contains("/batchSize") == true)
+        #expect(message(["--config", try writeConfig(#"{"model": {"width": "x"}}"#), "--out", dir])?.contains("/model/width") == true)
+        #expect(message(["--config", dir + "/missing.json", "--out", dir])?.contains("cannot read") == true)
+        // A tiny run, then a resume under a different config is refused.
+        let small = try writeConfig(#"{"batchSize": 16, "model": {"width": 8, "depth": 1}}"#)
+        #expect(message(["--config", small, "--out", dir, "--steps", "3", "--samples", "10", "--threads", "1"]) == nil)
+        let other = try writeConfig(#"{"batchSize": 32, "model": {"width": 8, "depth": 1}}"#)
+        #expect(message(["--config", other, "--out", dir, "--steps", "5", "--resume", "--samples", "10"])?.contains("different configuration") == true)
+        #expect(message(["--config", small, "--out", dir, "--steps", "5", "--resume", "--samples", "10", "--threads", "1"]) == nil)
+    }
+
+    @Test func jsonLineMapsNonFiniteToNull() {
+        let s = jsonLine(["a": Double.nan, "b": [1.0, .infinity], "c": ["d": Float.nan]])
+        #expect(s == #"{"a":null,"b":[1,null],"c":{"d":null}}"#)
+    }
+}
