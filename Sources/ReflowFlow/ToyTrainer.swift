@@ -16,11 +16,13 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
     /// Global gradient-norm clip; nil disables clipping.
     public var gradClipNorm: Float? = nil
     public var seed: UInt64 = 0
+    /// How flow times are drawn (default t ~ U[0, 1), as in rf_torch.py).
+    public var timeSampler: TimeSampler = .uniform(epsilon: 0)
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case data, model, batchSize, learningRate, optimizer, schedule, loss, emaDecay, gradClipNorm, seed
+        case data, model, batchSize, learningRate, optimizer, schedule, loss, emaDecay, gradClipNorm, seed, timeSampler
     }
 
     /// Decodes a partial JSON object; absent keys keep their defaults.
@@ -37,6 +39,7 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
         emaDecay = c.contains(.emaDecay) ? try c.decodeIfPresent(Float.self, forKey: .emaDecay) : d.emaDecay
         gradClipNorm = try c.decodeIfPresent(Float.self, forKey: .gradClipNorm) ?? d.gradClipNorm
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        timeSampler = try c.decodeIfPresent(TimeSampler.self, forKey: .timeSampler) ?? d.timeSampler
     }
 
     /// The first invalid setting as (JSON pointer, message), or nil when the config is usable.
@@ -51,6 +54,7 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
         if let m = loss.validationError() { return ("/loss", m) }
         if let e = emaDecay, !(e >= 0 && e < 1) { return ("/emaDecay", "must be in [0, 1), got \(e)") }
         if let c = gradClipNorm, !(c > 0 && c.isFinite) { return ("/gradClipNorm", "must be a positive number") }
+        if let e = timeSampler.validationError() { return ("/timeSampler" + e.pointer, e.message) }
         return nil
     }
 }
@@ -88,8 +92,34 @@ public final class ToyTrainer {
     private let bins: [[Int]]
     private var partialNorm: [Double]
 
-    public init(_ config: ToyTrainingConfig, threads: Int) {
+    /// Fixed training pairs (z0, z1), each [N, d], for reflow and distillation; nil draws
+    /// independent x0 ~ N(0, I), x1 ~ data every step (1-rectified flow).
+    public let pairs: (z0: Tensor, z1: Tensor)?
+
+    /// A trainer. With `pairs`, batches are drawn uniformly (with replacement) from the stored
+    /// coupling instead — the (k+1)-RF of a reflow, or a distillation with `.grid` times.
+    /// `initialWeights` starts from a teacher's weights (fine-tuning, as the paper's image code
+    /// does for reflow) with a fresh optimizer and EMA.
+    public convenience init(_ config: ToyTrainingConfig, threads: Int, pairs: (z0: Tensor, z1: Tensor),
+                            initialWeights: [String: Tensor]? = nil) throws {
+        let d = config.model.dimension
+        guard pairs.z0.rank == 2, pairs.z0.shape == pairs.z1.shape, pairs.z0.shape[1] == d, pairs.z0.shape[0] > 0 else {
+            throw TrainerError.badPairs("pairs must be two [N, \(d)] tensors with N > 0, got \(pairs.z0.shape) and \(pairs.z1.shape)")
+        }
+        self.init(config, threads: threads, pairsStorage: pairs)
+        if let initialWeights {
+            try model.load(stateDict: initialWeights)
+            ema?.resetAverage(to: model)
+        }
+    }
+
+    public convenience init(_ config: ToyTrainingConfig, threads: Int) {
+        self.init(config, threads: threads, pairsStorage: nil)
+    }
+
+    private init(_ config: ToyTrainingConfig, threads: Int, pairsStorage: (z0: Tensor, z1: Tensor)?) {
         precondition(threads >= 1, "ToyTrainer: threads must be ≥ 1")
+        self.pairs = pairsStorage
         self.config = config
         self.threads = threads
         var initRng = Random(seed: config.seed)
@@ -207,11 +237,33 @@ public final class ToyTrainer {
     /// Draws x1 ~ data, x0 ~ N(0, I), t ~ U[0, 1) for the whole batch from the trainer's RNG.
     private func drawBatch() {
         let b = config.batchSize, d = config.model.dimension
+        if let pairs {
+            // Stored coupling: rows drawn with replacement; x_t on the straight line z0 → z1.
+            let n = pairs.z0.shape[0]
+            pairs.z0.data.withUnsafeBufferPointer { z0 in
+                pairs.z1.data.withUnsafeBufferPointer { z1 in
+                    batchInput.withUnsafeMutableBufferPointer { inp in
+                        batchTarget.withUnsafeMutableBufferPointer { tg in
+                            for r in 0..<b {
+                                let i = rng.int(below: n), t = config.timeSampler.sample(&rng)
+                                for c in 0..<d {
+                                    let x0 = z0[i * d + c], x1 = z1[i * d + c]
+                                    inp[r * (d + 1) + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
+                                    tg[r * d + c] = TimeConvention.velocity(x0: x0, x1: x1)
+                                }
+                                inp[r * (d + 1) + d] = t
+                            }
+                        }
+                    }
+                }
+            }
+            return
+        }
         batchTarget.withUnsafeMutableBufferPointer { x1 in config.data.sample(into: x1, rng: &rng) }
         batchInput.withUnsafeMutableBufferPointer { inp in
             batchTarget.withUnsafeMutableBufferPointer { tg in
                 for r in 0..<b {
-                    let t = rng.uniformFloat()
+                    let t = config.timeSampler.sample(&rng)
                     for c in 0..<d {
                         let x0 = Float(rng.normal()), x1 = tg[r * d + c]
                         inp[r * (d + 1) + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
@@ -229,5 +281,13 @@ public final class ToyTrainer {
         for (n, t) in optimizer.stateTensors() { opt[n] = t }
         return TrainingSnapshot(model: model.stateDict(), ema: ema?.shadow ?? [:], optimizer: opt,
                                 step: step, rng: rng.state)
+    }
+}
+
+/// A trainer cannot be built from the given inputs.
+public enum TrainerError: Error, CustomStringConvertible, Equatable {
+    case badPairs(String)
+    public var description: String {
+        switch self { case .badPairs(let m): return "trainer: \(m)" }
     }
 }

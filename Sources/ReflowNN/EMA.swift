@@ -12,6 +12,11 @@ public final class EMA {
         shadow = module.stateDict()
     }
 
+    /// Restarts the average at the module's current weights (e.g. after loading a teacher).
+    public func resetAverage(to module: some Module) {
+        shadow = module.stateDict()
+    }
+
     /// Folds the module's current weights into the average.
     public func update(from module: some Module) {
         let d = decay

@@ -162,3 +162,48 @@ struct ToyTrainerParallelTests {
         #expect(l.isFinite && l > 0)
     }
 }
+
+@Suite("ToyTrainer with stored pairs")
+struct ToyTrainerPairsTests {
+    @Test("a straight coupling z1 = z0 + c is learned: the loss falls to ~0 and v ≈ c")
+    func learnsConstantVelocity() throws {
+        var c = smallConfig()
+        c.learningRate = 3e-3
+        c.emaDecay = nil
+        var rng = Random(seed: 5)
+        let z0 = rng.normal([512, 2])
+        let z1 = z0 + Tensor(shape: [1, 2], data: [1.5, -0.5])
+        let t = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        var last: Float = 0
+        for _ in 0..<400 { last = t.trainStep() }
+        #expect(last < 1e-3, "final loss \(last)")
+        let g = Graph(gradEnabled: false)
+        let x = g.constant(rng.normal([8, 2])), tt = g.constant(rng.uniform([8]))
+        let v = t.model(x, tt).value
+        for i in 0..<8 {
+            #expect(abs(v[i, 0] - 1.5) < 0.05 && abs(v[i, 1] + 0.5) < 0.05)
+        }
+    }
+
+    @Test("initial weights come from the teacher, with a fresh optimizer and an EMA that starts there")
+    func fineTunesFromTeacher() throws {
+        let c = smallConfig()
+        let teacher = ToyTrainer(c, threads: 1)
+        for _ in 0..<5 { teacher.trainStep() }
+        var rng = Random(seed: 6)
+        let z0 = rng.normal([64, 2])
+        let student = try ToyTrainer(c, threads: 1, pairs: (z0, z0), initialWeights: teacher.model.stateDict())
+        for (k, w) in teacher.model.stateDict() {
+            #expect(student.model.stateDict()[k]?.data == w.data)
+            #expect(student.ema?.shadow[k]?.data == w.data)
+        }
+        #expect(student.optimizer.step == 0)
+    }
+
+    @Test func badPairsAreRejected() {
+        let c = smallConfig()
+        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 2]), Tensor.zeros([5, 2]))) }
+        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 3]), Tensor.zeros([4, 3]))) }
+        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([0, 2]), Tensor.zeros([0, 2]))) }
+    }
+}
