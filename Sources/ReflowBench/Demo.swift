@@ -76,7 +76,7 @@ public enum Demo {
         // Sample from the EMA weights (the model a researcher would ship).
         let weights = trainer.ema?.shadow ?? trainer.model.stateDict()
         var rng = Random(seed: config.seed &+ 2)
-        let z0 = rng.normal([nSamples, 2])
+        let z0 = config.source.sample(nSamples, rng: &rng)
         let ts = now()
         let one = try EulerSampler.sample(config: config.model, stateDict: weights, z0: z0, steps: 1, threads: threads)
         let hundred = try EulerSampler.sample(config: config.model, stateDict: weights, z0: z0, steps: 100, threads: threads)
@@ -84,8 +84,10 @@ public enum Demo {
         var dataRng = Random(seed: config.seed &+ 3)
         let data = config.data.sample(nSamples, rng: &dataRng)
 
-        // samples.png: three panels — data, 1-step Euler, 100-step Euler.
-        let panel = 360, lim = config.data.radius * 1.6 + 1
+        // samples.png: three panels — data, 1-step Euler, 100-step Euler, on a window that holds
+        // the data with a margin.
+        let extent = data.data.reduce(Float(1)) { max($0, abs($1)) }
+        let panel = 360, lim = extent * 1.3 + 0.5
         var canvas = Canvas(width: panel * 3, height: panel, window: (-lim, lim * 5, -lim, lim))
         let shift = 2 * lim
         func shifted(_ t: Tensor, by k: Int) -> [Float] {
@@ -105,8 +107,10 @@ public enum Demo {
             "loss_every_100_steps": losses.map { Double($0) },
             "checkpoint": ckpt, "checkpoint_sha256": digest,
             "sample_seconds": sampleSeconds, "samples": nSamples,
-            "euler1": modeStats(one, config.data), "euler100": modeStats(hundred, config.data),
-            "data": modeStats(data, config.data),
+            "euler1": try coverage(one, config.data), "euler100": try coverage(hundred, config.data),
+            "data": try coverage(data, config.data),
+            "sliced_w2": ["euler1": try Metrics.slicedWasserstein2(a: one, b: data, seed: 7),
+                          "euler100": try Metrics.slicedWasserstein2(a: hundred, b: data, seed: 7)],
             "png": out + "/samples.png",
         ]
         let line = jsonLine(summary)
@@ -114,21 +118,12 @@ public enum Demo {
         return line
     }
 
-    /// Mean distance to the nearest mode centre and the fraction of points within 3 std of one.
-    static func modeStats(_ x: Tensor, _ data: GaussianRing) -> [String: Double] {
-        let centers = (0..<data.count).map(data.center)
-        var sum = 0.0, within = 0
-        let n = x.shape[0]
-        for i in 0..<n {
-            var best = Float.infinity
-            for c in centers {
-                let dx = x.data[2 * i] - c.0, dy = x.data[2 * i + 1] - c.1
-                best = min(best, (dx * dx + dy * dy).squareRoot())
-            }
-            sum += Double(best)
-            if best < 3 * data.std { within += 1 }
-        }
-        return ["mean_distance_to_mode": sum / Double(n), "fraction_within_3_std": Double(within) / Double(n)]
+    /// Mean distance to the data's support and the fraction of points inside a support cell
+    /// (within 3 std of a mode for the Gaussian mixtures).
+    static func coverage(_ x: Tensor, _ data: Distribution2D) throws -> [String: Double] {
+        let c = try Metrics.supportCoverage(samples: x, distribution: data)
+        return ["mean_distance_to_support": c.meanDistance, "fraction_in_support": c.fractionWithin,
+                "cells_covered": Double(c.modesCovered)]
     }
 
     static func describe(_ error: any Error) -> String {

@@ -29,7 +29,8 @@ public enum QualityBenchmark {
         if let (pointer, message) = config.validationError() { throw CLIError("invalid settings: \(pointer): \(message)") }
         BLAS.setLibraryThreads(1)
         let load = ForeignLoad()
-        let data = Distribution2D.gaussianRing(count: config.data.count, radius: config.data.radius, std: config.data.std)
+        let data = config.data
+        guard let centers = data.modeCenters, let modeStd = data.modeStd else { throw CLIError("the quality benchmark needs a Gaussian-mixture target") }
 
         // Evaluation set: fresh noise and fresh data, shared by both models.
         var evalRng = Random(seed: seed &+ 1_000_001)
@@ -40,7 +41,7 @@ public enum QualityBenchmark {
             for n in [1, 2, 100] {
                 let sol = try ODESolver.solve(config: config.model, stateDict: weights, x: z, method: .euler(steps: n),
                                               direction: .forward, threads: threads, recordTrajectory: n == 100)
-                let cov = try Metrics.modeCoverage(samples: sol.x, centers: data.modeCenters!, std: data.modeStd!)
+                let cov = try Metrics.modeCoverage(samples: sol.x, centers: centers, std: modeStd)
                 out["euler\(n)"] = ["swd": try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: 256, seed: 7),
                                     "mean_dist_to_mode": cov.meanDistance, "frac_within_3std": cov.fractionWithin,
                                     "modes_covered": cov.modesCovered, "nfe": sol.nfe]

@@ -4,7 +4,11 @@ public import ReflowNN
 
 /// Hyperparameters of a 1-rectified-flow run on a 2-D toy distribution.
 public struct ToyTrainingConfig: Codable, Sendable, Equatable {
-    public var data: GaussianRing = GaussianRing()
+    /// π1, the target (data) distribution.
+    public var data: Distribution2D = .gaussianRing()
+    /// π0, the source distribution: noise for generation, or another 2-D distribution for
+    /// transport between two domains (Liu et al. 2022, domain transfer).
+    public var source: Distribution2D = .gaussian()
     public var model: VelocityMLPConfig = VelocityMLPConfig()
     public var batchSize: Int = 512
     public var learningRate: Float = 1e-3
@@ -22,14 +26,15 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case data, model, batchSize, learningRate, optimizer, schedule, loss, emaDecay, gradClipNorm, seed, timeSampler
+        case data, source, model, batchSize, learningRate, optimizer, schedule, loss, emaDecay, gradClipNorm, seed, timeSampler
     }
 
     /// Decodes a partial JSON object; absent keys keep their defaults.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = ToyTrainingConfig()
-        data = try c.decodeIfPresent(GaussianRing.self, forKey: .data) ?? d.data
+        data = try c.decodeIfPresent(Distribution2D.self, forKey: .data) ?? d.data
+        source = try c.decodeIfPresent(Distribution2D.self, forKey: .source) ?? d.source
         model = try c.decodeIfPresent(VelocityMLPConfig.self, forKey: .model) ?? d.model
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
         learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? d.learningRate
@@ -45,6 +50,7 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
     /// The first invalid setting as (JSON pointer, message), or nil when the config is usable.
     public func validationError() -> (pointer: String, message: String)? {
         if let e = data.validationError() { return ("/data" + e.pointer, e.message) }
+        if let e = source.validationError() { return ("/source" + e.pointer, e.message) }
         if let e = model.validationError() { return ("/model" + e.pointer, e.message) }
         if model.dimension != 2 { return ("/model/dimension", "must be 2: the toy data is 2-D, got \(model.dimension)") }
         if let e = optimizer.validationError() { return ("/optimizer" + e.pointer, e.message) }
@@ -259,13 +265,19 @@ public final class ToyTrainer {
             }
             return
         }
+        // Independent coupling: x1 ~ π1 (into the target buffer), x0 ~ π0 (into the input buffer,
+        // [B, d] packed at its start, then spread into the [B, d + 1] rows from the back).
         batchTarget.withUnsafeMutableBufferPointer { x1 in config.data.sample(into: x1, rng: &rng) }
         batchInput.withUnsafeMutableBufferPointer { inp in
+            config.source.sample(into: UnsafeMutableBufferPointer(rebasing: inp[0..<(b * d)]), rng: &rng)
+            for r in stride(from: b - 1, through: 0, by: -1) {
+                for c in stride(from: d - 1, through: 0, by: -1) { inp[r * (d + 1) + c] = inp[r * d + c] }
+            }
             batchTarget.withUnsafeMutableBufferPointer { tg in
                 for r in 0..<b {
                     let t = config.timeSampler.sample(&rng)
                     for c in 0..<d {
-                        let x0 = Float(rng.normal()), x1 = tg[r * d + c]
+                        let x0 = inp[r * (d + 1) + c], x1 = tg[r * d + c]
                         inp[r * (d + 1) + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
                         tg[r * d + c] = TimeConvention.velocity(x0: x0, x1: x1)
                     }

@@ -10,10 +10,11 @@ struct ToyConfigTests {
     }
 
     @Test func partialJSONKeepsDefaults() throws {
-        let c = try Self.decode(#"{"batchSize": 64, "model": {"width": 32}, "data": {"radius": 2}}"#)
+        let c = try Self.decode(#"{"batchSize": 64, "model": {"width": 32}, "data": {"kind": "gaussianRing", "radius": 2}}"#)
         #expect(c.batchSize == 64)
         #expect(c.model == VelocityMLPConfig(dimension: 2, width: 32, depth: 3, activation: .silu))
-        #expect(c.data == GaussianRing(count: 8, radius: 2, std: 0.1))
+        #expect(c.data == .gaussianRing(count: 8, radius: 2, std: 0.1))
+        #expect(c.source == .gaussian())
         #expect(c.learningRate == ToyTrainingConfig().learningRate)
         #expect(c.emaDecay == 0.999)
         #expect(try Self.decode(#"{"emaDecay": null}"#).emaDecay == nil)
@@ -41,8 +42,10 @@ struct ToyConfigTests {
         #expect(pointer { $0.learningRate = .nan } == "/learningRate")
         #expect(pointer { $0.model.width = 0 } == "/model/width")
         #expect(pointer { $0.model.dimension = 3 } == "/model/dimension")
-        #expect(pointer { $0.data.count = 0 } == "/data/count")
-        #expect(pointer { $0.data.std = -1 } == "/data/std")
+        #expect(pointer { $0.data = .gaussianRing(count: 0) } == "/data/count")
+        #expect(pointer { $0.data = .gaussianRing(std: -1) } == "/data/std")
+        #expect(pointer { $0.source = .gaussian(mean: [0], std: 1) }?.hasPrefix("/source") == true)
+        #expect(pointer { $0.timeSampler = .uShaped(a: -1) } == "/timeSampler/a")
         #expect(pointer { $0.emaDecay = 1 } == "/emaDecay")
         #expect(pointer { $0.gradClipNorm = 0 } == "/gradClipNorm")
         #expect(pointer { $0.loss = .pseudoHuber(c: 0) } == "/loss")
