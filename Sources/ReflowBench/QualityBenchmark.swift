@@ -11,13 +11,17 @@ import ReflowFlow
 public enum QualityBenchmark {
     public static func run(_ args: [String]) throws -> String {
         let f = try Flags(args, allowed: ["threads", "train-steps", "reflow-pairs", "reflow-ode-steps", "reflow-steps",
-                                          "sample-n", "seed", "batch", "width", "depth", "lr"])
+                                          "sample-n", "seed", "batch", "width", "depth", "lr", "distill-steps", "rf3-steps"])
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
         let trainSteps = try f.int("train-steps", default: 5000, min: 1, max: 10_000_000)
         let nPairs = try f.int("reflow-pairs", default: 50_000, min: 1, max: 10_000_000)
         let odeSteps = try f.int("reflow-ode-steps", default: 100, min: 1, max: 100_000)
         let reflowSteps = try f.int("reflow-steps", default: 5000, min: 1, max: 10_000_000)
         let sampleN = try f.int("sample-n", default: 10_000, min: 1, max: 1_000_000)
+        // Beyond the peer's pipeline: one-step distillation of the 2-RF and a 3-RF, both from
+        // pairs of the 2-RF (off by default so the timed pipeline matches rf_torch.py).
+        let distillSteps = try f.int("distill-steps", default: 0, min: 0, max: 10_000_000)
+        let rf3Steps = try f.int("rf3-steps", default: 0, min: 0, max: 10_000_000)
         let seed = UInt64(try f.int("seed", default: 0, min: 0))
         var config = ToyTrainingConfig()
         config.model = VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
@@ -36,15 +40,16 @@ public enum QualityBenchmark {
         var evalRng = Random(seed: seed &+ 1_000_001)
         let reference = data.sample(sampleN, rng: &evalRng)
         let z = evalRng.normal([sampleN, 2])
-        func evaluate(_ weights: [String: Tensor]) throws -> [String: Any] {
+        func evaluate(_ weights: [String: Tensor], steps: [Int] = [1, 2, 100]) throws -> [String: Any] {
             var out = [String: Any]()
-            for n in [1, 2, 100] {
+            for n in steps {
                 let sol = try ODESolver.solve(config: config.model, stateDict: weights, x: z, method: .euler(steps: n),
                                               direction: .forward, threads: threads, recordTrajectory: n == 100)
                 let cov = try Metrics.modeCoverage(samples: sol.x, centers: centers, std: modeStd)
                 out["euler\(n)"] = ["swd": try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: 256, seed: 7),
                                     "mean_dist_to_mode": cov.meanDistance, "frac_within_3std": cov.fractionWithin,
                                     "modes_covered": cov.modesCovered, "nfe": sol.nfe]
+                if n == 1 { out["transport_cost"] = try Metrics.transportCost(z0: z, z1: sol.x) }
                 if let traj = sol.trajectory {
                     out["straightness"] = try Metrics.straightness(trajectory: traj.map(\.x))
                     out["transport_cost"] = try Metrics.transportCost(z0: z, z1: sol.x)
@@ -74,18 +79,50 @@ public enum QualityBenchmark {
         for _ in 0..<reflowSteps { loss2 = rf2.trainStep() }
         let reflowSeconds = now() - t0
 
+        var quality: [String: Any] = [:]
+        var extraSeconds = [String: Double]()
+        if distillSteps > 0 || rf3Steps > 0 {
+            // Pairs of the 2-RF, from fresh noise.
+            let w2 = rf2.model.stateDict()
+            var rng2 = Random(seed: seed &+ 3_000_017)
+            let y0 = rng2.normal([nPairs, 2])
+            t0 = now()
+            let y1 = try ODESolver.solve(config: config.model, stateDict: w2, x: y0, method: .euler(steps: odeSteps),
+                                         direction: .forward, threads: threads).x
+            extraSeconds["rf2_pair_gen_s"] = now() - t0
+            if distillSteps > 0 {
+                // k = 1 distillation (Liu et al. 2022 §2.2): train v(z0, 0) towards z1 − z0.
+                var dc = config
+                dc.timeSampler = .grid(k: 1, epsilon: 0)
+                t0 = now()
+                let student = try ToyTrainer(dc, threads: threads, pairs: (y0, y1), initialWeights: w2)
+                for _ in 0..<distillSteps { student.trainStep() }
+                extraSeconds["distill_train_s"] = now() - t0
+                // A one-step student is only defined at t = 0: evaluate it with one Euler step.
+                quality["rf2_distilled"] = try evaluate(student.model.stateDict(), steps: [1])
+            }
+            if rf3Steps > 0 {
+                t0 = now()
+                let rf3 = try ToyTrainer(config, threads: threads, pairs: (y0, y1), initialWeights: w2)
+                for _ in 0..<rf3Steps { rf3.trainStep() }
+                extraSeconds["rf3_train_s"] = now() - t0
+                quality["rf3"] = try evaluate(rf3.model.stateDict())
+            }
+        }
         t0 = now()
         let q1 = try evaluate(w1), q2 = try evaluate(rf2.model.stateDict())
         let evalSeconds = now() - t0
+        quality["rf1"] = q1
+        quality["rf2"] = q2
         return jsonLine([
             "bench": "toy-quality", "peer_equivalent": "rf_torch.py toy --quality", "threads": threads,
-            "config": ["train_steps": trainSteps, "reflow_pairs": nPairs, "reflow_ode_steps": odeSteps,
+            "config": ["distill_steps": distillSteps, "rf3_steps": rf3Steps, "train_steps": trainSteps, "reflow_pairs": nPairs, "reflow_ode_steps": odeSteps,
                        "reflow_steps": reflowSteps, "sample_n": sampleN, "seed": Int(seed), "batch": config.batchSize,
                        "width": config.model.width, "depth": config.model.depth, "lr": Double(config.learningRate)],
             "train_s": trainSeconds, "reflow_pair_gen_s": pairSeconds, "reflow_train_s": reflowSeconds,
             "evaluate_s": evalSeconds, "pipeline_s": trainSeconds + pairSeconds + reflowSeconds,
             "final_loss_1rf": Double(loss1), "final_loss_2rf": Double(loss2),
-            "quality": ["rf1": q1, "rf2": q2], "foreign_load_cores": load.cores(),
+            "quality": quality, "extra_timings": extraSeconds, "foreign_load_cores": load.cores(),
         ])
     }
 }

@@ -140,12 +140,16 @@ func zipApply8(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: Unsa
 
 /// √x for x ≥ 0, vectorised (SIMD `squareRoot()` is scalarised into eight `sqrtf` calls):
 /// an inverse-square-root bit estimate refined by three Newton steps (relative error ≈ 1e-7),
-/// then √x = x · (1/√x); exactly 0 at x = 0.
+/// then √x = x · (1/√x). Subnormal inputs are scaled by 2²⁴ first (the estimate would overflow
+/// in the Newton steps), and x = 0 gives exactly 0.
 @inline(__always) @usableFromInline
 func sqrt8(_ x: F8) -> F8 {
-    let bits = unsafeBitCast(x, to: SIMD8<UInt32>.self)
+    let small = x .< F8(repeating: Float.leastNormalMagnitude)
+    let xs = x * F8(repeating: 1).replacing(with: 16_777_216, where: small)
+    let bits = unsafeBitCast(xs, to: SIMD8<UInt32>.self)
     var y = unsafeBitCast(SIMD8<UInt32>(repeating: 0x5F37_5A86) &- (bits &>> 1), to: F8.self)
-    let half = x * F8(repeating: 0.5)
+    let half = xs * F8(repeating: 0.5)
     for _ in 0..<3 { y = y * fma8(-half, y * y, F8(repeating: 1.5)) }
-    return x * y
+    let r = xs * y * F8(repeating: 1).replacing(with: 1.0 / 4096, where: small)
+    return r.replacing(with: 0, where: x .== 0)
 }

@@ -286,3 +286,18 @@ struct VectorMathTests {
         #expect(VectorMath.sigmoid(0) == 0.5)
     }
 }
+
+@Suite("VectorMath.sqrt")
+struct VectorSqrtTests {
+    @Test("matches Float.squareRoot to 2e-7 relative from 0 through subnormals to 3e38")
+    func accuracy() {
+        var xs: [Float] = [0, Float.leastNonzeroMagnitude, 1e-44, 1e-40, Float.leastNormalMagnitude, 1e-30, 1e-10, 0.25, 1, 2, 3, 1e10, 1e30, 3e38]
+        var rng = Random(seed: 3)
+        for _ in 0..<2000 { xs.append(Float(Foundation.exp(Double(rng.uniformFloat()) * 170 - 85))) }
+        for x in xs {
+            let got = VectorMath.sqrt(SIMD8(repeating: x))[0], want = x.squareRoot()
+            #expect(got.isFinite, "sqrt(\(x)) = \(got)")
+            #expect(abs(got - want) <= 2e-7 * want, "sqrt(\(x)) = \(got), want \(want)")
+        }
+    }
+}

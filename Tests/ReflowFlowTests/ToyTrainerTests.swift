@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import ReflowAutograd
 import ReflowEngine
@@ -205,5 +206,27 @@ struct ToyTrainerPairsTests {
         #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 2]), Tensor.zeros([5, 2]))) }
         #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 3]), Tensor.zeros([4, 3]))) }
         #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([0, 2]), Tensor.zeros([0, 2]))) }
+    }
+}
+
+@Suite("ToyTrainer distillation")
+struct ToyTrainerDistillTests {
+    @Test("k = 1 distillation (t fixed at 0) learns the one-step map z0 → z1 of a stored coupling")
+    func oneStepDistillation() throws {
+        var c = smallConfig()
+        c.timeSampler = .grid(k: 1, epsilon: 0)
+        c.emaDecay = nil
+        c.learningRate = 3e-3
+        var rng = Random(seed: 8)
+        let z0 = rng.normal([512, 2])
+        // A nonlinear one-step map: z1 = z0 + 0.5·sin(z0) + (1, 0).
+        let z1 = Tensor(shape: [512, 2], data: z0.data.enumerated().map { i, v in v + 0.5 * sin(v) + (i % 2 == 0 ? 1 : 0) })
+        let t = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        var losses = [Float]()
+        for _ in 0..<600 { losses.append(t.trainStep()) }
+        #expect(losses.allSatisfy { $0.isFinite })
+        let first: Float = losses.prefix(20).reduce(0, +) / 20
+        let last: Float = losses.suffix(20).reduce(0, +) / 20
+        #expect(last < 0.1 * first, "loss \(first) → \(last)")
     }
 }
