@@ -29,7 +29,7 @@ let package = Package(
         // Layers, losses, optimizers, schedules, EMA, state dicts.
         .target(name: "ReflowNN", dependencies: ["ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
         // Rectified-flow math: time convention, toy data, velocity nets, samplers, training loops.
-        .target(name: "ReflowFlow", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine"],
+        .target(name: "ReflowFlow", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec"],
                 swiftSettings: strict),
         // Byte codecs over system libraries: SHA-256 (OpenSSL EVP), PNG and gzip (zlib).
         .target(name: "ReflowCodec", dependencies: ["CZlib", "COpenSSL"], swiftSettings: strict),

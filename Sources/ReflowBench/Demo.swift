@@ -5,7 +5,8 @@ import ReflowFlow
 import ReflowStore
 import ReflowCodec
 
-/// `reflowd demo`: trains a 1-rectified flow on the built-in 8-Gaussians data, checkpoints it
+/// `reflowd demo`: trains a 1-rectified flow on a built-in 2-D distribution (8 Gaussians by
+/// default; `--config` chooses π0 and π1), checkpoints it
 /// (periodically and at the end, resumable with `--resume`), samples with 1 and 100 Euler steps
 /// from the EMA weights, and writes `checkpoint.safetensors`, `samples.png` and `summary.json`.
 public enum Demo {
@@ -54,7 +55,7 @@ public enum Demo {
         }
         func save() throws -> String {
             var s = trainer.snapshot()
-            s.metadata = meta
+            s.metadata.merge(meta) { _, new in new }
             return try Checkpoint.write(s, to: ckpt)
         }
         let t0 = now()
@@ -107,10 +108,11 @@ public enum Demo {
             "loss_every_100_steps": losses.map { Double($0) },
             "checkpoint": ckpt, "checkpoint_sha256": digest,
             "sample_seconds": sampleSeconds, "samples": nSamples,
-            "euler1": try coverage(one, config.data), "euler100": try coverage(hundred, config.data),
-            "data": try coverage(data, config.data),
-            "sliced_w2": ["euler1": try Metrics.slicedWasserstein2(a: one, b: data, seed: 7),
-                          "euler100": try Metrics.slicedWasserstein2(a: hundred, b: data, seed: 7)],
+            // A diverged run has non-finite samples; its metrics are reported as null, not thrown.
+            "euler1": (try? coverage(one, config.data)) ?? NSNull(), "euler100": (try? coverage(hundred, config.data)) ?? NSNull(),
+            "data": (try? coverage(data, config.data)) ?? NSNull(),
+            "sliced_w2": ["euler1": (try? Metrics.slicedWasserstein2(a: one, b: data, seed: 7)) ?? Double.nan,
+                          "euler100": (try? Metrics.slicedWasserstein2(a: hundred, b: data, seed: 7)) ?? Double.nan],
             "png": out + "/samples.png",
         ]
         let line = jsonLine(summary)

@@ -48,11 +48,10 @@ public enum QualityBenchmark {
                 let cov = try Metrics.modeCoverage(samples: sol.x, centers: centers, std: modeStd)
                 out["euler\(n)"] = ["swd": try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: 256, seed: 7),
                                     "mean_dist_to_mode": cov.meanDistance, "frac_within_3std": cov.fractionWithin,
-                                    "modes_covered": cov.modesCovered, "nfe": sol.nfe]
-                if n == 1 { out["transport_cost"] = try Metrics.transportCost(z0: z, z1: sol.x) }
+                                    "modes_covered": cov.modesCovered, "mode_fractions": cov.fractions, "nfe": sol.nfe,
+                                    "transport_cost": try Metrics.transportCost(z0: z, z1: sol.x)]
                 if let traj = sol.trajectory {
                     out["straightness"] = try Metrics.straightness(trajectory: traj.map(\.x))
-                    out["transport_cost"] = try Metrics.transportCost(z0: z, z1: sol.x)
                 }
             }
             return out
@@ -74,7 +73,9 @@ public enum QualityBenchmark {
                                      direction: .forward, threads: threads).x
         let pairSeconds = now() - t0
         t0 = now()
-        let rf2 = try ToyTrainer(config, threads: threads, pairs: (z0, z1), initialWeights: w1)
+        var c2 = config
+        c2.seed = seed &+ 6_000_001  // its own batch stream (the initial weights are the 1-RF's)
+        let rf2 = try ToyTrainer(c2, threads: threads, pairs: (z0, z1), initialWeights: w1)
         var loss2: Float = 0
         for _ in 0..<reflowSteps { loss2 = rf2.trainStep() }
         let reflowSeconds = now() - t0
@@ -94,6 +95,7 @@ public enum QualityBenchmark {
                 // k = 1 distillation (Liu et al. 2022 §2.2): train v(z0, 0) towards z1 − z0.
                 var dc = config
                 dc.timeSampler = .grid(k: 1, epsilon: 0)
+                dc.seed = seed &+ 4_000_037  // its own batch stream (the initial weights are the teacher's)
                 t0 = now()
                 let student = try ToyTrainer(dc, threads: threads, pairs: (y0, y1), initialWeights: w2)
                 for _ in 0..<distillSteps { student.trainStep() }
@@ -103,7 +105,9 @@ public enum QualityBenchmark {
             }
             if rf3Steps > 0 {
                 t0 = now()
-                let rf3 = try ToyTrainer(config, threads: threads, pairs: (y0, y1), initialWeights: w2)
+                var c3 = config
+                c3.seed = seed &+ 5_000_011
+                let rf3 = try ToyTrainer(c3, threads: threads, pairs: (y0, y1), initialWeights: w2)
                 for _ in 0..<rf3Steps { rf3.trainStep() }
                 extraSeconds["rf3_train_s"] = now() - t0
                 quality["rf3"] = try evaluate(rf3.model.stateDict())
@@ -114,6 +118,12 @@ public enum QualityBenchmark {
         let evalSeconds = now() - t0
         quality["rf1"] = q1
         quality["rf2"] = q2
+        // The finite-sample floor: a second, independent data sample against the reference.
+        let second = data.sample(sampleN, rng: &evalRng)
+        let baseCov = try Metrics.modeCoverage(samples: second, centers: centers, std: modeStd)
+        quality["data"] = ["swd": try Metrics.slicedWasserstein2(a: second, b: reference, projections: 256, seed: 7),
+                           "mean_dist_to_mode": baseCov.meanDistance, "frac_within_3std": baseCov.fractionWithin,
+                           "modes_covered": baseCov.modesCovered, "mode_fractions": baseCov.fractions]
         return jsonLine([
             "bench": "toy-quality", "peer_equivalent": "rf_torch.py toy --quality", "threads": threads,
             "config": ["distill_steps": distillSteps, "rf3_steps": rf3Steps, "train_steps": trainSteps, "reflow_pairs": nPairs, "reflow_ode_steps": odeSteps,

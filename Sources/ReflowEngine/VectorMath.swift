@@ -141,7 +141,7 @@ func zipApply8(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: Unsa
 /// √x for x ≥ 0, vectorised (SIMD `squareRoot()` is scalarised into eight `sqrtf` calls):
 /// an inverse-square-root bit estimate refined by three Newton steps (relative error ≈ 1e-7),
 /// then √x = x · (1/√x). Subnormal inputs are scaled by 2²⁴ first (the estimate would overflow
-/// in the Newton steps), and x = 0 gives exactly 0.
+/// in the Newton steps); ±0, +∞ and negative inputs give ±0, +∞ and NaN as IEEE sqrt does.
 @inline(__always) @usableFromInline
 func sqrt8(_ x: F8) -> F8 {
     let small = x .< F8(repeating: Float.leastNormalMagnitude)
@@ -151,5 +151,7 @@ func sqrt8(_ x: F8) -> F8 {
     let half = xs * F8(repeating: 0.5)
     for _ in 0..<3 { y = y * fma8(-half, y * y, F8(repeating: 1.5)) }
     let r = xs * y * F8(repeating: 1).replacing(with: 1.0 / 4096, where: small)
-    return r.replacing(with: 0, where: x .== 0)
+    // √±0 = ±0, √+∞ = +∞, √(x < 0) = NaN (as IEEE sqrt).
+    return r.replacing(with: x, where: (x .== 0) .| (x .== F8(repeating: .infinity)))
+        .replacing(with: .nan, where: x .< 0)
 }

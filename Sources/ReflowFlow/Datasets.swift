@@ -456,6 +456,9 @@ public enum Distribution2D: Codable, Sendable, Equatable {
 
 /// The support geometry of a valid ``Distribution2D``, precomputed once for many points.
 struct SupportLocator {
+    /// Within the support: strictly closer than the tolerance, or exactly on a zero-width support.
+    @inline(__always) func inside(_ d: Double) -> Bool { d < tolerance || (tolerance == 0 && d == 0) }
+
     enum Shape {
         case modes([(Double, Double)])
         case moons(scale: Double)
@@ -492,14 +495,14 @@ struct SupportLocator {
                 if d2 < bestD2 { bestD2 = d2; best = k }
             }
             let d = bestD2.squareRoot()
-            return (d < tolerance ? best : nil, d)
+            return (inside(d) ? best : nil, d)
         case .moons(let s):
             let qx = px / s + 0.5, qy = py / s + 0.25
             let upper = Distribution2D.halfCircle(qx, qy, startAngle: 0)
             let lower = Distribution2D.halfCircle(qx - 1, qy - 0.5, startAngle: -Double.pi)
             let (moon, hit) = lower.distance < upper.distance ? (1, lower) : (0, upper)
             let d = hit.distance * s
-            return (d < tolerance ? moon * perCurve + Distribution2D.piece(hit.theta / Double.pi) : nil, d)
+            return (inside(d) ? moon * perCurve + Distribution2D.piece(hit.theta / Double.pi) : nil, d)
         case .rings(let radii):
             let rho = (px * px + py * py).squareRoot()
             var best = 0, bestD = Double.infinity
@@ -509,11 +512,11 @@ struct SupportLocator {
             }
             var a = Foundation.atan2(py, px)
             if a < 0 { a += 2 * Double.pi }
-            return (bestD < tolerance ? best * perCurve + Distribution2D.piece(a / (2 * Double.pi)) : nil, bestD)
+            return (inside(bestD) ? best * perCurve + Distribution2D.piece(a / (2 * Double.pi)) : nil, bestD)
         case .spirals(let spiral):
             let (arm, phi, d) = spiral.nearest(px, py)
             let u = phi / spiral.maxAngle
-            return (d < tolerance ? arm * perCurve + Distribution2D.piece(u * u) : nil, d)
+            return (inside(d) ? arm * perCurve + Distribution2D.piece(u * u) : nil, d)
         case .board(let board):
             return board.locate(px, py)
         }

@@ -205,7 +205,7 @@ public enum Metrics {
     /// The minimum-cost perfect assignment of an n × n row-major cost matrix (row i → column
     /// `result[i]`): the Hungarian algorithm with potentials (Kuhn–Munkres, Jonker–Volgenant
     /// shortest augmenting paths), O(n³). Costs must be finite.
-    public static func optimalAssignment(cost: [Double], n: Int) -> [Int] {
+    static func optimalAssignment(cost: [Double], n: Int) -> [Int] {
         precondition(n >= 0 && cost.count == n * n, "optimalAssignment: cost must be n × n")
         if n == 0 { return [] }
         // 1-based arrays as in the classic formulation; column 0 is a virtual column.
@@ -440,7 +440,7 @@ public enum Metrics {
             }
             let dist = bestD2.squareRoot()
             distanceSum += dist
-            if dist < radius { counts[best] += 1 }
+            if dist < radius || (radius == 0 && dist == 0) { counts[best] += 1 }
         }
         return summarize(counts: counts, n: n, distanceSum: distanceSum, minShare: minShare)
     }

@@ -197,6 +197,9 @@ public enum ODESolver {
         guard tStart.isFinite, tEnd.isFinite, tStart >= 0, tEnd <= 1, tStart < tEnd else {
             throw ODEError.invalidArgument("need 0 ≤ tStart < tEnd ≤ 1, got tStart = \(tStart), tEnd = \(tEnd)")
         }
+        if let steps = method.steps, !((tEnd - tStart) / Float(2 * steps)).isNormal {
+            throw ODEError.invalidArgument("the interval [\(tStart), \(tEnd)] is too short for \(steps) steps (the half step underflows)")
+        }
     }
 
     static func validate(x: Tensor, dimension d: Int) throws {
@@ -540,7 +543,7 @@ public enum ODESolver {
         try validate(x: x, dimension: d)
         _ = try VelocityMLP(config, stateDict: stateDict)   // check the weights once, on the caller's thread
         let n = x.shape[0]
-        let blocks = (n + blockRows - 1) / blockRows
+        let blocks = n == 0 ? 0 : (n - 1) / blockRows + 1
         let (a, b) = endpoints(direction, tStart, tEnd)
         let steps = method.steps
         if recordTrajectory {

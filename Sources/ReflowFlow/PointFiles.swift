@@ -111,7 +111,7 @@ public enum PointFiles {
         while true {
             if total == out.count {
                 if total > maxBytes { throw fail("file is larger than the limit of \(maxBytes) bytes") }
-                out += [UInt8](repeating: 0, count: Swift.min(Swift.max(out.count, 4096), maxBytes + 1 - total))
+                out += [UInt8](repeating: 0, count: Swift.min(Swift.max(out.count, 4096), (maxBytes - total) + 1))
             }
             let room = out.count - total
             let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, room) }

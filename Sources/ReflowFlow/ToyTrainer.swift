@@ -1,5 +1,6 @@
 public import ReflowEngine
 import ReflowAutograd
+import ReflowCodec
 public import ReflowNN
 
 /// Hyperparameters of a 1-rectified-flow run on a 2-D toy distribution.
@@ -65,8 +66,10 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// A 1-rectified-flow training loop: x0 ~ N(0, I), x1 ~ data, t ~ U[0, 1),
-/// minimise loss(v(x_t, t), x1 − x0) (see ``TimeConvention``).
+/// A rectified-flow training loop: minimise loss(v(x_t, t), x1 − x0) with t from the
+/// configured ``TimeSampler`` (see ``TimeConvention``) over a coupling of (x0, x1): independent
+/// draws x0 ~ π0 (`config.source`), x1 ~ π1 (`config.data`) for a 1-RF, or stored pairs for a
+/// reflow / distillation.
 ///
 /// **Data parallel.** With `threads` = T, each step draws the whole batch on the calling
 /// thread (one RNG stream, so the data does not depend on T), cuts it into T row shards and
@@ -99,8 +102,10 @@ public final class ToyTrainer {
     private var partialNorm: [Double]
 
     /// Fixed training pairs (z0, z1), each [N, d], for reflow and distillation; nil draws
-    /// independent x0 ~ N(0, I), x1 ~ data every step (1-rectified flow).
+    /// independent x0 ~ `config.source`, x1 ~ `config.data` every step (1-rectified flow).
     public let pairs: (z0: Tensor, z1: Tensor)?
+    /// Hex SHA-256 of the stored pairs' float bytes (z0 then z1), recorded in snapshots.
+    public let pairsDigest: String?
 
     /// A trainer. With `pairs`, batches are drawn uniformly (with replacement) from the stored
     /// coupling instead — the (k+1)-RF of a reflow, or a distillation with `.grid` times.
@@ -108,9 +113,15 @@ public final class ToyTrainer {
     /// does for reflow) with a fresh optimizer and EMA.
     public convenience init(_ config: ToyTrainingConfig, threads: Int, pairs: (z0: Tensor, z1: Tensor),
                             initialWeights: [String: Tensor]? = nil) throws {
+        if let (pointer, message) = config.validationError() { throw TrainerError.badConfig(pointer: pointer, message: message) }
+        guard threads >= 1 && threads <= 256 else { throw TrainerError.badConfig(pointer: "/threads", message: "must be in [1, 256]") }
         let d = config.model.dimension
         guard pairs.z0.rank == 2, pairs.z0.shape == pairs.z1.shape, pairs.z0.shape[1] == d, pairs.z0.shape[0] > 0 else {
             throw TrainerError.badPairs("pairs must be two [N, \(d)] tensors with N > 0, got \(pairs.z0.shape) and \(pairs.z1.shape)")
+        }
+        // A diverged teacher would otherwise train the student on NaN silently.
+        if let i = pairs.z0.data.firstIndex(where: { !$0.isFinite }) ?? pairs.z1.data.firstIndex(where: { !$0.isFinite }) {
+            throw TrainerError.badPairs("pair row \(i / d) holds a non-finite value")
         }
         self.init(config, threads: threads, pairsStorage: pairs)
         if let initialWeights {
@@ -126,6 +137,12 @@ public final class ToyTrainer {
     private init(_ config: ToyTrainingConfig, threads: Int, pairsStorage: (z0: Tensor, z1: Tensor)?) {
         precondition(threads >= 1, "ToyTrainer: threads must be ≥ 1")
         self.pairs = pairsStorage
+        pairsDigest = pairsStorage.map { p in
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(8 * p.z0.count)
+            for t in [p.z0, p.z1] { t.data.withUnsafeBytes { bytes.append(contentsOf: $0) } }
+            return SHA256.hex(of: bytes)
+        }
         self.config = config
         self.threads = threads
         var initRng = Random(seed: config.seed)
@@ -143,9 +160,21 @@ public final class ToyTrainer {
         partialNorm = [Double](repeating: 0, count: bins.count)
     }
 
-    /// Resumes from a snapshot taken by ``snapshot()`` of a run with the same config.
-    public convenience init(_ config: ToyTrainingConfig, threads: Int, restoring s: TrainingSnapshot) throws {
-        self.init(config, threads: threads)
+    /// Resumes from a snapshot taken by ``snapshot()`` of a run with the same config (and, for a
+    /// reflow or distillation run, the same `pairs`: the snapshot records their SHA-256 under
+    /// `reflowd.pairs_sha256` and a mismatch, or a missing coupling, is refused).
+    public convenience init(_ config: ToyTrainingConfig, threads: Int, restoring s: TrainingSnapshot,
+                            pairs: (z0: Tensor, z1: Tensor)? = nil) throws {
+        if let pairs {
+            try self.init(config, threads: threads, pairs: pairs)
+        } else {
+            self.init(config, threads: threads)
+        }
+        let recorded = s.metadata["reflowd.pairs_sha256"]
+        guard recorded == pairsDigest else {
+            throw TrainerError.badPairs(recorded == nil ? "the snapshot is of a 1-RF run (no stored pairs); pass no pairs"
+                                        : "the pairs differ from those the snapshot was trained on (or are missing)")
+        }
         try model.load(stateDict: s.model)
         try optimizer.load(stateTensors: s.optimizer, step: s.step)
         if let ema { try ema.load(s.ema) }
@@ -291,15 +320,21 @@ public final class ToyTrainer {
     public func snapshot() -> TrainingSnapshot {
         var opt = [String: Tensor]()
         for (n, t) in optimizer.stateTensors() { opt[n] = t }
+        var meta = [String: String]()
+        if let pairsDigest { meta["reflowd.pairs_sha256"] = pairsDigest }
         return TrainingSnapshot(model: model.stateDict(), ema: ema?.shadow ?? [:], optimizer: opt,
-                                step: step, rng: rng.state)
+                                step: step, rng: rng.state, metadata: meta)
     }
 }
 
 /// A trainer cannot be built from the given inputs.
 public enum TrainerError: Error, CustomStringConvertible, Equatable {
     case badPairs(String)
+    case badConfig(pointer: String, message: String)
     public var description: String {
-        switch self { case .badPairs(let m): return "trainer: \(m)" }
+        switch self {
+        case .badPairs(let m): return "trainer: \(m)"
+        case .badConfig(let p, let m): return "trainer: \(p): \(m)"
+        }
     }
 }

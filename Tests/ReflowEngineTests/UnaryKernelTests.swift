@@ -300,4 +300,14 @@ struct VectorSqrtTests {
             #expect(abs(got - want) <= 2e-7 * want, "sqrt(\(x)) = \(got), want \(want)")
         }
     }
+
+    @Test("IEEE special values: ±0, +∞, negatives and NaN")
+    func specialValues() {
+        let v = VectorMath.sqrt(SIMD8<Float>(0, -0.0, .infinity, -1, -1e-40, .nan, -.infinity, 4))
+        #expect(v[0] == 0 && v[0].sign == .plus)
+        #expect(v[1] == 0 && v[1].sign == .minus)
+        #expect(v[2] == .infinity)
+        #expect(v[3].isNaN && v[4].isNaN && v[5].isNaN && v[6].isNaN)
+        #expect(abs(v[7] - 2) <= 4e-7)
+    }
 }

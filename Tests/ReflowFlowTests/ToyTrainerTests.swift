@@ -228,5 +228,76 @@ struct ToyTrainerDistillTests {
         let first: Float = losses.prefix(20).reduce(0, +) / 20
         let last: Float = losses.suffix(20).reduce(0, +) / 20
         #expect(last < 0.1 * first, "loss \(first) → \(last)")
+        // The student's one-step map at t = 0 reproduces z1 − z0 (what k = 1 distillation trains).
+        let g = Graph(gradEnabled: false)
+        let rows = Tensor(shape: [16, 2], data: Array(z0.data.prefix(32)))
+        let v = t.model(g.constant(rows), g.constant(Tensor.zeros([16]))).value
+        for i in 0..<16 {
+            for c in 0..<2 { #expect(abs(v[i, c] - (z1[i, c] - z0[i, c])) < 0.15, "row \(i)") }
+        }
+    }
+}
+
+@Suite("ToyTrainer couplings and resume")
+struct ToyTrainerCouplingTests {
+    @Test("the source distribution reaches the batch: π0 = δ(3, −2), π1 = δ(0, 0) ⇒ v ≈ (−3, 2)", arguments: [1, 3, 64])
+    func sourceReachesTheBatch(batch: Int) {
+        var c = smallConfig()
+        c.batchSize = batch
+        c.emaDecay = nil
+        c.learningRate = 3e-3
+        c.source = .gaussian(mean: [3, -2], std: 0)
+        c.data = .gaussian(mean: [0, 0], std: 0)
+        let t = ToyTrainer(c, threads: 2)
+        for _ in 0..<400 { t.trainStep() }
+        // Evaluate on the training path x_t = (1 − t)·(3, −2) (the only points the model sees).
+        let g = Graph(gradEnabled: false)
+        let ts: [Float] = [0.05, 0.25, 0.5, 0.75, 0.95]
+        let x = g.constant(Tensor(shape: [5, 2], data: ts.flatMap { [3 * (1 - $0), -2 * (1 - $0)] }))
+        let v = t.model(x, g.constant(Tensor(shape: [5], data: ts))).value
+        for i in 0..<5 { #expect(abs(v[i, 0] + 3) < 0.15 && abs(v[i, 1] - 2) < 0.15, "t = \(ts[i]): \(v[i, 0]), \(v[i, 1])") }
+    }
+
+    @Test("training a student leaves the teacher's weights untouched (no shared storage is written)")
+    func teacherUntouched() throws {
+        let teacher = ToyTrainer(smallConfig(), threads: 1)
+        for _ in 0..<3 { teacher.trainStep() }
+        let before = teacher.model.stateDict()
+        var rng = Random(seed: 2)
+        let z0 = rng.normal([64, 2])
+        let student = try ToyTrainer(smallConfig(), threads: 2, pairs: (z0, z0 * 2), initialWeights: before)
+        for _ in 0..<5 { student.trainStep() }
+        for (k, w) in teacher.model.stateDict() { #expect(w.data == before[k]!.data, "\(k) changed") }
+        #expect(student.model.stateDict()["layers.0.weight"]!.data != before["layers.0.weight"]!.data)
+    }
+
+    @Test("a reflow run resumes bit for bit with its pairs, and refuses other pairs or none")
+    func resumeWithPairs() throws {
+        let c = smallConfig()
+        var rng = Random(seed: 3)
+        let z0 = rng.normal([128, 2]), z1 = rng.normal([128, 2])
+        let straight = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        for _ in 0..<10 { straight.trainStep() }
+        let first = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        for _ in 0..<5 { first.trainStep() }
+        let snap = first.snapshot()
+        #expect(snap.metadata["reflowd.pairs_sha256"] == first.pairsDigest)
+        let resumed = try ToyTrainer(c, threads: 2, restoring: snap, pairs: (z0, z1))
+        for _ in 0..<5 { resumed.trainStep() }
+        expectSnapshotsBitwiseEqual(straight.snapshot(), resumed.snapshot())
+        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 2, restoring: snap) }
+        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 2, restoring: snap, pairs: (z1, z0)) }
+        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 2, restoring: ToyTrainer(c, threads: 1).snapshot(), pairs: (z0, z1)) }
+    }
+
+    @Test("invalid configs and non-finite pairs are refused, not trained on")
+    func refusesBadInputs() {
+        var bad = smallConfig()
+        bad.timeSampler = .grid(k: 0)
+        let z = Tensor.zeros([4, 2])
+        #expect(throws: TrainerError.self) { try ToyTrainer(bad, threads: 1, pairs: (z, z)) }
+        var nan = z
+        nan[2, 1] = .nan
+        #expect(throws: TrainerError.badPairs("pair row 2 holds a non-finite value")) { try ToyTrainer(smallConfig(), threads: 1, pairs: (z, nan)) }
     }
 }

@@ -57,3 +57,20 @@ struct CLITests {
         #expect(s == #"{"a":null,"b":[1,null],"c":{"d":null}}"#)
     }
 }
+
+@Suite("toy-quality smoke")
+struct QualitySmokeTests {
+    @Test("a tiny pipeline runs end to end and reports every model and the data baseline")
+    func tinyPipeline() throws {
+        let line = try QualityBenchmark.run(["--train-steps", "20", "--reflow-steps", "20", "--reflow-pairs", "256",
+                                             "--sample-n", "256", "--distill-steps", "10", "--rf3-steps", "10",
+                                             "--width", "16", "--depth", "1", "--batch", "64", "--threads", "2"])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let quality = try #require(json["quality"] as? [String: Any])
+        #expect(Set(quality.keys) == ["rf1", "rf2", "rf2_distilled", "rf3", "data"])
+        let rf2 = try #require(quality["rf2"] as? [String: Any])
+        #expect(rf2["straightness"] is Double)
+        #expect((rf2["euler100"] as? [String: Any])?["transport_cost"] is Double)
+        #expect(((quality["rf2_distilled"] as? [String: Any])?.keys).map(Set.init) == ["euler1"])
+    }
+}
