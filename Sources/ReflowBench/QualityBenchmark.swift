@@ -2,6 +2,8 @@ import Foundation
 import ReflowEngine
 import ReflowNN
 import ReflowFlow
+import ReflowStore
+import ReflowCodec
 
 /// `reflowd bench toy-quality`: the full 2-D pipeline of `rf_torch.py toy --quality` with the same
 /// settings — train a 1-rectified flow, generate reflow pairs with the 1-RF (Euler 100), train the
@@ -9,9 +11,31 @@ import ReflowFlow
 /// steps (sliced W2 against fresh data, distance to the modes, straightness). One JSON line with
 /// the timings and every metric.
 public enum QualityBenchmark {
+    /// A 640×640 picture in the paper's style: 300 trajectories of 100 Euler steps from noise
+    /// (orange, start points black) over the data (gray). Straight lines mean a straight flow.
+    static func trajectoryFigure(config: VelocityMLPConfig, weights: [String: Tensor], z0: Tensor, data: Tensor) throws -> [UInt8] {
+        let n = min(300, z0.shape[0])
+        let start = Tensor(shape: [n, 2], data: Array(z0.data.prefix(2 * n)))
+        let sol = try ODESolver.solve(config: config, stateDict: weights, x: start, method: .euler(steps: 100),
+                                      direction: .forward, threads: 1, recordTrajectory: true)
+        var canvas = Canvas(width: 640, height: 640, window: (-6, 6, -6, 6))
+        canvas.axes()
+        canvas.scatter(Array(data.data.prefix(2 * 4000)), color: .gray, alpha: 0.3)
+        let frames = sol.trajectory ?? []
+        for i in 0..<n {
+            for k in 1..<frames.count {
+                let a = frames[k - 1].x, b = frames[k].x
+                canvas.line(from: (a.data[2 * i], a.data[2 * i + 1]), to: (b.data[2 * i], b.data[2 * i + 1]), color: .orange, alpha: 0.35)
+            }
+        }
+        canvas.scatter(start.data, color: .black, alpha: 0.8)
+        canvas.scatter(sol.x.data, color: .blue, alpha: 0.8)
+        return try canvas.png()
+    }
+
     public static func run(_ args: [String]) throws -> String {
         let f = try Flags(args, allowed: ["threads", "train-steps", "reflow-pairs", "reflow-ode-steps", "reflow-steps",
-                                          "sample-n", "seed", "batch", "width", "depth", "lr", "distill-steps", "rf3-steps"])
+                                          "sample-n", "seed", "batch", "width", "depth", "lr", "distill-steps", "rf3-steps", "figures"])
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
         let trainSteps = try f.int("train-steps", default: 5000, min: 1, max: 10_000_000)
         let nPairs = try f.int("reflow-pairs", default: 50_000, min: 1, max: 10_000_000)
@@ -22,6 +46,8 @@ public enum QualityBenchmark {
         // pairs of the 2-RF (off by default so the timed pipeline matches rf_torch.py).
         let distillSteps = try f.int("distill-steps", default: 0, min: 0, max: 10_000_000)
         let rf3Steps = try f.int("rf3-steps", default: 0, min: 0, max: 10_000_000)
+        // Optional directory for PNG figures (trajectories of the 1-RF and the 2-RF).
+        let figures = f.values["figures"]
         let seed = UInt64(try f.int("seed", default: 0, min: 0))
         var config = ToyTrainingConfig()
         config.model = VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
@@ -118,6 +144,14 @@ public enum QualityBenchmark {
         let evalSeconds = now() - t0
         quality["rf1"] = q1
         quality["rf2"] = q2
+        if let figures {
+            try FileManager.default.createDirectory(atPath: figures, withIntermediateDirectories: true)
+            let w2 = rf2.model.stateDict()
+            for (name, weights) in [("rf1", w1), ("rf2", w2)] {
+                try AtomicFile.write(try trajectoryFigure(config: config.model, weights: weights, z0: z, data: reference),
+                                     to: figures + "/trajectories_\(name).png")
+            }
+        }
         // The finite-sample floor: a second, independent data sample against the reference.
         let second = data.sample(sampleN, rng: &evalRng)
         let baseCov = try Metrics.modeCoverage(samples: second, centers: centers, std: modeStd)

@@ -62,9 +62,16 @@ struct CLITests {
 struct QualitySmokeTests {
     @Test("a tiny pipeline runs end to end and reports every model and the data baseline")
     func tinyPipeline() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-quality-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let line = try QualityBenchmark.run(["--train-steps", "20", "--reflow-steps", "20", "--reflow-pairs", "256",
                                              "--sample-n", "256", "--distill-steps", "10", "--rf3-steps", "10",
-                                             "--width", "16", "--depth", "1", "--batch", "64", "--threads", "2"])
+                                             "--width", "16", "--depth", "1", "--batch", "64", "--threads", "2",
+                                             "--figures", dir])
+        for name in ["trajectories_rf1.png", "trajectories_rf2.png"] {
+            let png = try #require(FileManager.default.contents(atPath: dir + "/" + name))
+            #expect(Array(png.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        }
         let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         let quality = try #require(json["quality"] as? [String: Any])
         #expect(Set(quality.keys) == ["rf1", "rf2", "rf2_distilled", "rf3", "data"])
