@@ -83,8 +83,29 @@ public enum QualityBenchmark {
             return out
         }
 
+        /// Euler pairs (z0 ~ N(0, I) from `seedOffset`, z1 = ODE(z0)) of a model, and the time taken.
+        func makePairs(_ weights: [String: Tensor], seedOffset: UInt64) throws -> (Tensor, Tensor, Double) {
+            var rng = Random(seed: seed &+ seedOffset)
+            let z0 = rng.normal([nPairs, 2])
+            let start = now()
+            let z1 = try ODESolver.solve(config: config.model, stateDict: weights, x: z0, method: .euler(steps: odeSteps),
+                                         direction: .forward, threads: threads).x
+            return (z0, z1, now() - start)
+        }
+        /// Trains a student on stored pairs from the teacher's weights with its own batch stream.
+        func trainOnPairs(_ c: ToyTrainingConfig, seedOffset: UInt64, pairs: (Tensor, Tensor), from teacher: [String: Tensor],
+                          steps: Int) throws -> (ToyTrainer, Float, Double) {
+            var c = c
+            c.seed = seed &+ seedOffset  // the initial weights are the teacher's; only the stream differs
+            let start = now()
+            let student = try ToyTrainer(c, threads: threads, pairs: pairs, initialWeights: teacher)
+            var loss: Float = 0
+            for _ in 0..<steps { loss = student.trainStep() }
+            return (student, loss, now() - start)
+        }
+
         // 1-RF.
-        var t0 = now()
+        let t0 = now()
         let rf1 = ToyTrainer(config, threads: threads)
         var loss1: Float = 0
         for _ in 0..<trainSteps { loss1 = rf1.trainStep() }
@@ -92,56 +113,34 @@ public enum QualityBenchmark {
         let w1 = rf1.model.stateDict()
 
         // Reflow pairs from the 1-RF (Euler, like the peer), then the 2-RF from the 1-RF weights.
-        var pairRng = Random(seed: seed &+ 2_000_003)
-        let z0 = pairRng.normal([nPairs, 2])
-        t0 = now()
-        let z1 = try ODESolver.solve(config: config.model, stateDict: w1, x: z0, method: .euler(steps: odeSteps),
-                                     direction: .forward, threads: threads).x
-        let pairSeconds = now() - t0
-        t0 = now()
-        var c2 = config
-        c2.seed = seed &+ 6_000_001  // its own batch stream (the initial weights are the 1-RF's)
-        let rf2 = try ToyTrainer(c2, threads: threads, pairs: (z0, z1), initialWeights: w1)
-        var loss2: Float = 0
-        for _ in 0..<reflowSteps { loss2 = rf2.trainStep() }
-        let reflowSeconds = now() - t0
+        let (z0, z1, pairSeconds) = try makePairs(w1, seedOffset: 2_000_003)
+        let (rf2, loss2, reflowSeconds) = try trainOnPairs(config, seedOffset: 6_000_001, pairs: (z0, z1), from: w1, steps: reflowSteps)
 
         var quality: [String: Any] = [:]
         var extraSeconds = [String: Double]()
         if distillSteps > 0 || rf3Steps > 0 {
             // Pairs of the 2-RF, from fresh noise.
             let w2 = rf2.model.stateDict()
-            var rng2 = Random(seed: seed &+ 3_000_017)
-            let y0 = rng2.normal([nPairs, 2])
-            t0 = now()
-            let y1 = try ODESolver.solve(config: config.model, stateDict: w2, x: y0, method: .euler(steps: odeSteps),
-                                         direction: .forward, threads: threads).x
-            extraSeconds["rf2_pair_gen_s"] = now() - t0
+            let (y0, y1, seconds) = try makePairs(w2, seedOffset: 3_000_017)
+            extraSeconds["rf2_pair_gen_s"] = seconds
             if distillSteps > 0 {
                 // k = 1 distillation (Liu et al. 2022 §2.2): train v(z0, 0) towards z1 − z0.
                 var dc = config
                 dc.timeSampler = .grid(k: 1, epsilon: 0)
-                dc.seed = seed &+ 4_000_037  // its own batch stream (the initial weights are the teacher's)
-                t0 = now()
-                let student = try ToyTrainer(dc, threads: threads, pairs: (y0, y1), initialWeights: w2)
-                for _ in 0..<distillSteps { student.trainStep() }
-                extraSeconds["distill_train_s"] = now() - t0
+                let (student, _, s) = try trainOnPairs(dc, seedOffset: 4_000_037, pairs: (y0, y1), from: w2, steps: distillSteps)
+                extraSeconds["distill_train_s"] = s
                 // A one-step student is only defined at t = 0: evaluate it with one Euler step.
                 quality["rf2_distilled"] = try evaluate(student.model.stateDict(), steps: [1])
             }
             if rf3Steps > 0 {
-                t0 = now()
-                var c3 = config
-                c3.seed = seed &+ 5_000_011
-                let rf3 = try ToyTrainer(c3, threads: threads, pairs: (y0, y1), initialWeights: w2)
-                for _ in 0..<rf3Steps { rf3.trainStep() }
-                extraSeconds["rf3_train_s"] = now() - t0
+                let (rf3, _, s) = try trainOnPairs(config, seedOffset: 5_000_011, pairs: (y0, y1), from: w2, steps: rf3Steps)
+                extraSeconds["rf3_train_s"] = s
                 quality["rf3"] = try evaluate(rf3.model.stateDict())
             }
         }
-        t0 = now()
+        let evalStart = now()
         let q1 = try evaluate(w1), q2 = try evaluate(rf2.model.stateDict())
-        let evalSeconds = now() - t0
+        let evalSeconds = now() - evalStart
         quality["rf1"] = q1
         quality["rf2"] = q2
         if let figures {

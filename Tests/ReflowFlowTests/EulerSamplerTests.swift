@@ -18,25 +18,6 @@ struct EulerSamplerTests {
     }
 
     /// Euler integration written directly against the graph: one no-grad graph, whole batch.
-    static func handEuler(_ config: VelocityMLPConfig, _ sd: [String: Tensor], _ z0: Tensor, steps: Int) throws -> Tensor {
-        let net = try VelocityMLP(config, stateDict: sd)
-        let g = Graph(threads: 1, gradEnabled: false)
-        let n = z0.shape[0], d = config.dimension
-        var x = z0
-        let dt = 1 / Float(steps)
-        for i in 0..<steps {
-            g.reset()
-            let t = Float(i) * dt
-            var packed = Tensor.zeros([n, d + 1])
-            for r in 0..<n {
-                for c in 0..<d { packed[r, c] = x[r, c] }
-                packed[r, d] = t
-            }
-            let v = net(packed: g.constant(packed)).value
-            for j in 0..<(n * d) { x.data[j] += dt * v.data[j] }
-        }
-        return x
-    }
 
     @Test("equals a hand-written Euler loop on the graph, bit for bit")
     func matchesHandLoop() throws {
@@ -44,7 +25,7 @@ struct EulerSamplerTests {
         let z0 = randn([23, 2], seed: 2)
         for steps in [1, 6] {
             let s = try EulerSampler.sample(config: Self.config, stateDict: sd, z0: z0, steps: steps, threads: 1)
-            expectBitwiseEqual(s, try Self.handEuler(Self.config, sd, z0, steps: steps), "steps \(steps)")
+            expectBitwiseEqual(s, try ODESolverTests.handEuler(Self.config, sd, z0, steps: steps), "steps \(steps)")
             #expect(!bitwiseEqual(s, z0))
         }
         // The (x, t) call form of the model is the packed form.
