@@ -488,13 +488,7 @@ struct SupportLocator {
         let perCurve = Distribution2D.cellsPerCurve
         switch shape {
         case .modes(let centers):
-            var best = 0, bestD2 = Double.infinity
-            for (k, c) in centers.enumerated() {
-                let dx = px - c.0, dy = py - c.1
-                let d2 = dx * dx + dy * dy
-                if d2 < bestD2 { bestD2 = d2; best = k }
-            }
-            let d = bestD2.squareRoot()
+            let (best, d) = nearestCenter(px, py, centers)
             return (inside(d) ? best : nil, d)
         case .moons(let s):
             let qx = px / s + 0.5, qy = py / s + 0.25
@@ -644,4 +638,15 @@ struct Spiral {
         }
         return phi
     }
+}
+
+/// Index of the centre nearest to (x, y) and the Euclidean distance to it (centres non-empty).
+func nearestCenter(_ x: Double, _ y: Double, _ centers: [(Double, Double)]) -> (index: Int, distance: Double) {
+    var best = 0, bestD2 = Double.infinity
+    for (k, c) in centers.enumerated() {
+        let dx = x - c.0, dy = y - c.1
+        let d2 = dx * dx + dy * dy
+        if d2 < bestD2 { bestD2 = d2; best = k }
+    }
+    return (best, bestD2.squareRoot())
 }

@@ -431,14 +431,7 @@ public enum Metrics {
         var counts = [Int](repeating: 0, count: c.count)
         var distanceSum = 0.0
         for i in 0..<n {
-            let x = Double(samples.data[2 * i]), y = Double(samples.data[2 * i + 1])
-            var best = 0, bestD2 = Double.infinity
-            for (k, ck) in c.enumerated() {
-                let dx = x - ck.0, dy = y - ck.1
-                let d2 = dx * dx + dy * dy
-                if d2 < bestD2 { bestD2 = d2; best = k }
-            }
-            let dist = bestD2.squareRoot()
+            let (best, dist) = nearestCenter(Double(samples.data[2 * i]), Double(samples.data[2 * i + 1]), c)
             distanceSum += dist
             if dist < radius || (radius == 0 && dist == 0) { counts[best] += 1 }
         }
