@@ -35,7 +35,7 @@ public enum QualityBenchmark {
 
     public static func run(_ args: [String]) throws -> String {
         let f = try Flags(args, allowed: ["threads", "train-steps", "reflow-pairs", "reflow-ode-steps", "reflow-steps",
-                                          "sample-n", "seed", "batch", "width", "depth", "lr", "distill-steps", "rf3-steps", "figures"])
+                                          "sample-n", "seed", "batch", "width", "depth", "lr", "distill-steps", "rf3-steps", "figures"], booleans: ["nfe-table"])
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
         let trainSteps = try f.int("train-steps", default: 5000, min: 1, max: 10_000_000)
         let nPairs = try f.int("reflow-pairs", default: 50_000, min: 1, max: 10_000_000)
@@ -48,6 +48,7 @@ public enum QualityBenchmark {
         let rf3Steps = try f.int("rf3-steps", default: 0, min: 0, max: 10_000_000)
         // Optional directory for PNG figures (trajectories of the 1-RF and the 2-RF).
         let figures = f.values["figures"]
+        let nfeTable = f.bool("nfe-table")
         let seed = UInt64(try f.int("seed", default: 0, min: 0))
         var config = ToyTrainingConfig()
         config.model = VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
@@ -143,6 +144,25 @@ public enum QualityBenchmark {
         let evalSeconds = now() - evalStart
         quality["rf1"] = q1
         quality["rf2"] = q2
+        if nfeTable {
+            // NFE against quality for every solver, on the 1-RF and the 2-RF.
+            let methods: [ODEMethod] = [.euler(steps: 1), .euler(steps: 2), .euler(steps: 4), .euler(steps: 8), .euler(steps: 32),
+                                        .heun(steps: 1), .heun(steps: 4), .midpoint(steps: 4), .rfSolver2(steps: 1),
+                                        .rfSolver2(steps: 4), .rk4(steps: 2), .rk4(steps: 8), .rk45(rtol: 1e-3, atol: 1e-3, maxNFE: 10_000),
+                                        .rk45(rtol: 1e-5, atol: 1e-5, maxNFE: 10_000)]
+            var table = [[String: Any]]()
+            for (name, weights) in [("rf1", w1), ("rf2", rf2.model.stateDict())] {
+                for m in methods {
+                    let sol = try ODESolver.solve(config: config.model, stateDict: weights, x: z, method: m,
+                                                  direction: .forward, threads: threads, blockRows: sampleN)
+                    let cov = try Metrics.modeCoverage(samples: sol.x, centers: centers, std: modeStd)
+                    table.append(["model": name, "method": m.name, "steps": m.steps ?? 0, "nfe": sol.nfe,
+                                  "swd": try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: 256, seed: 7),
+                                  "frac_within_3std": cov.fractionWithin, "mean_dist_to_mode": cov.meanDistance])
+                }
+            }
+            quality["nfe_table"] = table
+        }
         if let figures {
             try FileManager.default.createDirectory(atPath: figures, withIntermediateDirectories: true)
             let w2 = rf2.model.stateDict()
