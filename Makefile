@@ -48,6 +48,7 @@ bench: build
 	@$(BIN) bench gemm --m 512 --n 256 --k 256 --op NT
 	@$(BIN) bench gemm --m 1024 --n 1024 --k 1024 --op NT
 	@$(BIN) bench kernels
+	@$(BIN) bench pairs
 	@$(BIN) bench toy-quality
 
 run: build

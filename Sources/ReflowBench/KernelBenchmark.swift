@@ -1,5 +1,7 @@
 import Foundation
 import ReflowEngine
+import ReflowNN
+import ReflowFlow
 
 /// `reflowd bench gemm`: GFLOP/s of BLAS.gemm (engine threading) on the MLP shapes, to compare
 /// with shared/peers/sgemm_bench.c on the same shapes; and `bench kernels`: elementwise ns/element.
@@ -74,5 +76,38 @@ public enum KernelBenchmark {
         out["bench"] = "kernels"
         out["count"] = count
         return jsonLine(out)
+    }
+}
+
+/// `reflowd bench pairs`: reflow pair generation — n noise points integrated by the toy MLP
+/// (3 × 256 SiLU, PyTorch init) with Euler, as the reflow stage of `rf_torch.py --quality` does.
+public enum PairsBenchmark {
+    public static func run(_ args: [String]) throws -> String {
+        let f = try Flags(args, allowed: ["threads", "pairs", "steps", "reps", "width", "depth"])
+        let threads = try f.int("threads", default: 2, min: 1, max: 64)
+        let n = try f.int("pairs", default: 50_000, min: 1, max: 10_000_000)
+        let steps = try f.int("steps", default: 100, min: 1, max: 100_000)
+        let reps = try f.int("reps", default: 3, min: 1, max: 100)
+        let config = VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
+                                       depth: try f.int("depth", default: 3, min: 1, max: 64), activation: .silu)
+        BLAS.setLibraryThreads(1)
+        let load = ForeignLoad()
+        var rng = Random(seed: 0)
+        let weights = VelocityMLP(config, rng: &rng).stateDict()
+        let z0 = rng.normal([n, 2])
+        var times = [Double]()
+        for _ in 0..<reps {
+            let t0 = now()
+            _ = try ODESolver.solve(config: config, stateDict: weights, x: z0, method: .euler(steps: steps),
+                                    direction: .forward, threads: threads)
+            times.append(now() - t0)
+        }
+        var st: [String: Any] = statsMs(times)
+        let median = (st["median_ms"] as? Double ?? 1) / 1e3
+        let flop = 2.0 * Double(n) * Double(steps) * Double(zip(config.sizes, config.sizes.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 })
+        st["pairs_per_s"] = Double(n) / median
+        st["gflops"] = flop / median / 1e9
+        return jsonLine(["bench": "pairs", "peer_equivalent": "rf_torch.py --quality reflow_pair_gen_s", "threads": threads,
+                         "pairs": n, "euler_steps": steps, "generate": st, "foreign_load_cores": load.cores()])
     }
 }

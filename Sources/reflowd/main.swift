@@ -5,6 +5,7 @@ import ReflowBench
 let usage = """
 usage: reflowd bench toy [--threads N --width W --depth D --batch B --steps S --warmup W ...]
        reflowd bench toy-quality [--threads N --train-steps S --reflow-pairs P --reflow-steps S ...]
+       reflowd bench pairs [--threads N --pairs 50000 --steps 100 --reps 3]
        reflowd bench gemm [--threads N --m M --n N --k K --op NT]
        reflowd bench kernels [--count N]
        reflowd demo [--out DIR --steps N --threads N --config FILE --resume]
@@ -20,13 +21,14 @@ let args = Array(CommandLine.arguments.dropFirst())
 do {
     switch args.first {
     case "bench":
-        guard args.count >= 2 else { fail("bench needs a name: toy, toy-quality, gemm or kernels\n" + usage) }
+        guard args.count >= 2 else { fail("bench needs a name: toy, toy-quality, pairs, gemm or kernels\n" + usage) }
         switch args[1] {
         case "toy": print(try ToyBenchmark.run(Array(args.dropFirst(2))))
         case "gemm": print(try KernelBenchmark.gemm(Array(args.dropFirst(2))))
         case "kernels": print(try KernelBenchmark.kernels(Array(args.dropFirst(2))))
         case "toy-quality": print(try QualityBenchmark.run(Array(args.dropFirst(2))))
-        default: fail("unknown benchmark '\(args[1])'; available: toy, toy-quality, gemm, kernels")
+        case "pairs": print(try PairsBenchmark.run(Array(args.dropFirst(2))))
+        default: fail("unknown benchmark '\(args[1])'; available: toy, toy-quality, pairs, gemm, kernels")
         }
     case "demo":
         print(try Demo.run(Array(args.dropFirst())) { message in

@@ -52,6 +52,14 @@ struct CLITests {
         #expect(message(["--config", small, "--out", dir, "--steps", "5", "--resume", "--samples", "10", "--threads", "1"]) == nil)
     }
 
+    @Test func pairsBenchmarkSmoke() throws {
+        let line = try PairsBenchmark.run(["--pairs", "300", "--steps", "3", "--reps", "1", "--width", "8", "--depth", "1"])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(json["pairs"] as? Int == 300)
+        #expect((json["generate"] as? [String: Any])?["median_ms"] is Double)
+        #expect(throws: CLIError.self) { try PairsBenchmark.run(["--pairs", "0"]) }
+    }
+
     @Test func jsonLineMapsNonFiniteToNull() {
         let s = jsonLine(["a": Double.nan, "b": [1.0, .infinity], "c": ["d": Float.nan]])
         #expect(s == #"{"a":null,"b":[1,null],"c":{"d":null}}"#)
