@@ -1,0 +1,72 @@
+public import ReflowEngine
+import Foundation
+import ReflowCodec
+
+/// Reflow pairs on disk: the endpoints z1 plus the state of the noise generator that drew z0.
+///
+/// A reflow stores (z0, z1) from a teacher ODE (Liu et al. 2022, Alg. 1). z0 is standard normal
+/// noise, so instead of the tensor the file keeps the ``Random/State`` it was drawn from and the
+/// draw order (`Random.normal([N, d])`, row-major); z0 is regenerated bit for bit on load, as
+/// rfpp's `NoiseGenerator` does. That halves the file and records exactly which noise was used.
+/// Format: a safetensors file with one tensor `z1` [N, d] and `__metadata__` keys
+/// `reflowd.pairs_version = "1"`, `reflowd.noise_rng` (JSON state), `reflowd.z0_sha256` (digest
+/// of the regenerated z0 bytes, checked on load) and any caller metadata (teacher, solver, NFE).
+/// Written atomically like checkpoints.
+public enum PairStore {
+    public static let version = "1"
+
+    /// Writes pairs whose z0 was drawn as `Random(state: noise).normal(z1.shape)`.
+    /// Throws ``PairStoreError/noiseMismatch`` if `z0` is given and does not match that draw.
+    public static func write(z1: Tensor, noise: Random.State, z0 expected: Tensor? = nil,
+                             metadata: [String: String] = [:], to path: String) throws {
+        guard z1.rank == 2, z1.shape[0] > 0, z1.shape[1] > 0 else { throw PairStoreError.badShape(z1.shape) }
+        var rng = try Random(state: noise)
+        let z0 = rng.normal(z1.shape)
+        if let expected, expected.shape != z0.shape || expected.data != z0.data { throw PairStoreError.noiseMismatch }
+        var meta = metadata
+        meta["reflowd.pairs_version"] = version
+        meta["reflowd.noise_rng"] = String(decoding: try JSONEncoder().encode(noise), as: UTF8.self)
+        meta["reflowd.z0_sha256"] = digest(z0)
+        try SafeTensors.write([(name: "z1", tensor: z1)], metadata: meta, to: path)
+    }
+
+    /// Reads pairs and regenerates z0; returns them with the caller metadata.
+    public static func read(path: String) throws -> (z0: Tensor, z1: Tensor, metadata: [String: String]) {
+        let file = try SafeTensors.read(path: path)
+        guard file.metadata["reflowd.pairs_version"] == version else {
+            throw PairStoreError.badMetadata("reflowd.pairs_version", file.metadata["reflowd.pairs_version"] ?? "missing")
+        }
+        guard let z1 = file.tensors["z1"], file.tensors.count == 1 else { throw PairStoreError.badMetadata("tensors", file.order.joined(separator: ",")) }
+        guard z1.rank == 2, z1.shape[0] > 0, z1.shape[1] > 0 else { throw PairStoreError.badShape(z1.shape) }
+        guard z1.count <= 1 << 28 else { throw PairStoreError.badShape(z1.shape) }
+        guard let text = file.metadata["reflowd.noise_rng"],
+              let state = try? JSONDecoder().decode(Random.State.self, from: Data(text.utf8)),
+              var rng = try? Random(state: state) else {
+            throw PairStoreError.badMetadata("reflowd.noise_rng", file.metadata["reflowd.noise_rng"] ?? "missing")
+        }
+        let z0 = rng.normal(z1.shape)
+        guard file.metadata["reflowd.z0_sha256"] == digest(z0) else { throw PairStoreError.noiseMismatch }
+        var own = file.metadata
+        for k in ["reflowd.pairs_version", "reflowd.noise_rng", "reflowd.z0_sha256"] { own[k] = nil }
+        return (z0, z1, own)
+    }
+
+    static func digest(_ t: Tensor) -> String {
+        t.data.withUnsafeBytes { SHA256.hex(of: $0) }
+    }
+}
+
+/// A pairs file cannot be written or is not a valid reflowd pairs file.
+public enum PairStoreError: Error, CustomStringConvertible, Equatable {
+    case badShape([Int])
+    case badMetadata(String, String)
+    case noiseMismatch
+
+    public var description: String {
+        switch self {
+        case .badShape(let s): return "pairs: z1 must be a non-empty [N, d] tensor, got \(s)"
+        case .badMetadata(let k, let v): return "pairs: '\(k)' is invalid ('\(v.prefix(80))')"
+        case .noiseMismatch: return "pairs: z0 does not match the recorded noise generator state"
+        }
+    }
+}
