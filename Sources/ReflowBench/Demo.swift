@@ -117,6 +117,7 @@ public enum Demo {
         ]
         let line = jsonLine(summary)
         try AtomicFile.write(Array((line + "\n").utf8), to: out + "/summary.json")
+        log("wrote \(ckpt) (+ .sha256), \(out)/samples.png and \(out)/summary.json")
         return line
     }
 
