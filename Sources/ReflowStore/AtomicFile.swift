@@ -34,6 +34,9 @@ public enum AtomicFile {
             fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         } while fd < 0 && Glibc.errno == EINTR
         guard fd >= 0 else { throw StoreError.posix("open", path: tempPath) }
+        // Keep the permission bits of the file being replaced (a 0600 key stays 0600).
+        var existing = stat()
+        if stat(path, &existing) == 0 { _ = fchmod(fd, existing.st_mode & 0o7777) }
 
         var fdOpen = true
         var renamed = false

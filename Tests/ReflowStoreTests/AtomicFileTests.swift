@@ -63,3 +63,20 @@ import Glibc
         #expect(throws: StoreError.self) { try AtomicFile.read(path: dir.file("missing"), maxBytes: 10) }
     }
 }
+
+@Suite("AtomicFile permissions")
+struct AtomicFilePermissionTests {
+    @Test("replacing a file keeps its permission bits")
+    func keepsMode() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let path = dir.file("secret")
+        try AtomicFile.write([1, 2, 3], to: path)
+        #expect(chmod(path, 0o600) == 0)
+        try AtomicFile.write([4, 5], to: path)
+        var st = stat()
+        #expect(stat(path, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o600)
+        #expect(try AtomicFile.read(path: path, maxBytes: 10) == [4, 5])
+    }
+}
