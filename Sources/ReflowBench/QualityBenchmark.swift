@@ -35,7 +35,7 @@ public enum QualityBenchmark {
 
     public static func run(_ args: [String]) throws -> String {
         let f = try Flags(args, allowed: ["threads", "train-steps", "reflow-pairs", "reflow-ode-steps", "reflow-steps",
-                                          "sample-n", "seed", "batch", "width", "depth", "lr", "distill-steps", "rf3-steps", "figures"], booleans: ["nfe-table"])
+                                          "sample-n", "seed", "batch", "width", "depth", "lr", "distill-steps", "rf3-steps", "figures", "data"], booleans: ["nfe-table"])
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
         let trainSteps = try f.int("train-steps", default: 5000, min: 1, max: 10_000_000)
         let nPairs = try f.int("reflow-pairs", default: 50_000, min: 1, max: 10_000_000)
@@ -56,12 +56,21 @@ public enum QualityBenchmark {
         config.batchSize = try f.int("batch", default: 512, min: 1, max: 1 << 20)
         config.learningRate = try f.float("lr", default: 1e-3)
         config.emaDecay = nil  // as the peer: the raw weights are evaluated and reflowed
+        if let kind = f.values["data"] {
+            // A built-in target by name with its default parameters (e.g. twoMoons, checkerboard).
+            do {
+                config.data = try JSONDecoder().decode(Distribution2D.self, from: Data(#"{"kind": "\#(kind)"}"#.utf8))
+            } catch {
+                throw CLIError("--data: unknown distribution '\(kind)'; one of \(Distribution2D.kinds.joined(separator: ", "))")
+            }
+        }
         config.seed = seed
         if let (pointer, message) = config.validationError() { throw CLIError("invalid settings: \(pointer): \(message)") }
         BLAS.setLibraryThreads(1)
         let load = ForeignLoad()
         let data = config.data
-        guard let centers = data.modeCenters, let modeStd = data.modeStd else { throw CLIError("the quality benchmark needs a Gaussian-mixture target") }
+        // Coverage: modes within 3 std for mixtures, support cells (curve pieces, squares) otherwise.
+        func coverage(_ x: Tensor) throws -> ModeCoverage { try Metrics.supportCoverage(samples: x, distribution: data) }
 
         // Evaluation set: fresh noise and fresh data, shared by both models.
         var evalRng = Random(seed: seed &+ 1_000_001)
@@ -72,7 +81,7 @@ public enum QualityBenchmark {
             for n in steps {
                 let sol = try ODESolver.solve(config: config.model, stateDict: weights, x: z, method: .euler(steps: n),
                                               direction: .forward, threads: threads, recordTrajectory: n == 100)
-                let cov = try Metrics.modeCoverage(samples: sol.x, centers: centers, std: modeStd)
+                let cov = try coverage(sol.x)
                 out["euler\(n)"] = ["swd": try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: 256, seed: 7),
                                     "mean_dist_to_mode": cov.meanDistance, "frac_within_3std": cov.fractionWithin,
                                     "modes_covered": cov.modesCovered, "mode_fractions": cov.fractions, "nfe": sol.nfe,
@@ -155,7 +164,7 @@ public enum QualityBenchmark {
                 for m in methods {
                     let sol = try ODESolver.solve(config: config.model, stateDict: weights, x: z, method: m,
                                                   direction: .forward, threads: threads, blockRows: sampleN)
-                    let cov = try Metrics.modeCoverage(samples: sol.x, centers: centers, std: modeStd)
+                    let cov = try coverage(sol.x)
                     table.append(["model": name, "method": m.name, "steps": m.steps ?? 0, "nfe": sol.nfe,
                                   "swd": try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: 256, seed: 7),
                                   "frac_within_3std": cov.fractionWithin, "mean_dist_to_mode": cov.meanDistance])
@@ -173,13 +182,13 @@ public enum QualityBenchmark {
         }
         // The finite-sample floor: a second, independent data sample against the reference.
         let second = data.sample(sampleN, rng: &evalRng)
-        let baseCov = try Metrics.modeCoverage(samples: second, centers: centers, std: modeStd)
+        let baseCov = try coverage(second)
         quality["data"] = ["swd": try Metrics.slicedWasserstein2(a: second, b: reference, projections: 256, seed: 7),
                            "mean_dist_to_mode": baseCov.meanDistance, "frac_within_3std": baseCov.fractionWithin,
                            "modes_covered": baseCov.modesCovered, "mode_fractions": baseCov.fractions]
         return jsonLine([
             "bench": "toy-quality", "peer_equivalent": "rf_torch.py toy --quality", "threads": threads,
-            "config": ["distill_steps": distillSteps, "rf3_steps": rf3Steps, "train_steps": trainSteps, "reflow_pairs": nPairs, "reflow_ode_steps": odeSteps,
+            "config": ["data": data.kind, "distill_steps": distillSteps, "rf3_steps": rf3Steps, "train_steps": trainSteps, "reflow_pairs": nPairs, "reflow_ode_steps": odeSteps,
                        "reflow_steps": reflowSteps, "sample_n": sampleN, "seed": Int(seed), "batch": config.batchSize,
                        "width": config.model.width, "depth": config.model.depth, "lr": Double(config.learningRate)],
             "train_s": trainSeconds, "reflow_pair_gen_s": pairSeconds, "reflow_train_s": reflowSeconds,

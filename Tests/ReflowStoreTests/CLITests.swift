@@ -52,6 +52,14 @@ struct CLITests {
         #expect(message(["--config", small, "--out", dir, "--steps", "5", "--resume", "--samples", "10", "--threads", "1"]) == nil)
     }
 
+    @Test("toy-quality on a non-mixture target reports support coverage", arguments: ["twoMoons", "checkerboard"])
+    func otherTargets(kind: String) throws {
+        let line = try QualityBenchmark.run(["--data", kind, "--train-steps", "10", "--reflow-steps", "10", "--reflow-pairs", "128",
+                                             "--sample-n", "128", "--width", "8", "--depth", "1", "--batch", "32", "--threads", "1"])
+        #expect(line.contains("\"data\":\"\(kind)\""))
+        #expect(throws: CLIError.self) { try QualityBenchmark.run(["--data", "nope"]) }
+    }
+
     @Test func pairsBenchmarkSmoke() throws {
         let line = try PairsBenchmark.run(["--pairs", "300", "--steps", "3", "--reps", "1", "--width", "8", "--depth", "1"])
         let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
