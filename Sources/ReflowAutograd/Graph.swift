@@ -120,16 +120,16 @@ public final class Graph {
     }
 
     /// Writes into the storage of a node created by ``constant(shape:fill:)`` (before it is used).
-    public func mutate(_ v: Var, _ body: (UnsafeMutableBufferPointer<Float>) -> Void) {
+    package func mutate(_ v: Var, _ body: (UnsafeMutableBufferPointer<Float>) -> Void) {
         precondition(!isExternal[v.id], "mutate: node \(v.id) does not own its storage")
         values[v.id].data.withUnsafeMutableBufferPointer { body($0) }
     }
 
     /// A scratch buffer from the pool; give it back with ``releaseScratch(_:)``.
-    public func takeScratch(_ count: Int) -> [Float] { takeBuffer(count) }
+    package func takeScratch(_ count: Int) -> [Float] { takeBuffer(count) }
 
     /// Returns a scratch buffer to the pool.
-    public func releaseScratch(_ buffer: inout [Float]) {
+    package func releaseScratch(_ buffer: inout [Float]) {
         var b = [Float]()
         swap(&b, &buffer)
         pool(b)
