@@ -36,10 +36,13 @@ let package = Package(
         // Durable files: atomic writes, safetensors, training checkpoints.
         .target(name: "ReflowStore", dependencies: ["ReflowEngine", "ReflowNN", "ReflowCodec"],
                 swiftSettings: strict),
-        // Benchmarks and the offline demo (used by the executable).
+        // Job specs (train, reflow, distill, sample, invert, evaluate): parsing, validation, running.
+        .target(name: "ReflowJobs", dependencies: ["ReflowFlow", "ReflowStore", "ReflowCodec", "ReflowNN", "ReflowEngine"],
+                swiftSettings: strict),
+        // Benchmarks, the offline demo and `reflowd run` (used by the executable).
         .target(name: "ReflowBench",
                 dependencies: ["ReflowEngine", "ReflowAutograd", "ReflowNN", "ReflowFlow", "ReflowStore",
-                               "ReflowCodec"],
+                               "ReflowCodec", "ReflowJobs"],
                 swiftSettings: strict),
         .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowEngine"],
                           swiftSettings: strict),
@@ -56,6 +59,9 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "ReflowFlowTests",
                     dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "ReflowJobsTests",
+                    dependencies: ["ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowNN", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowStoreTests",
                     dependencies: ["ReflowStore", "ReflowCodec", "ReflowNN", "ReflowAutograd", "ReflowEngine",

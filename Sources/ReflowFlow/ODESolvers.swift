@@ -32,8 +32,9 @@ import Synchronization
 ///   v'_i = (v_mid − v_i)/(h/2), z_{i+1} = z_i + h·v_i + (h²/2)·v'_i.
 ///   Algebraically this is `midpoint`; only rounding differs.
 ///
-/// JSON (synthesised `Codable`): `{"euler": {"steps": 100}}`, `{"rk45": {"rtol": 1e-5, "atol": 1e-5,
-/// "maxNFE": 10000}}`. Check ``validationError()`` before use; the solvers also check and throw.
+/// JSON: `{"kind": "euler", "steps": 100}`, `{"kind": "rk45", "rtol": 1e-5, "atol": 1e-5, "maxNFE": 10000}`
+/// (absent rk45 fields take the paper's defaults; fixed-step methods need `steps`). Check
+/// ``validationError()`` before use; the solvers also check and throw.
 public enum ODEMethod: Codable, Sendable, Equatable {
     case euler(steps: Int)
     case heun(steps: Int)
@@ -98,6 +99,46 @@ public enum ODEMethod: Codable, Sendable, Equatable {
             }
         }
         return nil
+    }
+
+    /// The invalid field as (JSON pointer relative to this object, message), or nil.
+    public func validationPointer() -> (pointer: String, message: String)? {
+        guard let message = validationError() else { return nil }
+        switch self {
+        case .rk45(let rtol, let atol, _):
+            if !(rtol > 0 && rtol <= 1) { return ("/rtol", message) }
+            if !(atol > 0 && atol.isFinite) { return ("/atol", message) }
+            return ("/maxNFE", message)
+        default: return ("/steps", message)
+        }
+    }
+
+    enum CodingKeys: String, CodingKey { case kind, steps, rtol, atol, maxNFE }
+    enum Kind: String, Codable { case euler, heun, midpoint, rk4, rk45, rfSolver2 }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        switch try c.decode(Kind.self, forKey: .kind) {
+        case .euler: self = .euler(steps: try c.decode(Int.self, forKey: .steps))
+        case .heun: self = .heun(steps: try c.decode(Int.self, forKey: .steps))
+        case .midpoint: self = .midpoint(steps: try c.decode(Int.self, forKey: .steps))
+        case .rk4: self = .rk4(steps: try c.decode(Int.self, forKey: .steps))
+        case .rfSolver2: self = .rfSolver2(steps: try c.decode(Int.self, forKey: .steps))
+        case .rk45:
+            self = .rk45(rtol: try c.decodeIfPresent(Double.self, forKey: .rtol) ?? 1e-5,
+                         atol: try c.decodeIfPresent(Double.self, forKey: .atol) ?? 1e-5,
+                         maxNFE: try c.decodeIfPresent(Int.self, forKey: .maxNFE) ?? 10_000)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Kind(rawValue: name)!, forKey: .kind)
+        switch self {
+        case .rk45(let rtol, let atol, let maxNFE):
+            try c.encode(rtol, forKey: .rtol); try c.encode(atol, forKey: .atol); try c.encode(maxNFE, forKey: .maxNFE)
+        default: try c.encode(steps!, forKey: .steps)
+        }
     }
 }
 

@@ -48,6 +48,23 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
         timeSampler = try c.decodeIfPresent(TimeSampler.self, forKey: .timeSampler) ?? d.timeSampler
     }
 
+    /// Encodes every field; absent optionals as `null`, so the echoed form names every key.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(data, forKey: .data)
+        try c.encode(source, forKey: .source)
+        try c.encode(model, forKey: .model)
+        try c.encode(batchSize, forKey: .batchSize)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(optimizer, forKey: .optimizer)
+        try c.encode(schedule, forKey: .schedule)
+        try c.encode(loss, forKey: .loss)
+        try c.encode(emaDecay, forKey: .emaDecay)
+        try c.encode(gradClipNorm, forKey: .gradClipNorm)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(timeSampler, forKey: .timeSampler)
+    }
+
     /// The first invalid setting as (JSON pointer, message), or nil when the config is usable.
     public func validationError() -> (pointer: String, message: String)? {
         if let e = data.validationError() { return ("/data" + e.pointer, e.message) }
@@ -57,8 +74,8 @@ public struct ToyTrainingConfig: Codable, Sendable, Equatable {
         if let e = optimizer.validationError() { return ("/optimizer" + e.pointer, e.message) }
         if batchSize < 1 || batchSize > 1 << 20 { return ("/batchSize", "must be in [1, 1048576], got \(batchSize)") }
         if !(learningRate > 0 && learningRate.isFinite) { return ("/learningRate", "must be a positive number") }
-        if let m = schedule.validationError() { return ("/schedule", m) }
-        if let m = loss.validationError() { return ("/loss", m) }
+        if let e = schedule.validationPointer() { return ("/schedule" + e.pointer, e.message) }
+        if let m = loss.validationError() { return ("/loss/c", m) }
         if let e = emaDecay, !(e >= 0 && e < 1) { return ("/emaDecay", "must be in [0, 1), got \(e)") }
         if let c = gradClipNorm, !(c > 0 && c.isFinite) { return ("/gradClipNorm", "must be a positive number") }
         if let e = timeSampler.validationError() { return ("/timeSampler" + e.pointer, e.message) }
@@ -94,7 +111,7 @@ public final class ToyTrainer {
     let workers: [Graph]
     public private(set) var rng: Random
     public private(set) var step = 0
-    /// The current batch: inputs [B, d + 1] = [x_t, t] and targets [B, d] = x1 − x0.
+    /// The current batch: inputs [B, w] = [x_t, φ(t)] (w = `config.model.inputWidth`) and targets [B, d] = x1 − x0.
     private var batchInput: [Float], batchTarget: [Float]
     private var shardLoss: [Float]
     /// Parameters per worker for the gradient sum and the update (balanced by size).
@@ -153,7 +170,7 @@ public final class ToyTrainer {
         workers = (0..<threads).map { _ in Graph(threads: 1, accumulatesIntoParameters: false) }
         rng = Random(seed: config.seed &+ 1)
         let b = config.batchSize, d = config.model.dimension
-        batchInput = [Float](repeating: 0, count: b * (d + 1))
+        batchInput = [Float](repeating: 0, count: b * config.model.inputWidth)
         batchTarget = [Float](repeating: 0, count: b * d)
         shardLoss = [Float](repeating: 0, count: threads)
         bins = optimizer.parallelBins(threads: threads)
@@ -189,7 +206,7 @@ public final class ToyTrainer {
     @discardableResult
     public func trainStep() -> Float {
         drawBatch()
-        let b = config.batchSize, d = config.model.dimension, threads = self.threads
+        let b = config.batchSize, d = config.model.dimension, width = config.model.inputWidth, threads = self.threads
         let shared = WorkerShared((model: model, workers: workers, loss: config.loss))
         shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
         batchInput.withUnsafeBufferPointer { inp in
@@ -203,8 +220,8 @@ public final class ToyTrainer {
                         g.reset()
                         guard hi > lo else { losses.base![w] = 0; continue }
                         let rows = hi - lo
-                        let input = g.constant(shape: [rows, d + 1]) {
-                            $0.baseAddress!.update(from: pIn.base! + lo * (d + 1), count: rows * (d + 1))
+                        let input = g.constant(shape: [rows, width]) {
+                            $0.baseAddress!.update(from: pIn.base! + lo * width, count: rows * width)
                         }
                         let target = g.constant(shape: [rows, d]) {
                             $0.baseAddress!.update(from: pTg.base! + lo * d, count: rows * d)
@@ -271,7 +288,7 @@ public final class ToyTrainer {
 
     /// Draws x1 ~ data, x0 ~ N(0, I), t ~ U[0, 1) for the whole batch from the trainer's RNG.
     private func drawBatch() {
-        let b = config.batchSize, d = config.model.dimension
+        let b = config.batchSize, d = config.model.dimension, w = config.model.inputWidth, time = config.model.timeInput
         if let pairs {
             // Stored coupling: rows drawn with replacement; x_t on the straight line z0 → z1.
             let n = pairs.z0.shape[0]
@@ -283,10 +300,10 @@ public final class ToyTrainer {
                                 let i = rng.int(below: n), t = config.timeSampler.sample(&rng)
                                 for c in 0..<d {
                                     let x0 = z0[i * d + c], x1 = z1[i * d + c]
-                                    inp[r * (d + 1) + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
+                                    inp[r * w + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
                                     tg[r * d + c] = TimeConvention.velocity(x0: x0, x1: x1)
                                 }
-                                inp[r * (d + 1) + d] = t
+                                time.write(t, to: inp.baseAddress! + r * w + d)
                             }
                         }
                     }
@@ -295,22 +312,22 @@ public final class ToyTrainer {
             return
         }
         // Independent coupling: x1 ~ π1 (into the target buffer), x0 ~ π0 (into the input buffer,
-        // [B, d] packed at its start, then spread into the [B, d + 1] rows from the back).
+        // [B, d] packed at its start, then spread into the [B, w] rows from the back).
         batchTarget.withUnsafeMutableBufferPointer { x1 in config.data.sample(into: x1, rng: &rng) }
         batchInput.withUnsafeMutableBufferPointer { inp in
             config.source.sample(into: UnsafeMutableBufferPointer(rebasing: inp[0..<(b * d)]), rng: &rng)
             for r in stride(from: b - 1, through: 0, by: -1) {
-                for c in stride(from: d - 1, through: 0, by: -1) { inp[r * (d + 1) + c] = inp[r * d + c] }
+                for c in stride(from: d - 1, through: 0, by: -1) { inp[r * w + c] = inp[r * d + c] }
             }
             batchTarget.withUnsafeMutableBufferPointer { tg in
                 for r in 0..<b {
                     let t = config.timeSampler.sample(&rng)
                     for c in 0..<d {
-                        let x0 = inp[r * (d + 1) + c], x1 = tg[r * d + c]
-                        inp[r * (d + 1) + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
+                        let x0 = inp[r * w + c], x1 = tg[r * d + c]
+                        inp[r * w + c] = TimeConvention.interpolate(x0: x0, x1: x1, t: t)
                         tg[r * d + c] = TimeConvention.velocity(x0: x0, x1: x1)
                     }
-                    inp[r * (d + 1) + d] = t
+                    time.write(t, to: inp.baseAddress! + r * w + d)
                 }
             }
         }

@@ -86,8 +86,8 @@ public struct AnalyticVelocity: VelocityField, Sendable {
     }
 }
 
-/// A ``VelocityMLP`` as a ``VelocityField``: each evaluation packs `[x, t]` into a
-/// [count, d + 1] input exactly as the network was trained (see ``VelocityMLP/callAsFunction(packed:)``)
+/// A ``VelocityMLP`` as a ``VelocityField``: each evaluation packs `[x, φ(t)]` into a
+/// [count, inputWidth] input exactly as the network was trained (see ``VelocityMLP/callAsFunction(packed:)``)
 /// and runs it on a private no-grad graph with single-threaded kernels.
 ///
 /// Not thread-safe: build one per worker thread (the weights are shared copy-on-write, only
@@ -115,14 +115,11 @@ public final class MLPVelocityField: VelocityField {
 
     public func velocity(_ x: UnsafePointer<Float>, count: Int, t: Float, into v: UnsafeMutablePointer<Float>) {
         guard count > 0 else { return }
-        let d = dimension
+        let d = dimension, config = model.config
         graph.reset()
-        // input: [count, d + 1] = [x, t]
-        let input = graph.constant(shape: [count, d + 1]) { inp in
-            for r in 0..<count {
-                for c in 0..<d { inp[r * (d + 1) + c] = x[r * d + c] }
-                inp[r * (d + 1) + d] = t
-            }
+        // input: [count, d + time features] = [x, φ(t)]
+        let input = graph.constant(shape: [count, config.inputWidth]) { inp in
+            config.pack(x: x, count: count, t: t, into: inp.baseAddress!)
         }
         let out = model(packed: input)   // [count, d]
         graph.read(out.id) { pv in v.update(from: pv, count: count * d) }

@@ -1,23 +1,106 @@
 public import ReflowEngine
 public import ReflowAutograd
 public import ReflowNN
+import Foundation
 
-/// Architecture of an MLP velocity field v(x, t): input `[x (dimension), t (1)]`, `depth`
-/// hidden layers of `width`, output `dimension`. The same network as `rf_torch.py`'s `MLP`.
+/// How the flow time t enters a ``VelocityMLP``: appended as one raw scalar (the network of
+/// `rf_torch.py` and the paper's 2-D code) or as fixed sinusoidal features (the transformer
+/// position encoding used by DDPM-style networks: `[cos(ω_i·t), sin(ω_i·t)]`, ω_i = scale ·
+/// 10000^(−i/half), i < half = features/2). Neither adds parameters; only the first layer's
+/// input width changes. Wire JSON: `{"kind": "raw"}`, `{"kind": "sinusoidal", "features": 16, "scale": 1000}`.
+public enum TimeInput: Codable, Sendable, Equatable {
+    case raw
+    case sinusoidal(features: Int = 16, scale: Float = 1000)
+
+    /// Number of input columns the time occupies.
+    public var width: Int {
+        switch self {
+        case .raw: return 1
+        case .sinusoidal(let f, _): return f
+        }
+    }
+
+    /// Writes the ``width`` time features of `t` to `out[0..<width]`.
+    @inline(__always)
+    public func write(_ t: Float, to out: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .raw: out[0] = t
+        case .sinusoidal(let f, let scale):
+            let half = f / 2
+            for i in 0..<half {
+                // Frequencies in Double so every platform rounds the same way before the Float cast.
+                let omega = Double(scale) * Foundation.exp(-Foundation.log(10_000.0) * Double(i) / Double(half))
+                let angle = omega * Double(t)
+                out[i] = Float(Foundation.cos(angle))
+                out[half + i] = Float(Foundation.sin(angle))
+            }
+        }
+    }
+
+    public func validationError() -> (pointer: String, message: String)? {
+        if case .sinusoidal(let f, let scale) = self {
+            if f < 2 || f > 1024 || f % 2 != 0 { return ("/features", "must be an even number in [2, 1024], got \(f)") }
+            if !(scale > 0 && scale <= 1e6) { return ("/scale", "must be in (0, 1e6], got \(scale)") }
+        }
+        return nil
+    }
+
+    enum CodingKeys: String, CodingKey { case kind, features, scale }
+    enum Kind: String, Codable { case raw, sinusoidal }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        switch try c.decode(Kind.self, forKey: .kind) {
+        case .raw: self = .raw
+        case .sinusoidal:
+            self = .sinusoidal(features: try c.decodeIfPresent(Int.self, forKey: .features) ?? 16,
+                               scale: try c.decodeIfPresent(Float.self, forKey: .scale) ?? 1000)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .raw: try c.encode(Kind.raw, forKey: .kind)
+        case .sinusoidal(let f, let s):
+            try c.encode(Kind.sinusoidal, forKey: .kind); try c.encode(f, forKey: .features); try c.encode(s, forKey: .scale)
+        }
+    }
+}
+
+/// Architecture of an MLP velocity field v(x, t): input `[x (dimension), time features]`
+/// (see ``TimeInput``), `depth` hidden layers of `width`, output `dimension`. With the raw time
+/// input it is the same network as `rf_torch.py`'s `MLP`.
 public struct VelocityMLPConfig: Codable, Sendable, Equatable {
     public var dimension: Int
     public var width: Int
     public var depth: Int
     public var activation: Activation
+    public var timeInput: TimeInput
 
-    public init(dimension: Int = 2, width: Int = 256, depth: Int = 3, activation: Activation = .silu) {
+    public init(dimension: Int = 2, width: Int = 256, depth: Int = 3, activation: Activation = .silu,
+                timeInput: TimeInput = .raw) {
         self.dimension = dimension
         self.width = width
         self.depth = depth
         self.activation = activation
+        self.timeInput = timeInput
     }
 
-    enum CodingKeys: String, CodingKey { case dimension, width, depth, activation }
+    enum CodingKeys: String, CodingKey { case dimension, width, depth, activation, timeInput }
+
+    /// Columns of the packed network input: `dimension` + the time features.
+    public var inputWidth: Int { dimension + timeInput.width }
+
+    /// Packs rows `[x_r, φ(t)]` into `input` ([count, inputWidth]) from `x` ([count, dimension]).
+    @inline(__always)
+    public func pack(x: UnsafePointer<Float>, count: Int, t: Float, into input: UnsafeMutablePointer<Float>) {
+        let d = dimension, w = inputWidth
+        for r in 0..<count {
+            for c in 0..<d { input[r * w + c] = x[r * d + c] }
+            timeInput.write(t, to: input + r * w + d)
+        }
+    }
 
     /// Decodes a partial JSON object; absent keys keep their defaults.
     public init(from decoder: any Decoder) throws {
@@ -26,6 +109,7 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
         width = try c.decodeIfPresent(Int.self, forKey: .width) ?? 256
         depth = try c.decodeIfPresent(Int.self, forKey: .depth) ?? 3
         activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? .silu
+        timeInput = try c.decodeIfPresent(TimeInput.self, forKey: .timeInput) ?? .raw
     }
 
     /// The first invalid field as (JSON pointer relative to this object, message).
@@ -33,11 +117,12 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
         if dimension < 1 || dimension > 1 << 16 { return ("/dimension", "must be in [1, 65536], got \(dimension)") }
         if width < 1 || width > 1 << 14 { return ("/width", "must be in [1, 16384], got \(width)") }
         if depth < 1 || depth > 64 { return ("/depth", "must be in [1, 64], got \(depth)") }
+        if let e = timeInput.validationError() { return ("/timeInput" + e.pointer, e.message) }
         return nil
     }
 
-    /// Layer sizes `[d + 1, width × depth, d]`.
-    public var sizes: [Int] { [dimension + 1] + [Int](repeating: width, count: depth) + [dimension] }
+    /// Layer sizes `[inputWidth, width × depth, d]`.
+    public var sizes: [Int] { [inputWidth] + [Int](repeating: width, count: depth) + [dimension] }
 }
 
 /// An MLP velocity field. Parameter names are `layers.<i>.weight|bias` as in PyTorch.
@@ -72,12 +157,19 @@ public final class VelocityMLP: Module {
 
     public func namedParameters() -> [(name: String, parameter: Parameter)] { mlp.namedParameters() }
 
-    /// packed: [B, d + 1] = [x_t, t] → v: [B, d]
+    /// packed: [B, inputWidth] = [x_t, φ(t)] (see ``VelocityMLPConfig/pack(x:count:t:into:)``) → v: [B, d]
     public func callAsFunction(packed: Var) -> Var { mlp(packed) }
 
-    /// x: [B, d], t: [B] → v: [B, d]
-    public func callAsFunction(_ x: Var, _ t: Var) -> Var {
-        let g = x.graph
-        return mlp(g.concat([x, g.reshape(t, [t.shape[0], 1])], axis: 1))
+    /// v(x_r, t_r) for each row without recording gradients. x: [B, d], t: B times → [B, d].
+    public func velocity(x: Tensor, t: [Float]) -> Tensor {
+        let d = config.dimension, w = config.inputWidth, b = t.count
+        precondition(x.shape == [b, d], "VelocityMLP.velocity: x must be [\(b), \(d)], got \(x.shape)")
+        let g = Graph(threads: 1, gradEnabled: false)
+        let input = g.constant(shape: [b, w]) { inp in
+            x.data.withUnsafeBufferPointer { xs in
+                for r in 0..<b { config.pack(x: xs.baseAddress! + r * d, count: 1, t: t[r], into: inp.baseAddress! + r * w) }
+            }
+        }
+        return mlp(input).value
     }
 }

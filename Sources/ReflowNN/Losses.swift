@@ -28,4 +28,24 @@ public enum Loss: Codable, Sendable, Equatable {
         if case .pseudoHuber(let c) = self, !(c > 0 && c.isFinite) { return "pseudoHuber c must be a positive number, got \(c)" }
         return nil
     }
+
+    enum CodingKeys: String, CodingKey { case kind, c }
+    enum Kind: String, Codable { case mse, pseudoHuber }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        switch try c.decode(Kind.self, forKey: .kind) {
+        case .mse: self = .mse
+        // rfpp's default c = 0.00054·√d for d-dimensional data; callers should set it per data size.
+        case .pseudoHuber: self = .pseudoHuber(c: try c.decode(Float.self, forKey: .c))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .mse: try c.encode(Kind.mse, forKey: .kind)
+        case .pseudoHuber(let v): try c.encode(Kind.pseudoHuber, forKey: .kind); try c.encode(v, forKey: .c)
+        }
+    }
 }

@@ -2,7 +2,8 @@ public import ReflowEngine
 public import ReflowAutograd
 import Foundation
 
-/// Optimizer algorithms and their hyperparameters (wire JSON is the Codable form).
+/// Optimizer algorithms and their hyperparameters. Wire JSON: `{"kind": "adam", "beta1": 0.9}`;
+/// absent fields take the defaults below (PyTorch's).
 ///
 /// Updates follow PyTorch's `torch.optim` formulas exactly (SGD with dampening 0, Adam with
 /// bias correction and ε outside the square root, AdamW with decoupled decay applied first),
@@ -18,16 +19,45 @@ public enum OptimizerKind: Codable, Sendable, Equatable {
         func nonNegative(_ v: Float) -> Bool { v >= 0 && v.isFinite }
         switch self {
         case .sgd(let m, _, let wd):
-            if !unit(m) { return ("/sgd/momentum", "must be in [0, 1), got \(m)") }
-            if !nonNegative(wd) { return ("/sgd/weightDecay", "must be a non-negative number") }
+            if !unit(m) { return ("/momentum", "must be in [0, 1), got \(m)") }
+            if !nonNegative(wd) { return ("/weightDecay", "must be a non-negative number") }
         case .adam(let b1, let b2, let eps, let wd), .adamW(let b1, let b2, let eps, let wd):
-            let key = { if case .adam = self { return "/adam" } else { return "/adamW" } }()
-            if !unit(b1) { return (key + "/beta1", "must be in [0, 1), got \(b1)") }
-            if !unit(b2) { return (key + "/beta2", "must be in [0, 1), got \(b2)") }
-            if !(eps > 0 && eps.isFinite) { return (key + "/eps", "must be a positive number, got \(eps)") }
-            if !nonNegative(wd) { return (key + "/weightDecay", "must be a non-negative number") }
+            if !unit(b1) { return ("/beta1", "must be in [0, 1), got \(b1)") }
+            if !unit(b2) { return ("/beta2", "must be in [0, 1), got \(b2)") }
+            if !(eps > 0 && eps.isFinite) { return ("/eps", "must be a positive number, got \(eps)") }
+            if !nonNegative(wd) { return ("/weightDecay", "must be a non-negative number") }
         }
         return nil
+    }
+
+    enum CodingKeys: String, CodingKey { case kind, momentum, nesterov, weightDecay, beta1, beta2, eps }
+    enum Kind: String, Codable { case sgd, adam, adamW }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func f(_ k: CodingKeys, _ d: Float) throws -> Float { try c.decodeIfPresent(Float.self, forKey: k) ?? d }
+        switch try c.decode(Kind.self, forKey: .kind) {
+        case .sgd:
+            self = .sgd(momentum: try f(.momentum, 0), nesterov: try c.decodeIfPresent(Bool.self, forKey: .nesterov) ?? false,
+                        weightDecay: try f(.weightDecay, 0))
+        case .adam:
+            self = .adam(beta1: try f(.beta1, 0.9), beta2: try f(.beta2, 0.999), eps: try f(.eps, 1e-8), weightDecay: try f(.weightDecay, 0))
+        case .adamW:
+            self = .adamW(beta1: try f(.beta1, 0.9), beta2: try f(.beta2, 0.999), eps: try f(.eps, 1e-8), weightDecay: try f(.weightDecay, 0.01))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .sgd(let m, let n, let wd):
+            try c.encode(Kind.sgd, forKey: .kind); try c.encode(m, forKey: .momentum); try c.encode(n, forKey: .nesterov)
+            try c.encode(wd, forKey: .weightDecay)
+        case .adam(let b1, let b2, let eps, let wd), .adamW(let b1, let b2, let eps, let wd):
+            if case .adam = self { try c.encode(Kind.adam, forKey: .kind) } else { try c.encode(Kind.adamW, forKey: .kind) }
+            try c.encode(b1, forKey: .beta1); try c.encode(b2, forKey: .beta2); try c.encode(eps, forKey: .eps)
+            try c.encode(wd, forKey: .weightDecay)
+        }
     }
 
     /// Slot names of per-parameter state tensors (PyTorch's names).

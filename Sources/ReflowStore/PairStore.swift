@@ -30,15 +30,37 @@ public enum PairStore {
         try SafeTensors.write([(name: "z1", tensor: z1)], metadata: meta, to: path)
     }
 
-    /// Reads pairs and regenerates z0; returns them with the caller metadata.
+    /// Writes pairs whose z0 is not standard normal noise (π0 another distribution, the
+    /// domain-transfer case): both tensors are stored and `reflowd.noise_rng` is absent.
+    public static func write(z0: Tensor, z1: Tensor, metadata: [String: String] = [:], to path: String) throws {
+        guard z1.rank == 2, z1.shape[0] > 0, z1.shape[1] > 0 else { throw PairStoreError.badShape(z1.shape) }
+        guard z0.shape == z1.shape else { throw PairStoreError.badShape(z0.shape) }
+        var meta = metadata
+        meta["reflowd.pairs_version"] = version
+        meta["reflowd.z0_sha256"] = digest(z0)
+        try SafeTensors.write([(name: "z0", tensor: z0), (name: "z1", tensor: z1)], metadata: meta, to: path)
+    }
+
+    /// Reads pairs (regenerating z0 from the recorded noise state when it is not stored) and
+    /// checks z0 against its digest; returns them with the caller metadata.
     public static func read(path: String) throws -> (z0: Tensor, z1: Tensor, metadata: [String: String]) {
         let file = try SafeTensors.read(path: path)
         guard file.metadata["reflowd.pairs_version"] == version else {
             throw PairStoreError.badMetadata("reflowd.pairs_version", file.metadata["reflowd.pairs_version"] ?? "missing")
         }
-        guard let z1 = file.tensors["z1"], file.tensors.count == 1 else { throw PairStoreError.badMetadata("tensors", file.order.joined(separator: ",")) }
+        let stored = file.tensors["z0"]
+        guard let z1 = file.tensors["z1"], file.tensors.count == (stored == nil ? 1 : 2) else {
+            throw PairStoreError.badMetadata("tensors", file.order.joined(separator: ","))
+        }
         guard z1.rank == 2, z1.shape[0] > 0, z1.shape[1] > 0 else { throw PairStoreError.badShape(z1.shape) }
         guard z1.count <= 1 << 28 else { throw PairStoreError.badShape(z1.shape) }
+        if let stored {
+            guard stored.shape == z1.shape else { throw PairStoreError.badShape(stored.shape) }
+            guard file.metadata["reflowd.z0_sha256"] == digest(stored) else { throw PairStoreError.noiseMismatch }
+            var own = file.metadata
+            for k in ["reflowd.pairs_version", "reflowd.z0_sha256"] { own[k] = nil }
+            return (stored, z1, own)
+        }
         guard let text = file.metadata["reflowd.noise_rng"],
               let state = try? JSONDecoder().decode(Random.State.self, from: Data(text.utf8)),
               var rng = try? Random(state: state) else {

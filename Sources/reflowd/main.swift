@@ -9,6 +9,8 @@ usage: reflowd bench toy [--threads N --width W --depth D --batch B --steps S --
        reflowd bench gemm [--threads N --m M --n N --k K --op NT]
        reflowd bench kernels [--count N]
        reflowd demo [--out DIR --steps N --threads N --config FILE --resume]
+       reflowd run SPEC.json --out DIR [--threads N --jobs-dir DIR]
+       reflowd validate SPEC.json [--jobs-dir DIR]
        reflowd help
 """
 
@@ -34,6 +36,12 @@ do {
         print(try Demo.run(Array(args.dropFirst())) { message in
             FileHandle.standardError.write(Data(("reflowd demo: " + message + "\n").utf8))
         })
+    case "run":
+        print(try RunCommand.run(Array(args.dropFirst())) { message in
+            FileHandle.standardError.write(Data(("reflowd run: " + message + "\n").utf8))
+        })
+    case "validate":
+        print(try RunCommand.validate(Array(args.dropFirst())))
     case "help", "--help", "-h", nil:
         print(usage)
     default:

@@ -28,13 +28,13 @@ struct EulerSamplerTests {
             expectBitwiseEqual(s, try ODESolverTests.handEuler(Self.config, sd, z0, steps: steps), "steps \(steps)")
             #expect(!bitwiseEqual(s, z0))
         }
-        // The (x, t) call form of the model is the packed form.
+        // The per-row velocity form of the model is the packed form.
         let net = try VelocityMLP(Self.config, stateDict: sd)
         let g = Graph(gradEnabled: false)
         let t = Tensor(shape: [23], data: (0..<23).map { Float($0) / 23 })
         var packed = Tensor.zeros([23, 3])
         for r in 0..<23 { packed[r, 0] = z0[r, 0]; packed[r, 1] = z0[r, 1]; packed[r, 2] = t.data[r] }
-        expectBitwiseEqual(net(g.constant(z0), g.constant(t)).value, net(packed: g.constant(packed)).value)
+        expectBitwiseEqual(net.velocity(x: z0, t: t.data), net(packed: g.constant(packed)).value)
     }
 
     @Test("threads 1, 2, 3 give identical outputs for a fixed blockRows", arguments: [7, 1024])

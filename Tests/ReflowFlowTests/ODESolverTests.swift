@@ -506,7 +506,11 @@ struct ODESolverTests {
         let methods: [ODEMethod] = Self.allFixed(steps: 12) + [.rk45(), .rk45(rtol: 1e-3, atol: 1e-6, maxNFE: 500)]
         let data = try JSONEncoder().encode(methods)
         #expect(try JSONDecoder().decode([ODEMethod].self, from: data) == methods)
-        #expect(try JSONDecoder().decode(ODEMethod.self, from: Data(#"{"euler":{"steps":100}}"#.utf8)) == .euler(steps: 100))
+        #expect(try JSONDecoder().decode(ODEMethod.self, from: Data(#"{"kind":"euler","steps":100}"#.utf8)) == .euler(steps: 100))
+        #expect(try JSONDecoder().decode(ODEMethod.self, from: Data(#"{"kind":"rk45"}"#.utf8)) == .rk45(rtol: 1e-5, atol: 1e-5, maxNFE: 10_000))
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(ODEMethod.self, from: Data(#"{"kind":"heun"}"#.utf8)) }
+        #expect(ODEMethod.rk45(rtol: 2, atol: 1, maxNFE: 5).validationPointer()?.pointer == "/rtol")
+        #expect(ODEMethod.euler(steps: 0).validationPointer()?.pointer == "/steps")
         #expect(try JSONDecoder().decode(ODEDirection.self, from: Data(#""backward""#.utf8)) == .backward)
         #expect(ODEMethod.rk45() == .rk45(rtol: 1e-5, atol: 1e-5, maxNFE: 10_000))
     }

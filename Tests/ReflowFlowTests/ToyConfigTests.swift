@@ -48,11 +48,22 @@ struct ToyConfigTests {
         #expect(pointer { $0.timeSampler = .uShaped(a: -1) } == "/timeSampler/a")
         #expect(pointer { $0.emaDecay = 1 } == "/emaDecay")
         #expect(pointer { $0.gradClipNorm = 0 } == "/gradClipNorm")
-        #expect(pointer { $0.loss = .pseudoHuber(c: 0) } == "/loss")
-        #expect(pointer { $0.schedule = .cosine(warmupSteps: 10, totalSteps: 5) } == "/schedule")
-        #expect(pointer { $0.optimizer = .adam(beta1: 1) } == "/optimizer/adam/beta1")
-        #expect(pointer { $0.optimizer = .adamW(eps: 0) } == "/optimizer/adamW/eps")
-        #expect(pointer { $0.optimizer = .sgd(momentum: -0.1) } == "/optimizer/sgd/momentum")
-        #expect(pointer { $0.optimizer = .sgd(weightDecay: .infinity) } == "/optimizer/sgd/weightDecay")
+        #expect(pointer { $0.loss = .pseudoHuber(c: 0) } == "/loss/c")
+        #expect(pointer { $0.schedule = .cosine(warmupSteps: 10, totalSteps: 5) } == "/schedule/totalSteps")
+        #expect(pointer { $0.optimizer = .adam(beta1: 1) } == "/optimizer/beta1")
+        #expect(pointer { $0.optimizer = .adamW(eps: 0) } == "/optimizer/eps")
+        #expect(pointer { $0.optimizer = .sgd(momentum: -0.1) } == "/optimizer/momentum")
+        #expect(pointer { $0.optimizer = .sgd(weightDecay: .infinity) } == "/optimizer/weightDecay")
+    }
+
+    @Test("enums use the {\"kind\": …} wire form with defaults for absent fields")
+    func kindWireForm() throws {
+        let c = try Self.decode(#"{"optimizer": {"kind": "adamW"}, "schedule": {"kind": "cosine", "totalSteps": 100}, "loss": {"kind": "pseudoHuber", "c": 0.01}}"#)
+        #expect(c.optimizer == .adamW(beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01))
+        #expect(c.schedule == .cosine(warmupSteps: 0, totalSteps: 100, minFactor: 0))
+        #expect(c.loss == .pseudoHuber(c: 0.01))
+        #expect(try Self.decode(#"{"optimizer": {"kind": "sgd", "momentum": 0.9}}"#).optimizer == .sgd(momentum: 0.9))
+        #expect(throws: DecodingError.self) { try Self.decode(#"{"optimizer": {"kind": "lion"}}"#) }
+        #expect(throws: DecodingError.self) { try Self.decode(#"{"loss": {"kind": "pseudoHuber"}}"#) }
     }
 }

@@ -178,9 +178,7 @@ struct ToyTrainerPairsTests {
         var last: Float = 0
         for _ in 0..<400 { last = t.trainStep() }
         #expect(last < 1e-3, "final loss \(last)")
-        let g = Graph(gradEnabled: false)
-        let x = g.constant(rng.normal([8, 2])), tt = g.constant(rng.uniform([8]))
-        let v = t.model(x, tt).value
+        let v = t.model.velocity(x: rng.normal([8, 2]), t: rng.uniform([8]).data)
         for i in 0..<8 {
             #expect(abs(v[i, 0] - 1.5) < 0.05 && abs(v[i, 1] + 0.5) < 0.05)
         }
@@ -229,9 +227,8 @@ struct ToyTrainerDistillTests {
         let last: Float = losses.suffix(20).reduce(0, +) / 20
         #expect(last < 0.1 * first, "loss \(first) → \(last)")
         // The student's one-step map at t = 0 reproduces z1 − z0 (what k = 1 distillation trains).
-        let g = Graph(gradEnabled: false)
         let rows = Tensor(shape: [16, 2], data: Array(z0.data.prefix(32)))
-        let v = t.model(g.constant(rows), g.constant(Tensor.zeros([16]))).value
+        let v = t.model.velocity(x: rows, t: [Float](repeating: 0, count: 16))
         for i in 0..<16 {
             for c in 0..<2 { #expect(abs(v[i, c] - (z1[i, c] - z0[i, c])) < 0.15, "row \(i)") }
         }
@@ -251,10 +248,9 @@ struct ToyTrainerCouplingTests {
         let t = ToyTrainer(c, threads: 2)
         for _ in 0..<400 { t.trainStep() }
         // Evaluate on the training path x_t = (1 − t)·(3, −2) (the only points the model sees).
-        let g = Graph(gradEnabled: false)
         let ts: [Float] = [0.05, 0.25, 0.5, 0.75, 0.95]
-        let x = g.constant(Tensor(shape: [5, 2], data: ts.flatMap { [3 * (1 - $0), -2 * (1 - $0)] }))
-        let v = t.model(x, g.constant(Tensor(shape: [5], data: ts))).value
+        let x = Tensor(shape: [5, 2], data: ts.flatMap { [3 * (1 - $0), -2 * (1 - $0)] })
+        let v = t.model.velocity(x: x, t: ts)
         for i in 0..<5 { #expect(abs(v[i, 0] + 3) < 0.15 && abs(v[i, 1] - 2) < 0.15, "t = \(ts[i]): \(v[i, 0]), \(v[i, 1])") }
     }
 
@@ -299,5 +295,39 @@ struct ToyTrainerCouplingTests {
         var nan = z
         nan[2, 1] = .nan
         #expect(throws: TrainerError.badPairs("pair row 2 holds a non-finite value")) { try ToyTrainer(smallConfig(), threads: 1, pairs: (z, nan)) }
+    }
+
+    @Test("sinusoidal time input: features match the formula, the first layer widens, training and sampling work")
+    func sinusoidalTimeInput() throws {
+        let time = TimeInput.sinusoidal(features: 8, scale: 10)
+        var feats = [Float](repeating: 0, count: 8)
+        feats.withUnsafeMutableBufferPointer { time.write(0.3, to: $0.baseAddress!) }
+        for i in 0..<4 {
+            let w = 10 * Foundation.pow(10_000.0, -Double(i) / 4)
+            #expect(abs(Double(feats[i]) - Foundation.cos(w * 0.3)) < 1e-6)
+            #expect(abs(Double(feats[4 + i]) - Foundation.sin(w * 0.3)) < 1e-6)
+        }
+        var c = smallConfig()
+        c.model.timeInput = time
+        c.emaDecay = nil
+        c.learningRate = 3e-3
+        #expect(c.validationError() == nil)
+        var rng = Random(seed: 5)
+        let z0 = rng.normal([512, 2])
+        let z1 = z0 + Tensor(shape: [1, 2], data: [1.5, -0.5])
+        let t = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        #expect(t.model.stateDict()["layers.0.weight"]?.shape == [32, 10])
+        var first: Float = 0, last: Float = 0
+        for i in 0..<300 { last = t.trainStep(); if i == 0 { first = last } }
+        #expect(last < first / 10, "loss \(first) → \(last)")
+        let sol = try ODESolver.solve(config: c.model, stateDict: t.model.stateDict(), x: z0, method: .euler(steps: 4),
+                                      direction: .forward, threads: 1)
+        let err = zip(sol.x.data, z1.data).map { abs($0 - $1) }.max() ?? 1
+        #expect(err < 0.1, "max endpoint error \(err)")
+        var odd = c
+        odd.model.timeInput = .sinusoidal(features: 7, scale: 10)
+        #expect(odd.validationError()?.pointer == "/model/timeInput/features")
+        let json = try JSONDecoder().decode(VelocityMLPConfig.self, from: Data(#"{"timeInput": {"kind": "sinusoidal"}}"#.utf8))
+        #expect(json.timeInput == .sinusoidal(features: 16, scale: 1000) && json.inputWidth == 18)
     }
 }

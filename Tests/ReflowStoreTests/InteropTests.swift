@@ -87,8 +87,7 @@ import ReflowStore
         // reflowd's own forward pass on fixed inputs.
         var rng = Random(seed: 99)
         let x = rng.normal([17, 2]), t = rng.uniform([17])
-        let g = Graph(gradEnabled: false)
-        let v = trainer.model(g.constant(x), g.constant(t)).value
+        let v = trainer.model.velocity(x: x, t: t.data)
         try SafeTensors.write(["x": x, "t": t, "v": v], to: dir + "/io.safetensors")
 
         let scriptPath = dir + "/check.py"

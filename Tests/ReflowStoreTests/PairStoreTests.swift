@@ -48,4 +48,21 @@ struct PairStoreTests {
         try SafeTensors.write(["z1": z1, "x": z1], metadata: ["reflowd.pairs_version": "1"], to: path)
         #expect(throws: PairStoreError.self) { try PairStore.read(path: path) }
     }
+
+    @Test("pairs from a non-Gaussian source store z0 explicitly and check its digest")
+    func explicitZ0() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        var rng = Random(seed: 4)
+        let z0 = rng.uniform([9, 2]), z1 = rng.normal([9, 2])
+        let path = dir.file("p.safetensors")
+        try PairStore.write(z0: z0, z1: z1, metadata: ["reflowd.teacher": "t"], to: path)
+        let back = try PairStore.read(path: path)
+        #expect(back.z0.data == z0.data && back.z1.data == z1.data && back.metadata == ["reflowd.teacher": "t"])
+        var file = try SafeTensors.read(path: path)
+        file.tensors["z0"]![0, 0] += 1
+        try SafeTensors.write(file.tensors, metadata: file.metadata, to: path)
+        #expect(throws: PairStoreError.noiseMismatch) { try PairStore.read(path: path) }
+        #expect(throws: PairStoreError.badShape([3, 2])) { try PairStore.write(z0: Tensor.zeros([3, 2]), z1: z1, to: path) }
+    }
 }

@@ -1,0 +1,60 @@
+import Foundation
+import ReflowEngine
+import ReflowJobs
+import ReflowStore
+
+/// `reflowd run SPEC.json --out DIR`: executes one job spec offline, exactly as the server
+/// would (same parser, validation, runner and files). `{"job": "NAME"}` references resolve to
+/// `<jobs-dir>/NAME/` (default: the parent of `--out`), so a chain of runs in sibling
+/// directories is a reflow pipeline; `{"path": ...}` references are files. Rerunning in the same
+/// directory resumes an interrupted job. `reflowd validate SPEC.json` only parses, resolves and
+/// prints the filled-in spec.
+public enum RunCommand {
+    public static func run(_ args: [String], log: @escaping @Sendable (String) -> Void) throws -> String {
+        guard let specPath = args.first, !specPath.hasPrefix("--") else { throw CLIError("run needs a spec file: reflowd run SPEC.json --out DIR") }
+        let f = try Flags(Array(args.dropFirst()), allowed: ["out", "threads", "jobs-dir"])
+        guard let out = f.values["out"] else { throw CLIError("run needs --out DIR (the job's directory)") }
+        let threads = try f.int("threads", default: 2, min: 1, max: 64)
+        let spec = try load(specPath, jobsDir: f.values["jobs-dir"] ?? parent(of: out))
+        BLAS.setLibraryThreads(1)
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try AtomicFile.write(SpecParser.canonicalJSON(spec.prepared), to: out + "/" + ArtifactName.spec)
+        let context = JobContext(directory: out, threads: threads, resolver: spec.resolver, progress: { p in
+            log("\(p.phase) \(p.done)/\(p.total)" + (p.loss.map { String(format: " loss %.5f", $0) } ?? ""))
+        })
+        do {
+            let result = try JobRunner.run(spec.prepared, context: context)
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            return String(decoding: try e.encode(result), as: UTF8.self)
+        } catch let e as JobError {
+            throw CLIError("job failed: \(e)")
+        }
+    }
+
+    public static func validate(_ args: [String]) throws -> String {
+        guard args.count == 1 || args.count == 3 else { throw CLIError("usage: reflowd validate SPEC.json [--jobs-dir DIR]") }
+        let f = try Flags(Array(args.dropFirst()), allowed: ["jobs-dir"])
+        let spec = try load(args[0], jobsDir: f.values["jobs-dir"] ?? ".")
+        return String(decoding: SpecParser.canonicalJSON(spec.prepared), as: UTF8.self)
+    }
+
+    static func parent(of path: String) -> String {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        return url.deletingLastPathComponent().path
+    }
+
+    static func load(_ path: String, jobsDir: String) throws -> (prepared: JobSpec, resolver: DirectoryResolver) {
+        let bytes: [UInt8]
+        do { bytes = try AtomicFile.read(path: path, maxBytes: SpecParser.maxBytes) } catch {
+            throw CLIError("cannot read spec '\(path)': \(error)")
+        }
+        let resolver = DirectoryResolver(jobsDirectory: jobsDir, allowPaths: true)
+        do {
+            let spec = try SpecParser.parse(bytes)
+            return (try JobRunner.prepare(spec, resolver: resolver), resolver)
+        } catch {
+            throw CLIError("spec '\(path)': \(error)")
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import ReflowEngine
+import ReflowCodec
+
+/// The PNG pictures jobs render (reflowd draws them itself with ``Canvas``; no plotting library).
+enum Figures {
+    static let size = 640
+
+    /// A square window centred at 0 holding 99.5 % of the given coordinates (at least ±2).
+    static func window(_ tensors: [Tensor]) -> (Float, Float, Float, Float) {
+        var mags = [Float]()
+        for t in tensors { for v in t.data.prefix(20_000) where v.isFinite { mags.append(abs(v)) } }
+        mags.sort()
+        let p = mags.isEmpty ? 2 : mags[min(mags.count - 1, Int(Double(mags.count) * 0.995))]
+        let m = max(2, p * 1.1)
+        return (-m, m, -m, m)
+    }
+
+    /// Samples (blue) over reference points (gray).
+    static func scatter(_ points: Tensor, reference: Tensor?) throws -> [UInt8] {
+        var canvas = Canvas(width: size, height: size, window: window([points] + (reference.map { [$0] } ?? [])))
+        canvas.axes()
+        if let reference { canvas.scatter(Array(reference.data.prefix(2 * 4000)), color: .gray, alpha: 0.3) }
+        canvas.scatter(Array(points.data.prefix(2 * 20_000)), color: .blue, alpha: 0.5)
+        return try canvas.png()
+    }
+
+    /// Straight coupling lines z0 → z1 (orange) of the first `count` pairs, z0 black, z1 blue: the
+    /// paper's picture of a coupling (crossing lines are what reflow removes).
+    static func coupling(z0: Tensor, z1: Tensor, count: Int) throws -> [UInt8] {
+        let n = min(count, z0.shape[0])
+        var canvas = Canvas(width: size, height: size, window: window([z0, z1]))
+        canvas.axes()
+        for i in 0..<n {
+            canvas.line(from: (z0.data[2 * i], z0.data[2 * i + 1]), to: (z1.data[2 * i], z1.data[2 * i + 1]), color: .orange, alpha: 0.3)
+        }
+        canvas.scatter(Array(z0.data.prefix(2 * n)), color: .black, alpha: 0.8)
+        canvas.scatter(Array(z1.data.prefix(2 * n)), color: .blue, alpha: 0.8)
+        return try canvas.png()
+    }
+
+    /// ODE trajectories (orange polylines through the recorded frames) from start (black) to end (blue).
+    static func trajectories(_ frames: [Tensor], reference: Tensor?) throws -> [UInt8] {
+        guard let first = frames.first, let last = frames.last else { return [] }
+        let n = first.shape[0]
+        var canvas = Canvas(width: size, height: size, window: window([first, last] + (reference.map { [$0] } ?? [])))
+        canvas.axes()
+        if let reference { canvas.scatter(Array(reference.data.prefix(2 * 4000)), color: .gray, alpha: 0.3) }
+        for i in 0..<n {
+            for k in 1..<frames.count {
+                let a = frames[k - 1].data, b = frames[k].data
+                canvas.line(from: (a[2 * i], a[2 * i + 1]), to: (b[2 * i], b[2 * i + 1]), color: .orange, alpha: 0.35)
+            }
+        }
+        canvas.scatter(first.data, color: .black, alpha: 0.8)
+        canvas.scatter(last.data, color: .blue, alpha: 0.8)
+        return try canvas.png()
+    }
+}
