@@ -14,7 +14,7 @@ OUT        ?= var/demo
 # Override with `make CPU_FLAGS=` for a portable binary.
 CPU_FLAGS  ?= $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo "-Xswiftc -target-cpu -Xswiftc haswell -Xswiftc -DREFLOWD_FMA")
 
-.PHONY: all deps build test test-debug bench run demo clean
+.PHONY: all deps build test test-debug bench run demo clean paper-2d
 
 all: build
 
@@ -50,6 +50,18 @@ bench: build
 	@$(BIN) bench kernels
 	@$(BIN) bench pairs
 	@$(BIN) bench toy-quality
+
+# The 2-D reproduction of "Flow Straight and Fast" as a chain of job specs (docs/RESULTS.md):
+# 1-RF → 2-RF (RK45 pairs, from the teacher and from scratch) → 3-RF, one-step distillation,
+# evaluations, samples and an inversion. PAPER_TRAIN=config/jobs/paper-2d/rf1-moons.json for
+# two moons (every later job inherits the data from its teacher). Finished jobs are skipped.
+PAPER_OUT   ?= var/paper-2d
+PAPER_TRAIN ?= config/jobs/paper-2d/rf1.json
+PAPER_JOBS  := rf2 rf2-scratch rf3 distill eval-rf1 eval-rf2 eval-rf2-scratch eval-rf3 eval-distill sample-rf2 invert-rf2
+paper-2d: build
+	@set -e; $(BIN) run $(PAPER_TRAIN) --out $(PAPER_OUT)/rf1 > /dev/null; \
+	for j in $(PAPER_JOBS); do $(BIN) run config/jobs/paper-2d/$$j.json --out $(PAPER_OUT)/$$j > /dev/null; done; \
+	echo "results: $(PAPER_OUT)/*/result.json"
 
 run: build
 	$(BIN) demo --config config/demo.json --out $(OUT)

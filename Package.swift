@@ -39,12 +39,18 @@ let package = Package(
         // Job specs (train, reflow, distill, sample, invert, evaluate): parsing, validation, running.
         .target(name: "ReflowJobs", dependencies: ["ReflowFlow", "ReflowStore", "ReflowCodec", "ReflowNN", "ReflowEngine"],
                 swiftSettings: strict),
+        // HTTP/1.1 over POSIX sockets and Dispatch: parser, server, TLS, sd_notify. Knows nothing about ML.
+        .target(name: "ReflowHTTP", dependencies: ["COpenSSL"], swiftSettings: strict),
+        // The job server: durable job store, scheduler, the v1 API on ReflowHTTP, metrics, config.
+        .target(name: "ReflowServer",
+                dependencies: ["ReflowHTTP", "ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowCodec", "ReflowEngine"],
+                swiftSettings: strict),
         // Benchmarks, the offline demo and `reflowd run` (used by the executable).
         .target(name: "ReflowBench",
                 dependencies: ["ReflowEngine", "ReflowAutograd", "ReflowNN", "ReflowFlow", "ReflowStore",
                                "ReflowCodec", "ReflowJobs"],
                 swiftSettings: strict),
-        .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowEngine"],
+        .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowServer", "ReflowEngine"],
                           swiftSettings: strict),
 
         // Test helpers shared by the test targets (finite differences, tolerances, temp dirs).
@@ -62,6 +68,10 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "ReflowJobsTests",
                     dependencies: ["ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowNN", "ReflowEngine", "ReflowTestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "ReflowHTTPTests", dependencies: ["ReflowHTTP"], swiftSettings: strict),
+        .testTarget(name: "ReflowServerTests",
+                    dependencies: ["ReflowServer", "ReflowHTTP", "ReflowJobs", "ReflowStore", "ReflowFlow", "ReflowEngine"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowStoreTests",
                     dependencies: ["ReflowStore", "ReflowCodec", "ReflowNN", "ReflowAutograd", "ReflowEngine",

@@ -474,6 +474,29 @@ public enum JobSpec: Codable, Sendable, Equatable {
         }
     }
 
+    /// Decodes a stored (already prepared) spec from its type and its `input` object.
+    public init(type: JobType, input decoder: any Decoder) throws {
+        switch type {
+        case .train: self = .train(try TrainSpec(from: decoder))
+        case .reflow: self = .reflow(try StudentSpec(from: decoder))
+        case .distill: self = .distill(try StudentSpec(from: decoder))
+        case .sample: self = .sample(try SampleSpec(from: decoder))
+        case .invert: self = .invert(try InvertSpec(from: decoder))
+        case .evaluate: self = .evaluate(try EvaluateSpec(from: decoder))
+        }
+    }
+
+    /// Encodes only the `input` object.
+    public func encodeInput(to encoder: any Encoder) throws {
+        switch self {
+        case .train(let s): try s.encode(to: encoder)
+        case .reflow(let s), .distill(let s): try s.encode(to: encoder)
+        case .sample(let s): try s.encode(to: encoder)
+        case .invert(let s): try s.encode(to: encoder)
+        case .evaluate(let s): try s.encode(to: encoder)
+        }
+    }
+
     /// The first invalid field as (JSON pointer from the document root, message), or nil.
     public func validationError() -> (pointer: String, message: String)? {
         let e: (pointer: String, message: String)?

@@ -28,6 +28,9 @@ public enum SpecParser {
 
     public static func parse(_ bytes: [UInt8]) throws(SpecError) -> JobSpec {
         guard bytes.count <= maxBytes else { throw SpecError(pointer: "", message: "the spec is larger than \(maxBytes) bytes") }
+        if nestingDepth(bytes) > maxDepth {
+            throw SpecError(pointer: "", message: "the JSON nests deeper than \(maxDepth) levels")
+        }
         let raw: Any
         do {
             raw = try JSONSerialization.jsonObject(with: Data(bytes), options: [])
@@ -59,6 +62,27 @@ public enum SpecParser {
         }
         if let (pointer, message) = spec.validationError() { throw SpecError(pointer: pointer, message: message) }
         return spec
+    }
+
+    /// Deepest nesting accepted, checked on the bytes before any recursive decoder runs (RELIABILITY.md S2).
+    public static let maxDepth = 32
+
+    /// Maximum depth of `[`/`{` nesting outside strings (a linear scan, no recursion).
+    static func nestingDepth(_ bytes: [UInt8]) -> Int {
+        var depth = 0, deepest = 0, inString = false, escaped = false
+        for b in bytes {
+            if inString {
+                if escaped { escaped = false } else if b == 0x5C { escaped = true } else if b == 0x22 { inString = false }
+                continue
+            }
+            switch b {
+            case 0x22: inString = true
+            case 0x5B, 0x7B: depth += 1; deepest = max(deepest, depth)
+            case 0x5D, 0x7D: depth -= 1
+            default: break
+            }
+        }
+        return deepest
     }
 
     /// The filled-in spec as pretty, key-sorted JSON (the `input` echo and `spec.json`).

@@ -1,9 +1,11 @@
 import Foundation
 import ReflowBench
+import ReflowServer
 
-// reflowd command line. The HTTP server (`reflowd serve`) arrives with issue #4.
+// reflowd command line: the HTTP job server, offline jobs, benchmarks and the demo.
 let usage = """
-usage: reflowd bench toy [--threads N --width W --depth D --batch B --steps S --warmup W ...]
+usage: reflowd serve [--config FILE --host H --port P --data-dir DIR --workers N --compute-threads N --token-file F]
+       reflowd bench toy [--threads N --width W --depth D --batch B --steps S --warmup W ...]
        reflowd bench toy-quality [--threads N --train-steps S --reflow-pairs P --reflow-steps S ...]
        reflowd bench pairs [--threads N --pairs 50000 --steps 100 --reps 3]
        reflowd bench gemm [--threads N --m M --n N --k K --op NT]
@@ -36,6 +38,8 @@ do {
         print(try Demo.run(Array(args.dropFirst())) { message in
             FileHandle.standardError.write(Data(("reflowd demo: " + message + "\n").utf8))
         })
+    case "serve":
+        Serve.run(Array(args.dropFirst()))
     case "run":
         print(try RunCommand.run(Array(args.dropFirst())) { message in
             FileHandle.standardError.write(Data(("reflowd run: " + message + "\n").utf8))

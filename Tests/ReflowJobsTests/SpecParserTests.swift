@@ -76,6 +76,7 @@ struct SpecParserTests {
             (#"{"type": "invert", "input": {"model": {"job": "a"}, "points": {}}}"#, "/input/points", "exactly one"),
             (#"{"type": "evaluate", "input": {"model": {"job": "a"}, "solvers": []}}"#, "/input/solvers", "1 to 32"),
             (#"[1, 2]"#, "", "object"),
+            (String(repeating: "[", count: 40) + String(repeating: "]", count: 40), "", "deeper"),
             (#"{"type": "#, "", "JSON"),
           ])
     func badValues(json: String, pointer: String, fragment: String) {

@@ -1,0 +1,605 @@
+import Glibc
+import Dispatch
+import Synchronization
+
+/// Settings of an ``HTTPServer``.
+public struct HTTPServerConfig: Sendable {
+    /// Address to bind: an IPv4 or IPv6 literal or a host name (`::` binds every IPv6 and IPv4 address).
+    public var host = "127.0.0.1"
+    /// TCP port; 0 picks a free one (see ``HTTPServer/port``).
+    public var port = 8080
+    /// listen(2) backlog (≥ 128 so a burst of connections is not dropped: RELIABILITY.md H20).
+    public var backlog = 512
+    public var limits = HTTPLimits()
+    /// Whole-header deadline from the first byte of a request (slowloris; not reset by each byte).
+    public var headerTimeout: Double = 10
+    /// Longest pause while a body is being received.
+    public var bodyIdleTimeout: Double = 30
+    /// How long an idle keep-alive connection stays open.
+    public var keepAliveTimeout: Double = 60
+    /// Connections beyond this are closed on accept.
+    public var maxConnections = 4096
+    /// Value of the `Server` header.
+    public var serverName = "reflowd"
+
+    public init() {}
+}
+
+/// A request handler. It returns the response, or nil after arranging to call
+/// ``HTTPResponder/send(_:)`` later (long polls). It runs on the connection's serial queue, so it
+/// must not block for long; slow work goes elsewhere and answers through the responder.
+public typealias HTTPHandler = @Sendable (HTTPRequest, HTTPResponder) -> HTTPResponse?
+
+/// Answers one request, once, from any thread.
+public final class HTTPResponder: Sendable {
+    let connection: Connection
+    let request: HTTPRequestHead
+    let answered = Atomic<Bool>(false)
+
+    init(connection: Connection, request: HTTPRequestHead) {
+        self.connection = connection
+        self.request = request
+    }
+
+    /// Sends the response; later calls are ignored.
+    public func send(_ response: HTTPResponse) {
+        guard !answered.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        connection.queue.async { self.connection.respond(response, to: self.request) }
+    }
+
+    /// Whether the client has gone away (a long poll can stop waiting).
+    public var isClosed: Bool { connection.closedFlag.load(ordering: .relaxed) }
+}
+
+/// Writes a streamed response body from a background thread.
+public final class HTTPBodyWriter: Sendable {
+    let connection: Connection
+    let chunked: Bool
+    let finished = Atomic<Bool>(false)
+
+    init(connection: Connection, chunked: Bool) {
+        self.connection = connection
+        self.chunked = chunked
+    }
+
+    /// Queues `bytes` (as one chunk) and waits while more than 1 MiB is unsent.
+    /// Returns false once the client has gone away (stop producing).
+    @discardableResult
+    public func write(_ bytes: [UInt8]) -> Bool {
+        guard !bytes.isEmpty else { return !connection.closedFlag.load(ordering: .relaxed) }
+        guard !finished.load(ordering: .relaxed), !connection.closedFlag.load(ordering: .relaxed) else { return false }
+        let framed = chunked ? Array((String(bytes.count, radix: 16) + "\r\n").utf8) + bytes + [13, 10] : bytes
+        connection.queue.async { self.connection.enqueue(framed) }
+        // Backpressure: wait (briefly, repeatedly) while the connection has too much unsent.
+        while connection.unsent.load(ordering: .relaxed) > 1 << 20 && !connection.closedFlag.load(ordering: .relaxed) {
+            usleep(2000)
+        }
+        return !connection.closedFlag.load(ordering: .relaxed)
+    }
+
+    /// Ends the body (idempotent; also done when the stream closure returns).
+    public func finish() {
+        guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        connection.queue.async { self.connection.finishStream(chunked: self.chunked) }
+    }
+}
+
+/// Counters for metrics and tests.
+public struct HTTPServerStats: Sendable {
+    public var accepted: Int
+    public var open: Int
+    public var requests: Int
+    public var acceptErrors: Int
+}
+
+/// A hand-written HTTP/1.1 server over non-blocking POSIX sockets and Dispatch.
+///
+/// One listening socket (IPv4 or IPv6) with an accept loop on its own queue; each connection has
+/// a serial queue, a read source, a write source used only when the kernel buffer is full, and a
+/// 1-second timer that enforces the header deadline, body idle and keep-alive timeouts. Requests
+/// of a connection are handled one at a time in arrival order, so pipelined requests are
+/// answered in order (RFC 9112 §9.3.2). A framing error is answered and the connection is closed
+/// with a lingering close (RFC 9112 §9.6). SIGPIPE is ignored and sends use MSG_NOSIGNAL.
+public final class HTTPServer: Sendable {
+    public let config: HTTPServerConfig
+    let handler: HTTPHandler
+    let listenFD: Int32
+    /// The bound port (useful with port 0).
+    public let port: Int
+    let acceptQueue = DispatchQueue(label: "reflowd.http.accept")
+    /// The listener's read source and whether it is suspended (EMFILE back-off). Only touched on `acceptQueue`.
+    let acceptState = Mutex<(source: (any DispatchSourceRead)?, suspended: Bool)>((nil, false))
+    let connections = Mutex<[Int32: Connection]>([:])
+    let counters = Mutex(HTTPServerStats(accepted: 0, open: 0, requests: 0, acceptErrors: 0))
+    /// Set by ``drain()``: new requests get `Connection: close`, idle connections are closed.
+    let draining = Atomic<Bool>(false)
+
+    /// Binds and starts accepting. Throws ``HTTPServerError`` with the failing call and errno.
+    public init(config: HTTPServerConfig, handler: @escaping HTTPHandler) throws {
+        signal(SIGPIPE, SIG_IGN)
+        self.config = config
+        self.handler = handler
+        let (fd, port) = try Self.listen(host: config.host, port: config.port, backlog: config.backlog)
+        listenFD = fd
+        self.port = port
+        let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: acceptQueue)
+        acceptState.withLock { $0.source = source }
+        source.setEventHandler { [unowned self] in self.acceptReady() }
+        source.setCancelHandler { Glibc.close(fd) }
+        source.resume()
+    }
+
+    public var stats: HTTPServerStats { counters.withLock { $0 } }
+
+    /// Stops accepting and closes the listening socket; open connections continue.
+    public func stopAccepting() {
+        acceptQueue.sync {
+            acceptState.withLock { st in
+                guard let source = st.source else { return }
+                if st.suspended { source.resume() }
+                source.cancel()  // its cancel handler closes the listening socket
+                st = (nil, false)
+            }
+        }
+    }
+
+    /// Graceful drain: every later response closes its connection, idle connections close now.
+    public func drain() {
+        draining.store(true, ordering: .relaxed)
+        let all = connections.withLock { Array($0.values) }
+        for c in all { c.queue.async { c.closeIfIdle() } }
+    }
+
+    /// Closes every connection at once.
+    public func closeAll() {
+        let all = connections.withLock { Array($0.values) }
+        for c in all { c.queue.async { c.close() } }
+    }
+
+    public var openConnections: Int { connections.withLock { $0.count } }
+
+    // MARK: accept
+
+    func acceptReady() {
+        while true {
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                let e = errno
+                if e == EAGAIN || e == EWOULDBLOCK { return }
+                if e == EINTR || e == ECONNABORTED { continue }
+                counters.withLock { $0.acceptErrors += 1 }
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    // Out of descriptors: stop polling the listener for 100 ms instead of spinning
+                    // (RELIABILITY.md S8); connections finishing meanwhile free descriptors.
+                    acceptState.withLock { st in
+                        guard let source = st.source, !st.suspended else { return }
+                        source.suspend()
+                        st.suspended = true
+                    }
+                    acceptQueue.asyncAfter(deadline: .now() + 0.1) { [self] in
+                        acceptState.withLock { st in
+                            guard let source = st.source, st.suspended else { return }
+                            st.suspended = false
+                            source.resume()
+                        }
+                    }
+                }
+                return
+            }
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let admitted = connections.withLock { table -> Bool in
+                guard table.count < config.maxConnections else { return false }
+                return true
+            }
+            guard admitted else { Glibc.close(fd); continue }
+            let c = Connection(fd: fd, server: self)
+            connections.withLock { $0[fd] = c }
+            counters.withLock { $0.accepted += 1; $0.open += 1 }
+            c.start()
+        }
+    }
+
+    func removed(_ fd: Int32) {
+        connections.withLock { _ = $0.removeValue(forKey: fd) }
+        counters.withLock { $0.open -= 1 }
+    }
+
+    // MARK: listen
+
+    static func listen(host: String, port: Int, backlog: Int) throws -> (Int32, Int) {
+        guard port >= 0 && port <= 65535 else { throw HTTPServerError(call: "bind", errno: EINVAL, detail: "port \(port)") }
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var res: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &res)
+        guard rc == 0, let first = res else {
+            throw HTTPServerError(call: "getaddrinfo", errno: 0, detail: "\(host): \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(res) }
+        var lastError = HTTPServerError(call: "socket", errno: 0, detail: host)
+        var ai: UnsafeMutablePointer<addrinfo>? = first
+        while let a = ai {
+            defer { ai = a.pointee.ai_next }
+            let fd = socket(a.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            if fd < 0 { lastError = HTTPServerError(call: "socket", errno: errno, detail: host); continue }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            if a.pointee.ai_family == AF_INET6 {
+                var zero: Int32 = 0  // "::" also accepts IPv4 (dual stack)
+                setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
+            }
+            if bind(fd, a.pointee.ai_addr, a.pointee.ai_addrlen) != 0 {
+                lastError = HTTPServerError(call: "bind", errno: errno, detail: "\(host):\(port)")
+                Glibc.close(fd)
+                continue
+            }
+            if Glibc.listen(fd, Int32(max(128, backlog))) != 0 {
+                lastError = HTTPServerError(call: "listen", errno: errno, detail: "\(host):\(port)")
+                Glibc.close(fd)
+                continue
+            }
+            var storage = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let bound = withUnsafeMutablePointer(to: &storage) { p -> Int in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    guard getsockname(fd, sa, &len) == 0 else { return port }
+                    if sa.pointee.sa_family == sa_family_t(AF_INET) {
+                        return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+                    }
+                    return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+                }
+            }
+            return (fd, bound)
+        }
+        throw lastError
+    }
+}
+
+/// A socket call failed: which call, errno and what it was doing.
+public struct HTTPServerError: Error, CustomStringConvertible, Sendable {
+    public var call: String
+    public var errno: Int32
+    public var detail: String
+    public var description: String {
+        errno == 0 ? "\(call): \(detail)" : "\(call)(\(detail)): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// One client connection. All mutable state is confined to `queue` (a serial queue): every
+/// method below runs on it, which is what makes the `@unchecked Sendable` sound. The atomics
+/// (`closedFlag`, `unsent`) are the only state read from other threads.
+final class Connection: @unchecked Sendable {
+    let fd: Int32
+    unowned let server: HTTPServer
+    let queue: DispatchQueue
+    let closedFlag = Atomic<Bool>(false)
+    let unsent = Atomic<Int>(0)
+
+    private var parser: HTTPParser
+    private var readSource: (any DispatchSourceRead)?
+    private var writeSource: (any DispatchSourceWrite)?
+    private var writeArmed = false
+    private var readPaused = false
+    private var timer: (any DispatchSourceTimer)?
+    private var out: [UInt8] = []
+    private var outOffset = 0
+    private enum Pending { case request(HTTPRequest), error(HTTPParseError) }
+    private var pending: [Pending] = []
+    private var pendingHead = 0
+    private var inFlight = false
+    private var inFlightVersion = HTTPVersion.http11
+    private var inFlightKeepAlive = true
+    private var closeAfterFlush = false
+    private var lingering = false
+    private var lingerDeadline = 0.0
+    private var closed = false
+    private var lastActivity: Double
+    private var requestStart: Double?
+    /// Dispatch sources still to be cancelled; the descriptor is closed when the last one is.
+    private var liveSources = 0
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+
+    init(fd: Int32, server: HTTPServer) {
+        self.fd = fd
+        self.server = server
+        queue = DispatchQueue(label: "reflowd.http.conn")
+        parser = HTTPParser(limits: server.config.limits)
+        lastActivity = monotonicNow()
+    }
+
+    func start() {
+        queue.async { [self] in
+            let r = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+            r.setEventHandler { [unowned self] in self.readable() }
+            r.setCancelHandler { [self] in self.sourceCancelled() }
+            liveSources += 1
+            readSource = r
+            r.resume()
+            let t = DispatchSource.makeTimerSource(queue: queue)
+            t.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(250))
+            t.setEventHandler { [unowned self] in self.tick() }
+            timer = t
+            t.resume()
+        }
+    }
+
+    // MARK: reading
+
+    private func readable() {
+        guard !closed else { return }
+        let n = readBuffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
+            close()
+            return
+        }
+        if n == 0 {
+            // Peer closed (or half-closed). Responses already owed can no longer be read reliably.
+            if lingering || (!inFlight && pendingCount == 0) { close() } else { pauseReading(); closeAfterFlush = true }
+            return
+        }
+        lastActivity = monotonicNow()
+        if lingering { return }  // discarding input after an error response
+        // The header deadline runs from the first byte of a request, not from the last byte.
+        if parser.isIdle { requestStart = lastActivity }
+        let events = readBuffer.withUnsafeBytes { parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        if parser.isIdle { requestStart = nil }
+        for e in events {
+            switch e {
+            case .request(let r): pending.append(.request(r))
+            case .error(let err):
+                pending.append(.error(err))
+                pauseReading()
+            case .expectContinue:
+                if !inFlight && pendingCount == 0 { enqueue(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)) }
+            }
+        }
+        if pendingCount > 32 { pauseReading() }
+        processNext()
+    }
+
+    private var pendingCount: Int { pending.count - pendingHead }
+
+    private func pauseReading() {
+        guard !readPaused, let r = readSource else { return }
+        r.suspend()
+        readPaused = true
+    }
+
+    private func resumeReading() {
+        guard readPaused, let r = readSource, !closed else { return }
+        readPaused = false
+        r.resume()
+    }
+
+    // MARK: dispatching requests
+
+    private func processNext() {
+        while !inFlight && !closed && !closeAfterFlush && pendingCount > 0 {
+            let item = pending[pendingHead]
+            pendingHead += 1
+            if pendingHead > 64 && pendingHead * 2 > pending.count {
+                pending.removeFirst(pendingHead)
+                pendingHead = 0
+            }
+            switch item {
+            case .error(let e):
+                var h = HTTPHeaders()
+                h.add("Content-Type", "application/problem+json")
+                let body = "{\"type\":\"about:blank\",\"title\":\"\(HTTPResponse.reason(e.status))\",\"status\":\(e.status),\"detail\":\"\(e.message.replacingQuotes)\",\"code\":\"http_\(e.status)\"}"
+                inFlight = true
+                inFlightVersion = .http11
+                inFlightKeepAlive = false
+                write(HTTPResponse(status: e.status, headers: h, body: Array(body.utf8)), head: nil, keepAlive: false)
+                finishResponse(keepAlive: false)
+            case .request(let r):
+                server.counters.withLock { $0.requests += 1 }
+                inFlight = true
+                let responder = HTTPResponder(connection: self, request: r.head)
+                if let response = server.handler(r, responder), !responder.answered.exchange(true, ordering: .acquiringAndReleasing) {
+                    respond(response, to: r.head)
+                }
+            }
+        }
+        if readPaused && pendingCount <= 8 && !closeAfterFlush && !closed && !lingering {
+            if case .error = pending.last {} else { resumeReading() }
+        }
+    }
+
+    /// Sends `response` to the in-flight request `head`.
+    func respond(_ response: HTTPResponse, to head: HTTPRequestHead) {
+        guard !closed else { return }
+        let keepAlive = head.keepAlive && !server.draining.load(ordering: .relaxed) && !closeAfterFlush
+        inFlightVersion = head.version
+        inFlightKeepAlive = keepAlive
+        switch response.body {
+        case .bytes:
+            write(response, head: head, keepAlive: keepAlive)
+            finishResponse(keepAlive: keepAlive)
+        case .stream(let produce):
+            let chunked = head.version == .http11
+            let keep = keepAlive && chunked  // an HTTP/1.0 stream ends by closing
+            enqueue(response.head(version: head.version, contentLength: nil, keepAlive: keep, serverName: server.config.serverName))
+            inFlightKeepAlive = keep
+            if head.method == "HEAD" {
+                finishResponse(keepAlive: keep)
+                return
+            }
+            let writer = HTTPBodyWriter(connection: self, chunked: chunked)
+            DispatchQueue.global().async {
+                produce(writer)
+                writer.finish()
+            }
+        }
+    }
+
+    private func write(_ response: HTTPResponse, head: HTTPRequestHead?, keepAlive: Bool) {
+        guard case .bytes(let body) = response.body else { return }
+        let version = head?.version ?? .http11
+        var bytes = response.head(version: version, contentLength: body.count, keepAlive: keepAlive, serverName: server.config.serverName)
+        if head?.method != "HEAD" { bytes += body }  // HEAD: same headers, no content (RFC 9110 §9.3.2)
+        enqueue(bytes)
+    }
+
+    func finishStream(chunked: Bool) {
+        guard !closed else { return }
+        if chunked { enqueue(Array("0\r\n\r\n".utf8)) }
+        finishResponse(keepAlive: inFlightKeepAlive)
+    }
+
+    private func finishResponse(keepAlive: Bool) {
+        inFlight = false
+        lastActivity = monotonicNow()
+        if !keepAlive {
+            closeAfterFlush = true
+            pauseReading()
+            flush()
+            return
+        }
+        processNext()
+    }
+
+    // MARK: writing
+
+    func enqueue(_ bytes: [UInt8]) {
+        guard !closed else { return }
+        if outOffset == out.count {
+            out.removeAll(keepingCapacity: true)
+            outOffset = 0
+        }
+        out += bytes
+        unsent.store(out.count - outOffset, ordering: .relaxed)
+        flush()
+    }
+
+    private func flush() {
+        while outOffset < out.count {
+            let n = out.withUnsafeBytes { p in
+                send(fd, p.baseAddress! + outOffset, p.count - outOffset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    armWrite()
+                    unsent.store(out.count - outOffset, ordering: .relaxed)
+                    return
+                }
+                close()
+                return
+            }
+            outOffset += n
+        }
+        unsent.store(0, ordering: .relaxed)
+        if closeAfterFlush && !inFlight { startLingering() }
+    }
+
+    private func armWrite() {
+        guard !writeArmed, !closed else { return }
+        if writeSource == nil {
+            let w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+            w.setEventHandler { [unowned self] in
+                self.disarmWrite()
+                self.flush()
+            }
+            w.setCancelHandler { [self] in self.sourceCancelled() }
+            liveSources += 1
+            writeSource = w
+        }
+        writeArmed = true
+        writeSource?.resume()
+    }
+
+    private func disarmWrite() {
+        guard writeArmed else { return }
+        writeArmed = false
+        writeSource?.suspend()
+    }
+
+    /// After a final response on a closing connection: half-close, then read and discard for up
+    /// to 2 s so the client sees the response instead of a reset (RFC 9112 §9.6).
+    private func startLingering() {
+        guard !lingering, !closed else { return }
+        lingering = true
+        lingerDeadline = monotonicNow() + 2
+        shutdown(fd, Int32(SHUT_WR))
+        resumeReading()
+    }
+
+    // MARK: timeouts and closing
+
+    private func tick() {
+        guard !closed else { return }
+        let now = monotonicNow()
+        if lingering {
+            if now > lingerDeadline { close() }
+            return
+        }
+        if inFlight || closeAfterFlush { return }
+        let config = server.config
+        if parser.isReadingBody {
+            if now - lastActivity > config.bodyIdleTimeout { timeout() }
+        } else if !parser.isIdle, let start = requestStart {
+            if now - start > config.headerTimeout { timeout() }
+        } else if pendingCount == 0 && now - lastActivity > (server.draining.load(ordering: .relaxed) ? 0 : config.keepAliveTimeout) {
+            close()
+        }
+    }
+
+    private func timeout() {
+        // 408 then close (RFC 9110 §15.5.9).
+        pending.append(.error(HTTPParseError(status: 408, message: "the request did not arrive in time")))
+        pauseReading()
+        processNext()
+    }
+
+    func closeIfIdle() {
+        if !inFlight && pendingCount == 0 && parser.isIdle { close() }
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        closedFlag.store(true, ordering: .relaxed)
+        timer?.cancel()
+        if let w = writeSource {
+            if !writeArmed { w.resume() }
+            w.cancel()
+        }
+        if let r = readSource {
+            if readPaused { r.resume() }
+            r.cancel()
+        }
+        if liveSources == 0 { sourceCancelled() }
+    }
+
+    /// Closes the descriptor once no Dispatch source watches it (closing earlier could let a new
+    /// connection reuse the number while a source still refers to it).
+    private func sourceCancelled() {
+        liveSources -= 1
+        guard liveSources <= 0 else { return }
+        server.removed(fd)  // before close(2): the number may be reused by the next accept
+        Glibc.close(fd)
+    }
+}
+
+extension String {
+    /// Escapes `"` and `\` and drops control characters (for tiny JSON strings built by hand).
+    var replacingQuotes: String {
+        var s = ""
+        for c in unicodeScalars {
+            if c == "\"" || c == "\\" { s += "\\" + String(c) } else if c.value >= 0x20 { s.unicodeScalars.append(c) }
+        }
+        return s
+    }
+}

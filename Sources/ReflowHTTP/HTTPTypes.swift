@@ -1,0 +1,135 @@
+/// Header fields in arrival order. Names compare case-insensitively (RFC 9110 §5.1).
+public struct HTTPHeaders: Sendable, Equatable, Sequence {
+    public private(set) var fields: [(name: String, value: String)] = []
+
+    public init() {}
+    public init(_ fields: [(String, String)]) { self.fields = fields.map { (name: $0.0, value: $0.1) } }
+
+    public mutating func add(_ name: String, _ value: String) { fields.append((name, value)) }
+
+    /// Replaces every field called `name` with one field.
+    public mutating func set(_ name: String, _ value: String) {
+        remove(name)
+        fields.append((name, value))
+    }
+
+    public mutating func remove(_ name: String) {
+        fields.removeAll { Self.same($0.name, name) }
+    }
+
+    /// The first value of `name`, or nil.
+    public subscript(_ name: String) -> String? { fields.first { Self.same($0.name, name) }?.value }
+
+    /// Every value of `name`, in order.
+    public func values(_ name: String) -> [String] { fields.filter { Self.same($0.name, name) }.map(\.value) }
+
+    public func contains(_ name: String) -> Bool { fields.contains { Self.same($0.name, name) } }
+
+    public var count: Int { fields.count }
+
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
+
+    /// ASCII case-insensitive comparison (field names are ASCII tokens).
+    public static func same(_ a: String, _ b: String) -> Bool {
+        let x = a.utf8, y = b.utf8
+        guard x.count == y.count else { return false }
+        @inline(__always) func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c + 32 : c }
+        return zip(x, y).allSatisfy { lower($0) == lower($1) }
+    }
+
+    public static func == (a: HTTPHeaders, b: HTTPHeaders) -> Bool {
+        a.fields.count == b.fields.count && zip(a.fields, b.fields).allSatisfy { $0.name == $1.name && $0.value == $1.value }
+    }
+}
+
+/// HTTP version of a request (1.0 or 1.1; the parser answers others with 505).
+public struct HTTPVersion: Sendable, Equatable, CustomStringConvertible {
+    public var major: Int, minor: Int
+    public init(_ major: Int, _ minor: Int) { self.major = major; self.minor = minor }
+    public static let http10 = HTTPVersion(1, 0), http11 = HTTPVersion(1, 1)
+    public var description: String { "HTTP/\(major).\(minor)" }
+}
+
+/// The request line and header section.
+public struct HTTPRequestHead: Sendable, Equatable {
+    /// The method token as sent (methods are case-sensitive: RFC 9110 §9.1).
+    public var method: String
+    /// The request-target exactly as sent (origin-form `/path?query` for everything reflowd serves).
+    public var target: String
+    public var version: HTTPVersion
+    public var headers: HTTPHeaders
+    /// Whether the connection stays open after the response (HTTP/1.1 unless `Connection: close`;
+    /// HTTP/1.0 only with `Connection: keep-alive`).
+    public var keepAlive: Bool
+
+    public init(method: String, target: String, version: HTTPVersion, headers: HTTPHeaders, keepAlive: Bool) {
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keepAlive = keepAlive
+    }
+
+    /// The path part of the target (before `?`), not percent-decoded.
+    public var path: Substring {
+        target.firstIndex(of: "?").map { target[..<$0] } ?? target[...]
+    }
+
+    /// The query part of the target (after `?`), or "".
+    public var query: Substring {
+        target.firstIndex(of: "?").map { target[target.index(after: $0)...] } ?? ""
+    }
+}
+
+/// A complete request: head plus the whole body (bodies are bounded by ``HTTPLimits/maxBodyBytes``).
+public struct HTTPRequest: Sendable, Equatable {
+    public var head: HTTPRequestHead
+    public var body: [UInt8]
+
+    public init(head: HTTPRequestHead, body: [UInt8]) {
+        self.head = head
+        self.body = body
+    }
+
+    public var method: String { head.method }
+    public var target: String { head.target }
+    public var headers: HTTPHeaders { head.headers }
+}
+
+/// Size limits the parser enforces, with the status each one answers.
+public struct HTTPLimits: Sendable, Equatable {
+    /// Longest request line (method + target + version); longer → 414 (RFC 9112 §3 recommends ≥ 8000).
+    public var maxRequestLine = 8192
+    /// Largest header section (all field lines) → 431.
+    public var maxHeaderBytes = 32 * 1024
+    /// Most header fields → 431.
+    public var maxHeaderCount = 100
+    /// Largest request body → 413, decided from Content-Length before reading (chunked: while reading).
+    public var maxBodyBytes = 16 * 1024 * 1024
+
+    public init() {}
+}
+
+/// Why the bytes on a connection cannot be a valid request. The server answers `status` and
+/// closes the connection: after a framing error nothing that follows can be trusted (RFC 9112 §6.1, §11.2).
+public struct HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// 400, 413, 414, 431, 501 or 505.
+    public var status: Int
+    public var message: String
+    public init(status: Int, message: String) {
+        self.status = status
+        self.message = message
+    }
+    public var description: String { "\(status): \(message)" }
+}
+
+/// What the parser found in the bytes fed so far.
+public enum HTTPParseEvent: Sendable, Equatable {
+    /// A request's head arrived with `Expect: 100-continue` and its body is still to come: the
+    /// server sends `100 Continue` (or a final status decided from the head; RFC 9110 §10.1.1).
+    case expectContinue(HTTPRequestHead)
+    /// A complete request. Several may come from one feed (pipelining); answer them in order.
+    case request(HTTPRequest)
+    /// The input is invalid; answer `status` and close. The parser accepts no more input.
+    case error(HTTPParseError)
+}

@@ -1,0 +1,288 @@
+import Foundation
+import Testing
+import ReflowHTTP
+import ReflowJobs
+@testable import ReflowServer
+
+/// An in-process server on an ephemeral port with its own data directory.
+final class TestServer {
+    let dir: String
+    let jobs: JobService
+    let api: API
+    let http: HTTPServer
+    var port: Int { http.port }
+
+    init(token: String? = nil, queueLimit: Int = 64, dir: String? = nil, start: Bool = true) throws {
+        self.dir = dir ?? NSTemporaryDirectory() + "reflowd-api-\(UUID().uuidString)"
+        var settings = JobSettings(dataDir: self.dir)
+        settings.computeThreads = 1
+        settings.queueLimit = queueLimit
+        settings.computeNice = 0
+        jobs = try JobService(settings: settings)
+        let api = API(jobs: jobs, token: token)
+        self.api = api
+        var config = HTTPServerConfig()
+        config.port = 0
+        http = try HTTPServer(config: config) { req, responder in api.handle(req, responder) }
+        if start { jobs.start() }
+    }
+
+    func client() throws -> TestClient { try TestClient(port: port) }
+
+    /// Polls until the job is terminal (or 60 s pass) and returns its JSON.
+    func waitDone(_ id: String, client c: TestClient) throws -> [String: Any] {
+        for _ in 0..<600 {
+            let r = try c.request("GET", "/v1/jobs/\(id)?wait=5")
+            let j = try r.json()
+            if j["done"] as? Bool == true { return j }
+        }
+        throw ClientError("job \(id) did not finish")
+    }
+
+    func stop() {
+        http.stopAccepting()
+        http.closeAll()
+        jobs.shutdown(timeout: 30)
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+let tinyTrain = #"{"type": "train", "input": {"model": {"width": 16, "depth": 2}, "batchSize": 32, "steps": 60, "logEvery": 10, "previewPoints": 100}}"#
+
+@Suite("API v1", .serialized)
+struct APITests {
+    @Test("health, readiness, metrics and discovery")
+    func probes() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let h = try c.request("GET", "/healthz")
+        #expect(h.status == 200 && h.text == #"{"status":"ok"}"# && h.header("X-Request-Id") != nil)
+        #expect(try c.request("GET", "/readyz").status == 200)
+        #expect(try c.request("GET", "/").json()["api"] as? String == "/v1")
+        let m = try c.request("GET", "/metrics")
+        #expect(m.status == 200 && m.header("Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
+        #expect(m.text.contains("reflowd_http_requests_total{method=\"GET\",route=\"/healthz\",code=\"200\"} 1"))
+        #expect(m.text.contains("reflowd_jobs{state=\"queued\"} 0") && m.text.contains("process_open_fds"))
+        let head = try c.request("HEAD", "/healthz")
+        #expect(head.status == 200 && head.header("Content-Length") == "15" && head.body.isEmpty)
+    }
+
+    @Test("errors are problem+json with a stable code: 404, 405 + Allow, 400 malformed, 422 with the pointer, 415")
+    func errors() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let nf = try c.request("GET", "/v1/nope")
+        #expect(nf.status == 404 && nf.header("Content-Type") == "application/problem+json")
+        #expect(try nf.json()["code"] as? String == "not_found")
+        let na = try c.request("PUT", "/v1/jobs")
+        #expect(na.status == 405 && na.header("Allow") == "GET, POST")
+        let bad = try c.json("POST", "/v1/jobs", "{nope")
+        #expect(try bad.status == 400 && (bad.json()["code"] as? String) == "malformed_json")
+        let invalid = try c.json("POST", "/v1/jobs", #"{"type": "train", "input": {"steps": 0}}"#)
+        let body = try invalid.json()
+        #expect(invalid.status == 422 && body["code"] as? String == "validation_failed" && body["pointer"] as? String == "/input/steps")
+        let unknown = try c.json("POST", "/v1/jobs", #"{"type": "train", "input": {"learningrate": 1}}"#)
+        #expect(try unknown.json()["pointer"] as? String == "/input/learningrate")
+        let ref = try c.json("POST", "/v1/jobs", #"{"type": "sample", "input": {"model": {"job": "job_00000000000000000000000000"}}}"#)
+        #expect(try ref.status == 422 && (ref.json()["pointer"] as? String) == "/input/model/job")
+        let path = try c.json("POST", "/v1/jobs", #"{"type": "sample", "input": {"model": {"path": "/etc/passwd"}}}"#)
+        #expect(try path.status == 422 && (path.json()["pointer"] as? String) == "/input/model/path")
+        let media = try c.request("POST", "/v1/jobs", headers: [("Content-Type", "text/plain")], body: Array(tinyTrain.utf8))
+        #expect(media.status == 415)
+        #expect(try c.request("GET", "/v1/jobs/../../etc/passwd").status == 404)
+        #expect(try c.request("GET", "/v1/jobs/job_%2e%2e").status == 404)
+        #expect(try c.request("GET", "/v1/jobs?limit=0").status == 400)
+        #expect(try c.request("GET", "/v1/jobs?cursor=x").status == 400)
+        // Deeply nested and oversized bodies are refused and the server stays up.
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(try [400, 422].contains(c.json("POST", "/v1/jobs", deep).status))
+        #expect(try c.request("GET", "/healthz").status == 200)
+    }
+
+    @Test("a train job runs to success: 202 + Location, progress, long poll, artifacts, images, logs, events, delete")
+    func trainLifecycle() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let post = try c.json("POST", "/v1/jobs", tinyTrain)
+        #expect(post.status == 202)
+        let job = try post.json()
+        let id = try #require(job["id"] as? String)
+        #expect(post.header("Location") == "/v1/jobs/\(id)")
+        #expect((job["input"] as? [String: Any])?["learningRate"] != nil, "input echoes the defaults")
+        #expect(["queued", "running"].contains(job["state"] as? String))
+        let done = try s.waitDone(id, client: c)
+        #expect(done["state"] as? String == "succeeded")
+        let progress = try #require(done["progress"] as? [String: Any])
+        #expect(progress["step"] as? Int == 60 && progress["total"] as? Int == 60)
+        let transitions = (done["transitions"] as? [[String: Any]])?.compactMap { $0["state"] as? String }
+        #expect(transitions == ["queued", "running", "succeeded"])
+        // ETag / 304.
+        let get = try c.request("GET", "/v1/jobs/\(id)")
+        let etag = try #require(get.header("ETag"))
+        #expect(try c.request("GET", "/v1/jobs/\(id)", headers: [("If-None-Match", etag)]).status == 304)
+        // Artifacts with ETag and ranges.
+        let list = try c.request("GET", "/v1/jobs/\(id)/artifacts").json()
+        let names = (list["items"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+        #expect(names.contains("model.safetensors") && names.contains("loss.csv"))
+        let model = try c.request("GET", "/v1/jobs/\(id)/artifacts/model.safetensors")
+        #expect(model.status == 200 && model.header("ETag")?.hasPrefix("\"sha256:") == true)
+        let part = try c.request("GET", "/v1/jobs/\(id)/artifacts/model.safetensors", headers: [("Range", "bytes=10-19")])
+        #expect(part.status == 206 && part.body == Array(model.body[10...19]) && part.header("Content-Range") == "bytes 10-19/\(model.body.count)")
+        #expect(try c.request("GET", "/v1/jobs/\(id)/artifacts/model.safetensors", headers: [("Range", "bytes=999999999-")]).status == 416)
+        #expect(try c.request("GET", "/v1/jobs/\(id)/artifacts/model.safetensors", headers: [("If-None-Match", model.header("ETag")!)]).status == 304)
+        #expect(try c.request("GET", "/v1/jobs/\(id)/artifacts/..%2fjob.json").status == 404)
+        let png = try c.request("GET", "/v1/jobs/\(id)/images/grid.png")
+        #expect(png.status == 200 && png.header("Content-Type") == "image/png" && png.body.prefix(4) == [0x89, 0x50, 0x4e, 0x47])
+        #expect(try c.request("GET", "/v1/jobs/\(id)/images").json()["items"] != nil)
+        let logs = try c.request("GET", "/v1/jobs/\(id)/logs")
+        #expect(logs.text.contains("running") && logs.text.contains("succeeded"))
+        // SSE replays the history and ends with `completed`.
+        let events = try c.request("GET", "/v1/jobs/\(id)/events", headers: [("Accept", "text/event-stream")])
+        #expect(events.header("Content-Type") == "text/event-stream")
+        #expect(events.text.contains("event: status") && events.text.contains("event: completed") && events.text.contains("id: 1\n"))
+        let resumed = try c.request("GET", "/v1/jobs/\(id)/events", headers: [("Last-Event-ID", "3")])
+        #expect(!resumed.text.contains("id: 1\n") && resumed.text.contains("event: completed"))
+        // Checkpoints.
+        let ckpts = try c.request("GET", "/v1/checkpoints").json()
+        #expect(((ckpts["items"] as? [[String: Any]]) ?? []).contains { $0["id"] as? String == id })
+        let info = try c.request("GET", "/v1/checkpoints/\(id)").json()
+        #expect(info["step"] as? Int == 60 && (info["sha256"] as? String)?.count == 64)
+        let file = try c.request("GET", "/v1/checkpoints/\(id)/file")
+        #expect(file.body == model.body)
+        // Upload it back: a new id usable as a model reference.
+        let up = try c.request("POST", "/v1/checkpoints", headers: [("Content-Type", "application/octet-stream")], body: file.body)
+        #expect(up.status == 201)
+        let upID = try #require(try up.json()["id"] as? String)
+        let sample = try c.json("POST", "/v1/jobs", #"{"type": "sample", "input": {"model": {"job": "\#(upID)"}, "n": 50, "solver": {"kind": "euler", "steps": 4}, "trajectories": 10}}"#,
+                                headers: [("Prefer", "wait=30")])
+        #expect(try sample.status == 200 && (sample.json()["state"] as? String) == "succeeded")
+        #expect(try c.request("POST", "/v1/checkpoints", headers: [("Content-Type", "application/octet-stream")], body: Array("junk".utf8)).status == 422)
+        // Delete.
+        #expect(try c.request("DELETE", "/v1/jobs/\(id)").status == 204)
+        #expect(try c.request("GET", "/v1/jobs/\(id)").status == 404)
+        #expect(!FileManager.default.fileExists(atPath: s.dir + "/jobs/\(id)"))
+    }
+
+    @Test("cancel: a queued job is canceled at once, a running one goes through canceling; terminal jobs refuse")
+    func cancel() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let long = #"{"type": "train", "input": {"model": {"width": 16, "depth": 2}, "batchSize": 32, "steps": 10000000, "logEvery": 10, "checkpointEvery": 100}}"#
+        let a = try #require(try c.json("POST", "/v1/jobs", long).json()["id"] as? String)
+        let b = try #require(try c.json("POST", "/v1/jobs", long).json()["id"] as? String)
+        let queued = try c.request("GET", "/v1/jobs/\(b)").json()
+        #expect(queued["state"] as? String == "queued" && queued["queuePosition"] as? Int == 0)
+        let cb = try c.request("POST", "/v1/jobs/\(b)/cancel")
+        #expect(try cb.status == 202 && (cb.json()["state"] as? String) == "canceled")
+        #expect(try c.request("POST", "/v1/jobs/\(b)/cancel").status == 200)
+        // Wait until a is running, then cancel it.
+        for _ in 0..<200 where (try c.request("GET", "/v1/jobs/\(a)").json()["state"] as? String) != "running" { usleep(20_000) }
+        #expect(try c.request("DELETE", "/v1/jobs/\(a)").status == 409)
+        let ca = try c.request("POST", "/v1/jobs/\(a)/cancel")
+        #expect(try ca.status == 202 && (ca.json()["state"] as? String) == "canceling")
+        let done = try s.waitDone(a, client: c)
+        #expect(done["state"] as? String == "canceled")
+        #expect(try c.request("POST", "/v1/jobs/\(a)/cancel").status == 200)
+        // Filters and pagination.
+        let page = try c.request("GET", "/v1/jobs?limit=1").json()
+        let next = try #require(page["nextCursor"] as? String)
+        let rest = try c.request("GET", "/v1/jobs?limit=1&cursor=\(next)").json()
+        #expect(((rest["items"] as? [[String: Any]])?.first?["id"] as? String) == a)
+        #expect(try ((c.request("GET", "/v1/jobs?state=canceled").json()["items"] as? [Any])?.count) == 2)
+        #expect(try ((c.request("GET", "/v1/jobs?state=succeeded").json()["items"] as? [Any])?.count) == 0)
+    }
+
+    @Test("Idempotency-Key replays the same job; another body with the key is 422; a full queue is 429 + Retry-After")
+    func idempotencyAndQueue() throws {
+        let s = try TestServer(queueLimit: 1, start: false)
+        defer { s.stop() }
+        let c = try s.client()
+        let first = try c.json("POST", "/v1/jobs", tinyTrain, headers: [("Idempotency-Key", "abc")])
+        let again = try c.json("POST", "/v1/jobs", tinyTrain, headers: [("Idempotency-Key", "abc")])
+        #expect(first.status == 202 && again.header("Idempotent-Replayed") == "true")
+        #expect(try first.json()["id"] as? String == again.json()["id"] as? String)
+        let other = try c.json("POST", "/v1/jobs", tinyTrain.replacingOccurrences(of: "60", with: "61"), headers: [("Idempotency-Key", "abc")])
+        #expect(try other.status == 422 && (other.json()["code"] as? String) == "idempotency_mismatch")
+        let full = try c.json("POST", "/v1/jobs", tinyTrain)
+        #expect(full.status == 429 && full.header("Retry-After") != nil)
+    }
+
+    @Test("bearer auth: 401 without or with a wrong token; health stays open")
+    func auth() throws {
+        let s = try TestServer(token: "s3cret")
+        defer { s.stop() }
+        let c = try s.client()
+        let r = try c.request("GET", "/v1/jobs")
+        #expect(r.status == 401 && r.header("WWW-Authenticate") != nil)
+        #expect(try c.request("GET", "/v1/jobs", headers: [("Authorization", "Bearer nope")]).status == 401)
+        #expect(try c.request("GET", "/v1/jobs", headers: [("Authorization", "Bearer s3cret")]).status == 200)
+        #expect(try c.request("GET", "/healthz").status == 200)
+    }
+
+    @Test("a chain over the API: train → reflow (RK45 pairs) → distill → evaluate")
+    func chain() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let t = try #require(try c.json("POST", "/v1/jobs", tinyTrain).json()["id"] as? String)
+        #expect(try s.waitDone(t, client: c)["state"] as? String == "succeeded")
+        let r = try #require(try c.json("POST", "/v1/jobs", #"{"type": "reflow", "input": {"teacher": {"job": "\#(t)"}, "pairs": 300, "steps": 40, "batchSize": 32, "previewPoints": 0}}"#).json()["id"] as? String)
+        let rj = try s.waitDone(r, client: c)
+        #expect(rj["state"] as? String == "succeeded", "\(rj)")
+        let d = try #require(try c.json("POST", "/v1/jobs", #"{"type": "distill", "input": {"teacher": {"job": "\#(r)"}, "pairsFrom": {"job": "\#(r)"}, "steps": 20, "batchSize": 32, "previewPoints": 0}}"#).json()["id"] as? String)
+        #expect(try s.waitDone(d, client: c)["state"] as? String == "succeeded")
+        let e = try c.json("POST", "/v1/jobs", #"{"type": "evaluate", "input": {"model": {"job": "\#(d)"}, "n": 200, "solvers": [{"kind": "euler", "steps": 1}]}}"#,
+                           headers: [("Prefer", "wait=60")])
+        let ej = try e.json()
+        #expect(e.status == 200 && ej["state"] as? String == "succeeded")
+        #expect(((ej["result"] as? [String: Any])?["evaluation"] as? [String: Any])?["straightness"] != nil)
+    }
+
+    @Test("restart: a job found running is requeued and resumes; an unreadable record refuses to start")
+    func restart() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-restart-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let s1 = try TestServer(dir: dir)
+        let c = try s1.client()
+        let spec = #"{"type": "train", "input": {"model": {"width": 16, "depth": 2}, "batchSize": 32, "steps": 400, "logEvery": 10, "checkpointEvery": 50, "previewPoints": 0}}"#
+        let id = try #require(try c.json("POST", "/v1/jobs", spec).json()["id"] as? String)
+        for _ in 0..<500 {
+            let p = try c.request("GET", "/v1/jobs/\(id)").json()["progress"] as? [String: Any]
+            if (p?["step"] as? Int ?? 0) >= 100 { break }
+            usleep(10_000)
+        }
+        // A graceful stop checkpoints and requeues.
+        s1.http.stopAccepting()
+        s1.http.closeAll()
+        #expect(s1.jobs.shutdown(timeout: 30))
+        let stored = try JSONDecoder().decode(JobRecord.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/jobs/\(id)/job.json")))
+        #expect(stored.state == .queued && stored.attempts == 0)
+        let s2 = try TestServer(dir: dir)
+        let c2 = try s2.client()
+        let done = try s2.waitDone(id, client: c2)
+        #expect(done["state"] as? String == "succeeded")
+        let result = try #require(done["result"] as? [String: Any])
+        #expect(((result["training"] as? [String: Any])?["resumedFromStep"] as? Int ?? 0) >= 50)
+        s2.http.stopAccepting(); s2.http.closeAll(); s2.jobs.shutdown(timeout: 10)
+        // Corrupt a record: the store refuses to open.
+        try Data("{garbage".utf8).write(to: URL(fileURLWithPath: dir + "/jobs/\(id)/job.json"))
+        #expect(throws: ServerStartError.self) { _ = try JobService(settings: JobSettings(dataDir: dir)) }
+    }
+
+    @Test("state machine: terminal states never move; allowed transitions only")
+    func stateMachine() {
+        for s in JobState.allCases where s.isTerminal {
+            #expect(JobState.allCases.allSatisfy { !s.canMove(to: $0) })
+        }
+        #expect(JobState.queued.canMove(to: .running) && !JobState.queued.canMove(to: .succeeded))
+        #expect(JobState.running.canMove(to: .canceling) && !JobState.canceling.canMove(to: .running))
+        #expect(Identifiers.isJobID(Identifiers.newJobID()) && !Identifiers.isJobID("job_../../etc"))
+        let a = Identifiers.newJobID()
+        usleep(2000)
+        #expect(a < Identifiers.newJobID(), "ids sort by creation time")
+    }
+}
