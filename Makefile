@@ -14,7 +14,7 @@ OUT        ?= var/demo
 # Override with `make CPU_FLAGS=` for a portable binary.
 CPU_FLAGS  ?= $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo "-Xswiftc -target-cpu -Xswiftc haswell -Xswiftc -DREFLOWD_FMA")
 
-.PHONY: all deps build test test-debug bench run demo clean paper-2d
+.PHONY: all deps build test test-debug bench run demo clean paper-2d install
 
 all: build
 
@@ -34,8 +34,10 @@ deps:
 build: deps
 	$(SWIFT) build -c release $(CPU_FLAGS)
 
-# Numeric tests run in release mode (debug builds of array loops are 10-50x slower).
+# Numeric tests run in release mode (debug builds of array loops are 10-50x slower). The
+# executable is built first: the server tests start it (crash and restart, curl session).
 test: deps
+	$(SWIFT) build -c release $(CPU_FLAGS)
 	$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports
 
 test-debug: deps
@@ -63,10 +65,26 @@ paper-2d: build
 	for j in $(PAPER_JOBS); do $(BIN) run config/jobs/paper-2d/$$j.json --out $(PAPER_OUT)/$$j > /dev/null; done; \
 	echo "results: $(PAPER_OUT)/*/result.json"
 
+# The job server on 127.0.0.1:8080 with its data under ./var/reflowd (config/reflowd.json).
 run: build
+	$(BIN) serve --config config/reflowd.json
+
+# The offline 2-D demo (trains, samples, writes var/demo/).
+demo: build
 	$(BIN) demo --config config/demo.json --out $(OUT)
 
-demo: run
+# Installs the binary, the systemd unit and (if absent) /etc/reflowd/reflowd.json with the data
+# directory set to the unit's StateDirectory (see deploy/README.md).
+PREFIX ?= /usr/local
+install: build
+	$(SUDO) install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/reflowd
+	$(SUDO) install -D -m 0644 deploy/reflowd.service $(DESTDIR)/etc/systemd/system/reflowd.service
+	@if [ ! -f $(DESTDIR)/etc/reflowd/reflowd.json ]; then \
+	  $(SUDO) install -d -m 0755 $(DESTDIR)/etc/reflowd && \
+	  sed 's|"dataDir": "var/reflowd"|"dataDir": "/var/lib/reflowd"|' config/reflowd.json | $(SUDO) tee $(DESTDIR)/etc/reflowd/reflowd.json > /dev/null; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl > /dev/null; then $(SUDO) systemctl daemon-reload; fi
+	@echo "installed; start with: sudo systemctl enable --now reflowd"
 
 clean:
 	rm -rf .build .build-* var

@@ -21,6 +21,10 @@ public struct HTTPServerConfig: Sendable {
     public var maxConnections = 4096
     /// Value of the `Server` header.
     public var serverName = "reflowd"
+    /// Speak TLS (HTTPS) on every accepted connection; nil is plain HTTP.
+    public var tls: TLSContext? = nil
+    /// A TLS connection whose handshake hasn't finished this long after accept is closed (TLS slowloris).
+    public var tlsHandshakeTimeout: Double = 10
 
     public init() {}
 }
@@ -99,7 +103,12 @@ public struct HTTPServerStats: Sendable {
 /// 1-second timer that enforces the header deadline, body idle and keep-alive timeouts. Requests
 /// of a connection are handled one at a time in arrival order, so pipelined requests are
 /// answered in order (RFC 9112 §9.3.2). A framing error is answered and the connection is closed
-/// with a lingering close (RFC 9112 §9.6). SIGPIPE is ignored and sends use MSG_NOSIGNAL.
+/// with a lingering close (RFC 9112 §9.6). SIGPIPE is ignored and sends use MSG_NOSIGNAL
+/// (OpenSSL writes with write(2), so ignoring SIGPIPE is what protects TLS connections).
+///
+/// With ``HTTPServerConfig/tls`` set, every connection is TLS: reads and writes go through a
+/// ``TLSSession`` on the same non-blocking socket and the same Dispatch sources, and the handshake
+/// must finish within ``HTTPServerConfig/tlsHandshakeTimeout``.
 public final class HTTPServer: Sendable {
     public let config: HTTPServerConfig
     let handler: HTTPHandler
@@ -194,8 +203,7 @@ public final class HTTPServer: Sendable {
                 guard table.count < config.maxConnections else { return false }
                 return true
             }
-            guard admitted else { Glibc.close(fd); continue }
-            let c = Connection(fd: fd, server: self)
+            guard admitted, let c = Connection(fd: fd, server: self) else { Glibc.close(fd); continue }
             connections.withLock { $0[fd] = c }
             counters.withLock { $0.accepted += 1; $0.open += 1 }
             c.start()
@@ -309,13 +317,28 @@ final class Connection: @unchecked Sendable {
     /// Dispatch sources still to be cancelled; the descriptor is closed when the last one is.
     private var liveSources = 0
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    /// The TLS state of an HTTPS connection (nil for plain HTTP).
+    private let tls: TLSSession?
+    private let acceptedAt: Double
+    /// TLS: a read stopped because OpenSSL must write first; retry it when the socket is writable.
+    private var readWantsWrite = false
+    /// TLS: a write stopped because OpenSSL must read first; retry it when the socket is readable.
+    private var writeWantsRead = false
 
-    init(fd: Int32, server: HTTPServer) {
+    /// Nil when a TLS session can't be created (the caller closes the descriptor).
+    init?(fd: Int32, server: HTTPServer) {
         self.fd = fd
         self.server = server
+        if let context = server.config.tls {
+            guard let session = TLSSession(context: context, fd: fd) else { return nil }
+            tls = session
+        } else {
+            tls = nil
+        }
         queue = DispatchQueue(label: "reflowd.http.conn")
         parser = HTTPParser(limits: server.config.limits)
         lastActivity = monotonicNow()
+        acceptedAt = lastActivity
     }
 
     func start() {
@@ -338,12 +361,48 @@ final class Connection: @unchecked Sendable {
 
     private func readable() {
         guard !closed else { return }
+        if let tls, !lingering {
+            readableTLS(tls)
+            return
+        }
+        // Plain HTTP, or TLS after close_notify was sent while lingering: raw bytes to discard.
         let n = readBuffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
         if n < 0 {
             if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
             close()
             return
         }
+        received(n)
+    }
+
+    /// Reads through TLS until OpenSSL has nothing buffered: records already decrypted and
+    /// buffered inside OpenSSL would not make the socket readable again.
+    private func readableTLS(_ tls: TLSSession) {
+        if writeWantsRead {
+            writeWantsRead = false
+            flush()
+            if closed { return }
+        }
+        while true {
+            let n = readBuffer.withUnsafeMutableBytes { tls.read($0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EAGAIN {
+                    if tls.wantsWrite {
+                        readWantsWrite = true
+                        armWrite()
+                    }
+                    return
+                }
+                close()
+                return
+            }
+            received(n)
+            if n == 0 || closed || readPaused || lingering || tls.pending == 0 { return }
+        }
+    }
+
+    /// Handles `n` bytes just read into `readBuffer` (0: the peer closed).
+    private func received(_ n: Int) {
         if n == 0 {
             // Peer closed (or half-closed). Responses already owed can no longer be read reliably.
             if lingering || (!inFlight && pendingCount == 0) { close() } else { pauseReading(); closeAfterFlush = true }
@@ -381,6 +440,8 @@ final class Connection: @unchecked Sendable {
         guard readPaused, let r = readSource, !closed else { return }
         readPaused = false
         r.resume()
+        // Bytes OpenSSL already decrypted won't make the socket readable: read them now.
+        if let tls, tls.pending > 0 { queue.async { [self] in readable() } }
     }
 
     // MARK: dispatching requests
@@ -486,12 +547,19 @@ final class Connection: @unchecked Sendable {
     private func flush() {
         while outOffset < out.count {
             let n = out.withUnsafeBytes { p in
-                send(fd, p.baseAddress! + outOffset, p.count - outOffset, Int32(MSG_NOSIGNAL))
+                if let tls { return tls.write(p.baseAddress! + outOffset, p.count - outOffset) }
+                return send(fd, p.baseAddress! + outOffset, p.count - outOffset, Int32(MSG_NOSIGNAL))
             }
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN || errno == EWOULDBLOCK {
-                    armWrite()
+                    if let tls, tls.wantsRead {
+                        // OpenSSL must read before it can write: retry from readable().
+                        writeWantsRead = true
+                        if readPaused, let r = readSource { readPaused = false; r.resume() }
+                    } else {
+                        armWrite()
+                    }
                     unsent.store(out.count - outOffset, ordering: .relaxed)
                     return
                 }
@@ -510,6 +578,11 @@ final class Connection: @unchecked Sendable {
             let w = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
             w.setEventHandler { [unowned self] in
                 self.disarmWrite()
+                if self.readWantsWrite {
+                    self.readWantsWrite = false
+                    self.readable()
+                    if self.closed { return }
+                }
                 self.flush()
             }
             w.setCancelHandler { [self] in self.sourceCancelled() }
@@ -527,11 +600,13 @@ final class Connection: @unchecked Sendable {
     }
 
     /// After a final response on a closing connection: half-close, then read and discard for up
-    /// to 2 s so the client sees the response instead of a reset (RFC 9112 §9.6).
+    /// to 2 s so the client sees the response instead of a reset (RFC 9112 §9.6). With TLS,
+    /// close_notify is sent first; the discarded input is then read raw, without decrypting.
     private func startLingering() {
         guard !lingering, !closed else { return }
         lingering = true
         lingerDeadline = monotonicNow() + 2
+        tls?.shutdown()
         shutdown(fd, Int32(SHUT_WR))
         resumeReading()
     }
@@ -541,6 +616,11 @@ final class Connection: @unchecked Sendable {
     private func tick() {
         guard !closed else { return }
         let now = monotonicNow()
+        if let tls, !tls.handshakeComplete {
+            // TLS slowloris: no response, just close.
+            if now - acceptedAt > server.config.tlsHandshakeTimeout { close() }
+            return
+        }
         if lingering {
             if now > lingerDeadline { close() }
             return
@@ -571,6 +651,7 @@ final class Connection: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         closedFlag.store(true, ordering: .relaxed)
+        tls?.shutdown()  // close_notify (once; the descriptor is closed after the sources are cancelled)
         timer?.cancel()
         if let w = writeSource {
             if !writeArmed { w.resume() }

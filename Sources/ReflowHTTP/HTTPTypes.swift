@@ -113,7 +113,7 @@ public struct HTTPLimits: Sendable, Equatable {
 /// Why the bytes on a connection cannot be a valid request. The server answers `status` and
 /// closes the connection: after a framing error nothing that follows can be trusted (RFC 9112 §6.1, §11.2).
 public struct HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// 400, 413, 414, 431, 501 or 505.
+    /// 400, 408, 413, 414, 417, 431, 501 or 505.
     public var status: Int
     public var message: String
     public init(status: Int, message: String) {

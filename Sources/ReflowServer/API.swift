@@ -470,7 +470,7 @@ public final class API: Sendable {
         struct List: Encodable { let items: [Item] }
         let items = names.map { n -> Item in
             let size = (try? FileManager.default.attributesOfItem(atPath: dir + "/" + n)[.size] as? Int) ?? 0
-            return Item(name: n, bytes: size ?? 0, url: "/v1/jobs/\(id)/artifacts/\(n)")
+            return Item(name: n, bytes: size, url: "/v1/jobs/\(id)/artifacts/\(n)")
         }
         return json(200, List(items: items))
     }
@@ -579,7 +579,7 @@ public final class API: Sendable {
         let sha = (try? AtomicFile.read(path: path + ".sha256", maxBytes: 200)).map { String(decoding: $0.prefix(64), as: UTF8.self) }
         let art = try? ModelArtifact.read(path: path)
         let model = art.flatMap { a in (try? JSONEncoder().encode(a.model)).map { String(decoding: $0, as: UTF8.self) } }
-        return CheckpointInfo(id: r.id, type: r.type, bytes: size ?? 0, sha256: sha, step: art?.snapshot.step, model: model,
+        return CheckpointInfo(id: r.id, type: r.type, bytes: size, sha256: sha, step: art?.snapshot.step, model: model,
                               createdAt: r.createdAt, url: "/v1/checkpoints/\(r.id)/file")
     }
 

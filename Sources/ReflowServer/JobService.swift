@@ -365,7 +365,7 @@ public final class JobService: Sendable {
             h.write(Data(text.utf8))
             try? h.close()
         } else {
-            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
         }
         let escaped = String(decoding: (try? JSONEncoder().encode(line)) ?? Data(), as: UTF8.self)
         appendEvent(id, "log", #"{"line":\#(escaped)}"#)

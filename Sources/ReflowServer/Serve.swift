@@ -1,4 +1,4 @@
-public import ReflowHTTP
+import ReflowHTTP
 import ReflowEngine
 import Foundation
 import Synchronization
@@ -41,7 +41,6 @@ public enum Serve {
         if let v = try int("compute-threads") { config.computeThreads = v }
         if let v = flags["token-file"] { config.authTokenFile = v }
         if let (p, m) = config.validationError() { throw ServerStartError("config \(p): \(m)") }
-        if config.tls != nil { throw ServerStartError("config /tls: TLS is not available in this build; terminate TLS in a reverse proxy") }
         return config
     }
 
@@ -66,6 +65,19 @@ public enum Serve {
             }
             token = first
         }
+        var httpConfig = config.httpConfig
+        if let t = config.tls {
+            // Unloadable certificate or key: refuse to start (RELIABILITY.md S5).
+            do {
+                let context = try TLSContext(certificateFile: t.certificateFile, privateKeyFile: t.privateKeyFile)
+                for w in context.warnings { log("warning: \(w)") }
+                httpConfig.tls = context
+                httpConfig.tlsHandshakeTimeout = t.handshakeTimeoutSeconds
+            } catch {
+                log("cannot set up TLS: \(error)")
+                exit(2)
+            }
+        }
         BLAS.setLibraryThreads(1)
         var settings = JobSettings(dataDir: config.dataDir)
         settings.workers = config.workers
@@ -82,14 +94,14 @@ public enum Serve {
         let serverBox = Mutex<HTTPServer?>(nil)
         let api = API(jobs: jobs, token: token, openConnections: { serverBox.withLock { $0?.openConnections ?? 0 } })
         let server: HTTPServer
-        do { server = try HTTPServer(config: config.httpConfig) { req, responder in api.handle(req, responder) } } catch {
+        do { server = try HTTPServer(config: httpConfig) { req, responder in api.handle(req, responder) } } catch {
             log("cannot listen on \(config.host):\(config.port): \(error)")
             exit(1)
         }
         serverBox.withLock { $0 = server }
         jobs.start()
         let queued = jobs.queueLength
-        log("listening on http://\(config.host.contains(":") ? "[\(config.host)]" : config.host):\(server.port) (data \(config.dataDir), \(config.workers) worker(s) × \(config.computeThreads) compute threads, \(queued) job(s) queued, auth \(token == nil ? "off" : "on"))")
+        log("listening on \(httpConfig.tls == nil ? "http" : "https")://\(config.host.contains(":") ? "[\(config.host)]" : config.host):\(server.port) (data \(config.dataDir), \(config.workers) worker(s) × \(config.computeThreads) compute threads, \(queued) job(s) queued, auth \(token == nil ? "off" : "on"))")
         SystemdNotify.ready(status: "listening on port \(server.port)")
         var keep: [any DispatchSourceProtocol] = []
         if let interval = SystemdNotify.watchdogInterval() {

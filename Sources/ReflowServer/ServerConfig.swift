@@ -18,10 +18,26 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var tls: TLSConfig?
     public var http = HTTPSettings()
 
+    /// HTTPS: PEM certificate chain (leaf first) and PEM private key, loaded at startup.
     public struct TLSConfig: Codable, Sendable, Equatable {
         public var certificateFile: String
         public var privateKeyFile: String
         public var handshakeTimeoutSeconds = 10.0
+
+        public init(certificateFile: String, privateKeyFile: String, handshakeTimeoutSeconds: Double = 10) {
+            self.certificateFile = certificateFile
+            self.privateKeyFile = privateKeyFile
+            self.handshakeTimeoutSeconds = handshakeTimeoutSeconds
+        }
+
+        enum CodingKeys: String, CodingKey { case certificateFile, privateKeyFile, handshakeTimeoutSeconds }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            certificateFile = try c.decode(String.self, forKey: .certificateFile)
+            privateKeyFile = try c.decode(String.self, forKey: .privateKeyFile)
+            handshakeTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .handshakeTimeoutSeconds) ?? 10
+        }
     }
 
     public struct HTTPSettings: Codable, Sendable, Equatable {

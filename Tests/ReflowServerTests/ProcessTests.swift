@@ -1,0 +1,157 @@
+import Foundation
+import Testing
+import Glibc
+@testable import ReflowServer
+
+/// The repository root (this file is Tests/ReflowServerTests/ProcessTests.swift).
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// The release binary `make test` builds before running the tests.
+func reflowdBinary() throws -> String {
+    let path = repoRoot + "/.build/release/reflowd"
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw ClientError("\(path) is missing: run `swift build -c release` first (`make test` does)")
+    }
+    return path
+}
+
+/// A `reflowd serve` child process on an ephemeral port.
+final class ServerProcess {
+    let process = Process()
+    let stderr = Pipe()
+    private(set) var port = 0
+    var log = ""
+
+    init(dataDir: String, extra: [String] = []) throws {
+        process.executableURL = URL(fileURLWithPath: try reflowdBinary())
+        process.arguments = ["serve", "--port", "0", "--data-dir", dataDir, "--compute-threads", "1"] + extra
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        // The startup line names the port: "listening on http://127.0.0.1:PORT (...)".
+        let handle = stderr.fileHandleForReading
+        let deadline = Date().addingTimeInterval(30)
+        while port == 0 && Date() < deadline {
+            let data = handle.availableData
+            if data.isEmpty { break }
+            log += String(decoding: data, as: UTF8.self)
+            if let r = log.range(of: #"listening on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(log[r].split(separator: ":").last ?? "") ?? 0
+            }
+        }
+        guard port > 0 else { process.terminate(); throw ClientError("server did not start: \(log)") }
+    }
+
+    func kill9() {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminate() -> Int32 {
+        process.terminate()  // SIGTERM
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+@Suite("Server process", .serialized)
+struct ProcessTests {
+    @Test("SIGKILL mid-training: after a restart no acknowledged job is lost and the job resumes from its checkpoint")
+    func crashAndResume() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-crash-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let first = try ServerProcess(dataDir: dir)
+        let c = try TestClient(port: first.port)
+        let spec = #"{"type": "train", "input": {"model": {"width": 32, "depth": 2}, "batchSize": 64, "steps": 3000, "logEvery": 10, "checkpointEvery": 100, "previewPoints": 0}}"#
+        var ids = [String]()
+        for _ in 0..<3 {
+            let r = try c.json("POST", "/v1/jobs", spec)
+            #expect(r.status == 202)
+            ids.append(try #require(try r.json()["id"] as? String))
+        }
+        // Wait until the first job is past a checkpoint, then kill the process without warning.
+        var step = 0
+        for _ in 0..<1000 where step < 300 {
+            step = ((try c.request("GET", "/v1/jobs/\(ids[0])").json()["progress"] as? [String: Any])?["step"] as? Int) ?? 0
+            usleep(10_000)
+        }
+        #expect(step >= 300)
+        first.kill9()
+        let stored = try JSONDecoder().decode(JobRecord.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/jobs/\(ids[0])/job.json")))
+        #expect(stored.state == .running && stored.attempts == 1)
+
+        let second = try ServerProcess(dataDir: dir)
+        defer { _ = second.terminate() }
+        let c2 = try TestClient(port: second.port)
+        let list = try c2.request("GET", "/v1/jobs").json()
+        let listed = Set(((list["items"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String })
+        #expect(listed == Set(ids), "every acknowledged job survives kill -9")
+        var done: [String: Any] = [:]
+        for _ in 0..<600 {
+            done = try c2.request("GET", "/v1/jobs/\(ids[0])?wait=5").json()
+            if done["done"] as? Bool == true { break }
+        }
+        #expect(done["state"] as? String == "succeeded")
+        let training = (done["result"] as? [String: Any])?["training"] as? [String: Any]
+        #expect((training?["resumedFromStep"] as? Int ?? 0) >= 100, "resumed from a checkpoint, not from scratch")
+        #expect(done["attempts"] as? Int == 2)
+        // SIGTERM: the running job is requeued (not failed) and the process exits 0.
+        #expect(second.terminate() == 0)
+        let after = try JSONDecoder().decode(JobRecord.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/jobs/\(ids[1])/job.json")))
+        #expect(after.state == .queued || after.state == .succeeded)
+    }
+
+    @Test("the README's curl session runs as written: train, reflow, distill, sample, download the PNG")
+    func readmeSession() throws {
+        let readme = try String(contentsOfFile: repoRoot + "/README.md", encoding: .utf8)
+        guard let start = readme.range(of: "<!-- curl-session -->"), let end = readme.range(of: "<!-- /curl-session -->") else {
+            Issue.record("README.md has no <!-- curl-session --> block")
+            return
+        }
+        var script = String(readme[start.upperBound..<end.lowerBound])
+        script = script.replacingOccurrences(of: "```sh", with: "").replacingOccurrences(of: "```", with: "")
+        let dir = NSTemporaryDirectory() + "reflowd-readme-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try ServerProcess(dataDir: dir + "/data")
+        defer { _ = server.terminate() }
+        let bash = Process()
+        bash.executableURL = URL(fileURLWithPath: "/bin/bash")
+        bash.arguments = ["-euo", "pipefail", "-c", script]
+        bash.currentDirectoryURL = URL(fileURLWithPath: dir)
+        bash.environment = ProcessInfo.processInfo.environment.merging(["BASE": "http://127.0.0.1:\(server.port)"]) { $1 }
+        let out = Pipe()
+        bash.standardOutput = out
+        bash.standardError = out
+        try bash.run()
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        bash.waitUntilExit()
+        #expect(bash.terminationStatus == 0, "the README session failed:\n\(output.suffix(3000))")
+        let png = try Data(contentsOf: URL(fileURLWithPath: dir + "/samples.png"))
+        #expect(png.prefix(4) == Data([0x89, 0x50, 0x4e, 0x47]))
+    }
+
+    @Test("bad configuration stops the server with the setting's pointer; an unreadable store too")
+    func startErrors() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-start-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func run(_ args: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: try reflowdBinary())
+            p.arguments = args
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        let (code, text) = try run(["serve", "--port", "99999", "--data-dir", dir])
+        #expect(code == 2 && text.contains("/port"))
+        try FileManager.default.createDirectory(atPath: dir + "/jobs/job_01m8km7r66e3wsyhf1vpkfjy9y", withIntermediateDirectories: true)
+        try Data("not json".utf8).write(to: URL(fileURLWithPath: dir + "/jobs/job_01m8km7r66e3wsyhf1vpkfjy9y/job.json"))
+        let (code2, text2) = try run(["serve", "--port", "0", "--data-dir", dir])
+        #expect(code2 == 1 && text2.contains("corrupt"), "\(text2)")
+    }
+}
