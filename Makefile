@@ -14,7 +14,7 @@ OUT        ?= var/demo
 # Override with `make CPU_FLAGS=` for a portable binary.
 CPU_FLAGS  ?= $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo "-Xswiftc -target-cpu -Xswiftc haswell -Xswiftc -DREFLOWD_FMA")
 
-.PHONY: all deps build test test-debug bench run demo clean paper-2d install
+.PHONY: all deps build test test-debug bench bench-deps run demo clean paper-2d install
 
 all: build
 
@@ -44,7 +44,13 @@ test-debug: deps
 	$(SWIFT) test
 
 # One JSON line per benchmark; docs/BENCHMARKS.md compares them with the peers side by side.
-bench: build
+# HB_HELLO: a built ../shared/peers/hb-hello (Hummingbird) to run the HTTP benchmark against.
+HB_HELLO ?= ../shared/peers/hb-hello/.build/release/HBHello
+bench-deps:
+	@dpkg-query -W -f='$${Status}\n' wrk 2>/dev/null | grep -q '^install ok installed' || \
+	  ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk)
+
+bench: build bench-deps
 	@$(BIN) bench toy
 	@$(BIN) bench toy --width 1024 --depth 4 --batch 1024 --steps 20 --warmup 3 --sample-steps 1 --sample-reps 2
 	@$(BIN) bench gemm --m 512 --n 256 --k 256 --op NT
@@ -52,6 +58,7 @@ bench: build
 	@$(BIN) bench kernels
 	@$(BIN) bench pairs
 	@$(BIN) bench toy-quality
+	@python3 .ci/bench_http.py --reflowd $(BIN) --hb $(HB_HELLO)
 
 # The 2-D reproduction of "Flow Straight and Fast" as a chain of job specs (docs/RESULTS.md):
 # 1-RF → 2-RF (RK45 pairs, from the teacher and from scratch) → 3-RF, one-step distillation,

@@ -116,6 +116,8 @@ public final class HTTPServer: Sendable {
     /// The bound port (useful with port 0).
     public let port: Int
     let acceptQueue = DispatchQueue(label: "reflowd.http.accept")
+    /// Where connection queues run (see `Connection.init`).
+    static let connectionPool = DispatchQueue.global(qos: .userInitiated)
     /// The listener's read source and whether it is suspended (EMFILE back-off). Only touched on `acceptQueue`.
     let acceptState = Mutex<(source: (any DispatchSourceRead)?, suspended: Bool)>((nil, false))
     let connections = Mutex<[Int32: Connection]>([:])
@@ -335,7 +337,10 @@ final class Connection: @unchecked Sendable {
         } else {
             tls = nil
         }
-        queue = DispatchQueue(label: "reflowd.http.conn")
+        // Target the non-overcommitting global queue: at most one thread per core runs connection
+        // work (a private serial queue targets an overcommit pool by default, which spawns a thread
+        // per busy queue under load).
+        queue = DispatchQueue(label: "reflowd.http.conn", target: HTTPServer.connectionPool)
         parser = HTTPParser(limits: server.config.limits)
         lastActivity = monotonicNow()
         acceptedAt = lastActivity

@@ -251,6 +251,23 @@ public final class API: Sendable {
 
     func view(_ r: JobRecord) -> JobView { JobView(record: r, queuePosition: r.state == .queued ? jobs.queuePosition(r.id) : nil) }
 
+    /// Encoded job objects by id, valid for one (version, queue position): status polls are the
+    /// hottest route and JSONEncoder costs far more than the rest of a request.
+    let encodedJobs = Mutex<[String: (version: Int, position: Int?, bytes: [UInt8])]>([:])
+
+    func jobJSON(_ r: JobRecord) -> [UInt8] {
+        let v = view(r)
+        if let hit = encodedJobs.withLock({ $0[r.id] }), hit.version == r.version, hit.position == v.queuePosition { return hit.bytes }
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let bytes = (try? Array(e.encode(v))) ?? Array("{}".utf8)
+        encodedJobs.withLock { cache in
+            if cache.count >= 4096 { cache.removeAll(keepingCapacity: true) }
+            cache[r.id] = (r.version, v.queuePosition, bytes)
+        }
+        return bytes
+    }
+
     static func queryItems(_ q: Substring) -> [(String, String)] {
         q.split(separator: "&").map { item in
             let kv = item.split(separator: "=", maxSplits: 1)
@@ -370,7 +387,9 @@ public final class API: Sendable {
             wait = min(60, n)
         }
         @Sendable func respond(_ r: JobRecord) -> HTTPResponse {
-            var resp = json(200, view(r))
+            var h = HTTPHeaders()
+            h.add("Content-Type", "application/json")
+            var resp = HTTPResponse(status: 200, headers: h, body: jobJSON(r))
             resp.headers.add("ETag", "\"v\(r.version)\"")
             resp.headers.add("Cache-Control", "no-cache")
             return resp
