@@ -135,7 +135,7 @@ public final class HTTPServer: Sendable {
         self.port = port
         let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: acceptQueue)
         acceptState.withLock { $0.source = source }
-        source.setEventHandler { [unowned self] in self.acceptReady() }
+        source.setEventHandler { [weak self] in self?.acceptReady() }
         source.setCancelHandler { Glibc.close(fd) }
         source.resume()
     }
@@ -291,7 +291,9 @@ func monotonicNow() -> Double {
 /// (`closedFlag`, `unsent`) are the only state read from other threads.
 final class Connection: @unchecked Sendable {
     let fd: Int32
-    unowned let server: HTTPServer
+    /// Strong: an open connection keeps its server alive (the server's table keeps the
+    /// connection until its descriptor is closed, so the cycle ends with the connection).
+    let server: HTTPServer
     let queue: DispatchQueue
     let closedFlag = Atomic<Bool>(false)
     let unsent = Atomic<Int>(0)
