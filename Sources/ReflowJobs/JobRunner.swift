@@ -109,7 +109,9 @@ public enum JobRunner {
     static func listArtifacts(_ dir: String) throws -> [ArtifactInfo] {
         let names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         var out = [ArtifactInfo]()
-        for name in names where name != ArtifactName.result && !name.hasPrefix(".") && !name.hasSuffix(".sha256") {
+        // job.json and log.txt belong to the server, not to the job's outputs.
+        for name in names where name != ArtifactName.result && name != "job.json" && name != "log.txt"
+            && !name.hasPrefix(".") && !name.hasSuffix(".sha256") {
             let bytes = try AtomicFile.read(path: dir + "/" + name, maxBytes: 1 << 34)
             out.append(ArtifactInfo(name: name, bytes: bytes.count, sha256: SHA256.hex(of: bytes)))
         }

@@ -1,5 +1,6 @@
 public import ReflowHTTP
 import ReflowJobs
+import ReflowFlow
 import ReflowStore
 import ReflowCodec
 import Foundation
@@ -312,7 +313,10 @@ public final class API: Sendable {
             var resp = json(r.done && applied ? 200 : 202, view(r))
             resp.headers.add("Location", "/v1/jobs/" + r.id)
             if replayed { resp.headers.add("Idempotent-Replayed", "true") }
-            if applied { resp.headers.add("Preference-Applied", "wait=\(Self.preferWait(req) ?? 0)") }
+            if applied {
+                let w = Self.preferWait(req) ?? 0
+                resp.headers.add("Preference-Applied", "wait=" + (w == w.rounded() ? String(Int(w)) : String(w)))
+            }
             return resp
         }
         guard let wait = Self.preferWait(req), wait > 0 else { return .now(response(record, applied: false)) }
@@ -494,7 +498,8 @@ public final class API: Sendable {
         return json(200, List(items: items))
     }
 
-    /// Serves a job file with a strong ETag (its SHA-256), `If-None-Match`, and single byte ranges
+    /// Serves a job file with an ETag (`"sha256:…"` for model checkpoints, which carry a digest
+    /// sidecar; modification time and size for other files), `If-None-Match`, and single byte ranges
     /// (RFC 9110 §14) so `curl -C -` resumes. Files up to 4 MiB are sent whole, larger ones streamed.
     func file(_ req: HTTPRequest, id: String, name: String, contentType: String, disposition: String? = nil,
               missingOK: Bool = false) throws(Problem) -> HTTPResponse {
@@ -585,7 +590,7 @@ public final class API: Sendable {
         let bytes: Int
         let sha256: String?
         let step: Int?
-        let model: String?
+        let model: VelocityMLPConfig?
         let createdAt: String
         let url: String
     }
@@ -597,7 +602,7 @@ public final class API: Sendable {
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         let sha = (try? AtomicFile.read(path: path + ".sha256", maxBytes: 200)).map { String(decoding: $0.prefix(64), as: UTF8.self) }
         let art = try? ModelArtifact.read(path: path)
-        let model = art.flatMap { a in (try? JSONEncoder().encode(a.model)).map { String(decoding: $0, as: UTF8.self) } }
+        let model = art?.model
         return CheckpointInfo(id: r.id, type: r.type, bytes: size, sha256: sha, step: art?.snapshot.step, model: model,
                               createdAt: r.createdAt, url: "/v1/checkpoints/\(r.id)/file")
     }
