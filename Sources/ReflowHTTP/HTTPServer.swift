@@ -21,6 +21,10 @@ public struct HTTPServerConfig: Sendable {
     public var maxConnections = 4096
     /// Value of the `Server` header.
     public var serverName = "reflowd"
+    /// A connection whose pending output makes no progress for this long is closed (slow readers).
+    public var writeTimeout: Double = 30
+    /// Streamed responses (SSE, large files) open at once; more get 503 (each holds a thread).
+    public var maxStreams = 64
     /// Speak TLS (HTTPS) on every accepted connection; nil is plain HTTP.
     public var tls: TLSContext? = nil
     /// A TLS connection whose handshake hasn't finished this long after accept is closed (TLS slowloris).
@@ -73,13 +77,23 @@ public final class HTTPBodyWriter: Sendable {
         guard !bytes.isEmpty else { return !connection.closedFlag.load(ordering: .relaxed) }
         guard !finished.load(ordering: .relaxed), !connection.closedFlag.load(ordering: .relaxed) else { return false }
         let framed = chunked ? Array((String(bytes.count, radix: 16) + "\r\n").utf8) + bytes + [13, 10] : bytes
-        connection.queue.async { self.connection.enqueue(framed) }
+        // Counted before the hop to the connection queue, so a slow queue cannot let the
+        // producer run ahead (the bytes are subtracted once they are in the output buffer).
+        connection.inTransit.add(framed.count, ordering: .relaxed)
+        connection.queue.async {
+            self.connection.inTransit.subtract(framed.count, ordering: .relaxed)
+            self.connection.enqueue(framed)
+        }
         // Backpressure: wait (briefly, repeatedly) while the connection has too much unsent.
-        while connection.unsent.load(ordering: .relaxed) > 1 << 20 && !connection.closedFlag.load(ordering: .relaxed) {
+        while connection.unsent.load(ordering: .relaxed) + connection.inTransit.load(ordering: .relaxed) > 1 << 20
+                && !connection.closedFlag.load(ordering: .relaxed) {
             usleep(2000)
         }
         return !connection.closedFlag.load(ordering: .relaxed)
     }
+
+    /// False once the body is finished (or the request was HEAD) or the client has gone away.
+    public var isOpen: Bool { !finished.load(ordering: .relaxed) && !connection.closedFlag.load(ordering: .relaxed) }
 
     /// Ends the body (idempotent; also done when the stream closure returns).
     public func finish() {
@@ -122,13 +136,31 @@ public final class HTTPServer: Sendable {
     let acceptState = Mutex<(source: (any DispatchSourceRead)?, suspended: Bool)>((nil, false))
     let connections = Mutex<[Int32: Connection]>([:])
     let counters = Mutex(HTTPServerStats(accepted: 0, open: 0, requests: 0, acceptErrors: 0))
+    /// `maxConnections`, lowered to leave 64 descriptors of RLIMIT_NOFILE for everything else
+    /// (files, Dispatch internals): running out of descriptors inside libdispatch is fatal.
+    let connectionLimit: Int
     /// Set by ``drain()``: new requests get `Connection: close`, idle connections are closed.
     let draining = Atomic<Bool>(false)
+    /// Streamed responses in progress (bounded by `maxStreams`).
+    let activeStreams = Atomic<Int>(0)
 
     /// Binds and starts accepting. Throws ``HTTPServerError`` with the failing call and errno.
     public init(config: HTTPServerConfig, handler: @escaping HTTPHandler) throws {
         signal(SIGPIPE, SIG_IGN)
         self.config = config
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            // Use the hard limit when allowed (a soft limit of 1024 is common outside systemd).
+            if limit.rlim_cur < limit.rlim_max {
+                var raised = limit
+                raised.rlim_cur = limit.rlim_max
+                if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+            }
+            let available = limit.rlim_cur == rlim_t.max ? Int.max : Int(clamping: limit.rlim_cur)
+            connectionLimit = max(1, min(config.maxConnections, available - 64))
+        } else {
+            connectionLimit = config.maxConnections
+        }
         self.handler = handler
         let (fd, port) = try Self.listen(host: config.host, port: config.port, backlog: config.backlog)
         listenFD = fd
@@ -202,7 +234,7 @@ public final class HTTPServer: Sendable {
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let admitted = connections.withLock { table -> Bool in
-                guard table.count < config.maxConnections else { return false }
+                guard table.count < connectionLimit else { return false }
                 return true
             }
             guard admitted, let c = Connection(fd: fd, server: self) else { Glibc.close(fd); continue }
@@ -297,6 +329,9 @@ final class Connection: @unchecked Sendable {
     let queue: DispatchQueue
     let closedFlag = Atomic<Bool>(false)
     let unsent = Atomic<Int>(0)
+    /// Stream bytes handed to `queue` but not yet in the output buffer.
+    let inTransit = Atomic<Int>(0)
+    private var lastWriteProgress = 0.0
 
     private var parser: HTTPParser
     private var readSource: (any DispatchSourceRead)?
@@ -351,6 +386,7 @@ final class Connection: @unchecked Sendable {
 
     func start() {
         queue.async { [self] in
+            guard !closed else { return }  // closed by a shutdown before it started
             let r = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
             r.setEventHandler { [unowned self] in self.readable() }
             r.setCancelHandler { [self] in self.sourceCancelled() }
@@ -439,7 +475,7 @@ final class Connection: @unchecked Sendable {
     private var pendingCount: Int { pending.count - pendingHead }
 
     private func pauseReading() {
-        guard !readPaused, let r = readSource else { return }
+        guard !readPaused, !closed, let r = readSource else { return }
         r.suspend()
         readPaused = true
     }
@@ -497,18 +533,37 @@ final class Connection: @unchecked Sendable {
             write(response, head: head, keepAlive: keepAlive)
             finishResponse(keepAlive: keepAlive)
         case .stream(let produce):
+            if head.method != "HEAD" {
+                let active = server.activeStreams.add(1, ordering: .relaxed).newValue
+                if active > server.config.maxStreams {
+                    server.activeStreams.subtract(1, ordering: .relaxed)
+                    var h = HTTPHeaders()
+                    h.add("Content-Type", "application/problem+json")
+                    h.add("Retry-After", "5")
+                    let body = "{\"type\":\"about:blank#too_many_streams\",\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"\(server.config.maxStreams) streams are open; retry later\",\"code\":\"too_many_streams\"}"
+                    write(HTTPResponse(status: 503, headers: h, body: Array(body.utf8)), head: head, keepAlive: keepAlive)
+                    finishResponse(keepAlive: keepAlive)
+                    return
+                }
+            }
             let chunked = head.version == .http11
             let keep = keepAlive && chunked  // an HTTP/1.0 stream ends by closing
             enqueue(response.head(version: head.version, contentLength: nil, keepAlive: keep, serverName: server.config.serverName))
             inFlightKeepAlive = keep
+            let writer = HTTPBodyWriter(connection: self, chunked: chunked)
             if head.method == "HEAD" {
+                // No body, but the producer still runs (with a finished writer) so that whatever
+                // it owns (an open file) is released.
+                writer.finished.store(true, ordering: .relaxed)
+                DispatchQueue.global().async { produce(writer) }
                 finishResponse(keepAlive: keep)
                 return
             }
-            let writer = HTTPBodyWriter(connection: self, chunked: chunked)
+            let server = self.server
             DispatchQueue.global().async {
                 produce(writer)
                 writer.finish()
+                server.activeStreams.subtract(1, ordering: .relaxed)
             }
         }
     }
@@ -524,10 +579,11 @@ final class Connection: @unchecked Sendable {
     func finishStream(chunked: Bool) {
         guard !closed else { return }
         if chunked { enqueue(Array("0\r\n\r\n".utf8)) }
-        finishResponse(keepAlive: inFlightKeepAlive)
+        finishResponse(keepAlive: inFlightKeepAlive && !closeAfterFlush)
     }
 
     private func finishResponse(keepAlive: Bool) {
+        guard !closed else { return }
         inFlight = false
         lastActivity = monotonicNow()
         if !keepAlive {
@@ -546,6 +602,7 @@ final class Connection: @unchecked Sendable {
         if outOffset == out.count {
             out.removeAll(keepingCapacity: true)
             outOffset = 0
+            lastWriteProgress = monotonicNow()  // the clock for a stalled reader starts now
         }
         out += bytes
         unsent.store(out.count - outOffset, ordering: .relaxed)
@@ -575,6 +632,7 @@ final class Connection: @unchecked Sendable {
                 return
             }
             outOffset += n
+            lastWriteProgress = monotonicNow()
         }
         unsent.store(0, ordering: .relaxed)
         if closeAfterFlush && !inFlight { startLingering() }
@@ -633,8 +691,13 @@ final class Connection: @unchecked Sendable {
             if now > lingerDeadline { close() }
             return
         }
-        if inFlight || closeAfterFlush { return }
         let config = server.config
+        if outOffset < out.count {
+            // Output is waiting: only a reader that stopped reading is timed out, whatever the state.
+            if now - lastWriteProgress > config.writeTimeout { close() }
+            return
+        }
+        if inFlight || closeAfterFlush { return }
         if parser.isReadingBody {
             if now - lastActivity > config.bodyIdleTimeout { timeout() }
         } else if !parser.isIdle, let start = requestStart {
@@ -652,7 +715,7 @@ final class Connection: @unchecked Sendable {
     }
 
     func closeIfIdle() {
-        if !inFlight && pendingCount == 0 && parser.isIdle { close() }
+        if !inFlight && pendingCount == 0 && parser.isIdle && outOffset == out.count { close() }
     }
 
     func close() {

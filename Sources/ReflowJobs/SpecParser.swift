@@ -154,7 +154,8 @@ public enum SpecParser {
             else if let a = v as? [Any] { for (i, x) in a.enumerated() { walk(x, path + [i]) } }
             else if !(v is Bool), let n = v as? NSNumber {
                 let x = n.doubleValue
-                if x != x.rounded() || x < 0 || abs(x) >= 9.2e18 { candidates.append(path) }
+                // At most 64 candidates: each costs a full decode (inline point lists hold many floats).
+                if (x != x.rounded() || x < 0 || abs(x) >= 9.2e18) && candidates.count < 64 { candidates.append(path) }
             }
         }
         func replacing(_ v: Any, _ path: ArraySlice<Any>) -> Any {

@@ -270,9 +270,10 @@ public final class API: Sendable {
     }
 
     static func queryItems(_ q: Substring) -> [(String, String)] {
-        q.split(separator: "&").map { item in
-            let kv = item.split(separator: "=", maxSplits: 1)
-            let k = String(kv[0]).removingPercentEncoding ?? String(kv[0])
+        q.split(separator: "&").compactMap { item in
+            let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let key = kv.first else { return nil }
+            let k = String(key).removingPercentEncoding ?? String(key)
             let v = kv.count > 1 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[1])) : ""
             return (k, v)
         }
@@ -451,7 +452,8 @@ public final class API: Sendable {
             var lastWrite = monotonicSeconds()
             let (_, gap) = jobs.events(id, after: seq)
             if gap && !writer.write(Array("event: error\ndata: {\"code\":\"history_dropped\"}\n\n".utf8)) { return }
-            while true {
+            var doneSince: Double?
+            while writer.isOpen {
                 let (events, _) = jobs.events(id, after: seq)
                 var out = ""
                 var completed = false
@@ -465,10 +467,19 @@ public final class API: Sendable {
                     lastWrite = monotonicSeconds()
                 }
                 if completed { return }
-                if let r = jobs.record(id), r.done, events.isEmpty {
-                    return  // finished before this stream started and its history was replayed
+                guard let r = jobs.record(id) else { return }
+                if r.done && events.isEmpty {
+                    // The final events follow the state change by a durable write; wait for them
+                    // briefly, then (history lost in a restart) send `completed` from the record.
+                    if doneSince == nil { doneSince = monotonicSeconds() }
+                    if monotonicSeconds() - doneSince! > 2 {
+                        let e = JSONEncoder()
+                        e.outputFormatting = [.sortedKeys]
+                        let data = String(decoding: (try? e.encode(r)) ?? Data(), as: UTF8.self)
+                        _ = writer.write(Array("event: completed\ndata: \(data)\n\n".utf8))
+                        return
+                    }
                 }
-                if jobs.record(id) == nil { return }
                 if monotonicSeconds() - lastWrite > 15 {
                     if !writer.write(Array(": keep-alive\n\n".utf8)) { return }
                     lastWrite = monotonicSeconds()

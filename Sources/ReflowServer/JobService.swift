@@ -58,7 +58,10 @@ public final class JobService: Sendable {
         var running = 0
         var rate: [String: (time: Double, step: Int)] = [:]
         var stepsTotal = 0
+        var lastCountedStep: [String: Int] = [:]
         var finishedByTypeState: [String: Int] = [:]
+        /// Deleted jobs: a late persist of their record is skipped (it would recreate the directory).
+        var deleted: Set<String> = []
     }
     let state = Mutex(State())
     let wake = DispatchSemaphore(value: 0)
@@ -149,6 +152,7 @@ public final class JobService: Sendable {
         e.outputFormatting = [.sortedKeys]
         let bytes = Array(try e.encode(r))
         try persistLock.withLock { _ in
+            if state.withLock({ $0.deleted.contains(r.id) }) { return }
             let path = directory(r.id) + "/job.json"
             if let old = try? AtomicFile.read(path: path, maxBytes: 64 << 20),
                let prev = try? JSONDecoder().decode(VersionOnly.self, from: Data(old)), prev.version > r.version { return }
@@ -250,6 +254,8 @@ public final class JobService: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory(id), withIntermediateDirectories: true)
             try persist(record)
+            // The new directory's entry in jobs/ must be durable too (RELIABILITY.md D1/D2).
+            try AtomicFile.syncDirectory(jobsDir)
         } catch {
             state.withLock { s in if let k = idempotencyKey { s.idempotency[k] = nil } }
             try? FileManager.default.removeItem(atPath: directory(id))
@@ -333,21 +339,30 @@ public final class JobService: Sendable {
             s.order.removeAll { $0 == id }
             s.events[id] = nil
             if let k = r.idempotencyKey { s.idempotency[k] = nil }
+            s.lastCountedStep[id] = nil
             return .deleted
         }
         if case .deleted = outcome {
-            // Remove the record first so a crash mid-delete never leaves a record without its files.
-            try? FileManager.default.removeItem(atPath: directory(id) + "/job.json")
-            try? FileManager.default.removeItem(atPath: directory(id))
+            // Under the persist lock, so an in-flight write of the final record cannot race the
+            // removal. The record goes first so a crash mid-delete never leaves a record without files.
+            persistLock.withLock { _ in
+                state.withLock { _ = $0.deleted.insert(id) }
+                try? FileManager.default.removeItem(atPath: directory(id) + "/job.json")
+                try? FileManager.default.removeItem(atPath: directory(id))
+            }
         }
         return outcome
     }
 
     // MARK: events and logs
 
+    /// Event ids start from the boot time in milliseconds × 1000, so an id from before a restart
+    /// is always older than every event after it (Last-Event-ID then replays the new history).
+    let seqBase = Int(Date().timeIntervalSince1970 * 1000) * 1000
+
     func appendEvent(_ id: String, _ name: String, _ data: String) {
         state.withLock { s in
-            let seq = (s.nextSeq[id] ?? 0) + 1
+            let seq = (s.nextSeq[id] ?? seqBase) + 1
             s.nextSeq[id] = seq
             var list = s.events[id] ?? []
             list.append(JobEvent(seq: seq, name: name, data: data))
@@ -360,12 +375,13 @@ public final class JobService: Sendable {
     func log(_ id: String, _ line: String) {
         let text = Clock.now() + " " + line + "\n"
         let path = directory(id) + "/log.txt"
-        if let h = FileHandle(forWritingAtPath: path) {
-            h.seekToEndOfFile()
-            h.write(Data(text.utf8))
-            try? h.close()
-        } else {
-            _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        // O_APPEND: lines from the API and worker threads never overwrite each other. The log is
+        // informational: a failed write is dropped, never fatal.
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        if fd >= 0 {
+            let bytes = Array(text.utf8)
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
         }
         let escaped = String(decoding: (try? JSONEncoder().encode(line)) ?? Data(), as: UTF8.self)
         appendEvent(id, "log", #"{"line":\#(escaped)}"#)
@@ -397,6 +413,18 @@ public final class JobService: Sendable {
         state.withLock { $0.stopping = true }
         for _ in 0..<settings.workers { wake.signal() }
         return workersDone.wait(timeout: .now() + timeout) == .success
+    }
+
+    /// For a graceful stop that timed out with jobs still running (a long sample or evaluate
+    /// does not stop mid-solve): their current attempt is not a crash, so it is given back on
+    /// disk before the process exits and a deploy never counts towards `maxAttempts`.
+    public func forgiveRunningAttempts() {
+        let running = state.withLock { s in s.records.values.filter { $0.state == .running || $0.state == .canceling } }
+        for var r in running {
+            r.attempts = max(0, r.attempts - 1)
+            r.version += 1
+            try? persist(r)
+        }
     }
 
     private func workerLoop() {
@@ -484,7 +512,9 @@ public final class JobService: Sendable {
                 rate = Double(p.done - prev.step) / (t - prev.time)
             }
             if p.phase != "pairs" && p.phase != "evaluate" && p.phase != "sample" && p.phase != "invert" {
-                s.stepsTotal += max(0, p.done - (s.rate[id]?.step ?? p.done))
+                let last = s.lastCountedStep[id] ?? p.done
+                s.stepsTotal += max(0, p.done - last)
+                s.lastCountedStep[id] = p.done
             }
             if s.rate[id] == nil || t - s.rate[id]!.time > 1 || p.phase != r.progress?.phase { s.rate[id] = (t, p.done) }
             let keepRate = rate ?? r.progress?.stepsPerSecond

@@ -99,18 +99,10 @@ public enum Serve {
             exit(1)
         }
         serverBox.withLock { $0 = server }
-        jobs.start()
-        let queued = jobs.queueLength
-        log("listening on \(httpConfig.tls == nil ? "http" : "https")://\(config.host.contains(":") ? "[\(config.host)]" : config.host):\(server.port) (data \(config.dataDir), \(config.workers) worker(s) × \(config.computeThreads) compute threads, \(queued) job(s) queued, auth \(token == nil ? "off" : "on"))")
-        SystemdNotify.ready(status: "listening on port \(server.port)")
+        // Signal handling is active before READY=1 is sent. A Dispatch signal source registers
+        // asynchronously, and with SIG_IGN set a SIGTERM arriving before the registration is lost
+        // (measured: a signal 0 ms after resume() was dropped every time), so wait for it.
         var keep: [any DispatchSourceProtocol] = []
-        if let interval = SystemdNotify.watchdogInterval() {
-            let t = DispatchSource.makeTimerSource(queue: .global())
-            t.schedule(deadline: .now() + interval / 2, repeating: interval / 2)
-            t.setEventHandler { SystemdNotify.watchdog() }
-            t.resume()
-            keep.append(t)
-        }
         let stopping = Atomic<Bool>(false)
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
@@ -122,14 +114,29 @@ public enum Serve {
                 server.stopAccepting()
                 server.drain()
                 let clean = jobs.shutdown(timeout: config.shutdownTimeoutSeconds)
+                if !clean { jobs.forgiveRunningAttempts() }
                 log(clean ? "jobs stopped" : "jobs did not stop within \(config.shutdownTimeoutSeconds) s; exiting anyway (they resume from their last checkpoint)")
                 // Let in-flight responses go out, then exit.
                 let deadline = monotonicSeconds() + 2
                 while server.openConnections > 0 && monotonicSeconds() < deadline { usleep(20_000) }
                 exit(0)
             }
+            let registered = DispatchSemaphore(value: 0)
+            s.setRegistrationHandler { registered.signal() }
             s.resume()
+            registered.wait()
             keep.append(s)
+        }
+        jobs.start()
+        let queued = jobs.queueLength
+        log("listening on \(httpConfig.tls == nil ? "http" : "https")://\(config.host.contains(":") ? "[\(config.host)]" : config.host):\(server.port) (data \(config.dataDir), \(config.workers) worker(s) × \(config.computeThreads) compute threads, \(queued) job(s) queued, auth \(token == nil ? "off" : "on"))")
+        SystemdNotify.ready(status: "listening on port \(server.port)")
+        if let interval = SystemdNotify.watchdogInterval() {
+            let t = DispatchSource.makeTimerSource(queue: .global())
+            t.schedule(deadline: .now() + interval / 2, repeating: interval / 2)
+            t.setEventHandler { SystemdNotify.watchdog() }
+            t.resume()
+            keep.append(t)
         }
         withExtendedLifetime(keep) { dispatchMain() }
     }

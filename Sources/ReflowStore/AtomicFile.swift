@@ -133,7 +133,7 @@ public enum AtomicFile {
     }
 
     /// `fsync` on the directory makes the rename itself durable.
-    private static func syncDirectory(_ directory: String) throws {
+    public static func syncDirectory(_ directory: String) throws {
         var dfd: Int32
         repeat { dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) } while dfd < 0 && Glibc.errno == EINTR
         guard dfd >= 0 else { throw StoreError.posix("open(directory)", path: directory) }

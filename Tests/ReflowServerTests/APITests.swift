@@ -94,6 +94,8 @@ struct APITests {
         #expect(try c.request("GET", "/v1/jobs/../../etc/passwd").status == 404)
         #expect(try c.request("GET", "/v1/jobs/job_%2e%2e").status == 404)
         #expect(try c.request("GET", "/v1/jobs?limit=0").status == 400)
+        #expect(try c.request("GET", "/v1/jobs?=").status == 400)
+        #expect(try c.request("GET", "/v1/jobs?&&").status == 200)
         #expect(try c.request("GET", "/v1/jobs?cursor=x").status == 400)
         // Deeply nested and oversized bodies are refused and the server stays up.
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
@@ -142,9 +144,14 @@ struct APITests {
         // SSE replays the history and ends with `completed`.
         let events = try c.request("GET", "/v1/jobs/\(id)/events", headers: [("Accept", "text/event-stream")])
         #expect(events.header("Content-Type") == "text/event-stream")
-        #expect(events.text.contains("event: status") && events.text.contains("event: completed") && events.text.contains("id: 1\n"))
-        let resumed = try c.request("GET", "/v1/jobs/\(id)/events", headers: [("Last-Event-ID", "3")])
-        #expect(!resumed.text.contains("id: 1\n") && resumed.text.contains("event: completed"))
+        #expect(events.text.contains("event: status") && events.text.contains("event: completed"))
+        let ids = events.text.split(separator: "\n").filter { $0.hasPrefix("id: ") }.compactMap { Int($0.dropFirst(4)) }
+        #expect(ids.count >= 4 && ids == ids.sorted() && Set(ids).count == ids.count)
+        let resumed = try c.request("GET", "/v1/jobs/\(id)/events", headers: [("Last-Event-ID", String(ids[2]))])
+        #expect(!resumed.text.contains("id: \(ids[0])\n") && !resumed.text.contains("id: \(ids[2])\n"))
+        #expect(resumed.text.contains("id: \(ids[3])\n") && resumed.text.contains("event: completed"))
+        let headEvents = try c.request("HEAD", "/v1/jobs/\(id)/events")
+        #expect(headEvents.status == 200 && headEvents.header("Content-Type") == "text/event-stream")
         // Checkpoints.
         let ckpts = try c.request("GET", "/v1/checkpoints").json()
         #expect(((ckpts["items"] as? [[String: Any]]) ?? []).contains { $0["id"] as? String == id })

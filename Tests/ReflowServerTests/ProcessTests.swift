@@ -22,9 +22,17 @@ final class ServerProcess {
     private(set) var port = 0
     var log = ""
 
-    init(dataDir: String, extra: [String] = []) throws {
-        process.executableURL = URL(fileURLWithPath: try reflowdBinary())
-        process.arguments = ["serve", "--port", "0", "--data-dir", dataDir, "--compute-threads", "1"] + extra
+    init(dataDir: String, extra: [String] = [], environment: [String: String] = [:], fileLimit: Int? = nil) throws {
+        let args = ["serve", "--port", "0", "--data-dir", dataDir, "--compute-threads", "1"] + extra
+        if let fileLimit {
+            // Run under a low descriptor limit (RLIMIT_NOFILE) through the shell's ulimit.
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "ulimit -n \(fileLimit) && exec \"$0\" \"$@\"", try reflowdBinary()] + args
+        } else {
+            process.executableURL = URL(fileURLWithPath: try reflowdBinary())
+            process.arguments = args
+        }
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = stderr
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -42,15 +50,37 @@ final class ServerProcess {
         guard port > 0 else { process.terminate(); throw ClientError("server did not start: \(log)") }
     }
 
-    func kill9() {
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+    func kill9() { _ = signalAndWait(SIGKILL) }
+
+    /// SIGTERM, then the exit status (-1 if it did not exit within 60 s).
+    func terminate() -> Int32 { signalAndWait(SIGTERM) }
+
+    /// Sends `sig` and reaps the child with waitpid(2) directly: Foundation's own reaping of
+    /// children was seen to leave a zombie and hang `waitUntilExit` here.
+    private var exitStatus: Int32?
+
+    private func signalAndWait(_ sig: Int32) -> Int32 {
+        if let exitStatus { return exitStatus }  // never signal a reaped (and possibly reused) pid
+        let status = reap(sig)
+        exitStatus = status
+        return status
     }
 
-    func terminate() -> Int32 {
-        process.terminate()  // SIGTERM
-        process.waitUntilExit()
-        return process.terminationStatus
+    private func reap(_ sig: Int32) -> Int32 {
+        let pid = process.processIdentifier
+        Glibc.kill(pid, sig)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            var status: Int32 = 0
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+            if r < 0 {
+                // Already reaped by Foundation.
+                return process.isRunning ? -1 : process.terminationStatus
+            }
+            usleep(10_000)
+        }
+        return -1
     }
 }
 
@@ -153,5 +183,55 @@ struct ProcessTests {
         try Data("not json".utf8).write(to: URL(fileURLWithPath: dir + "/jobs/job_01m8km7r66e3wsyhf1vpkfjy9y/job.json"))
         let (code2, text2) = try run(["serve", "--port", "0", "--data-dir", dir])
         #expect(code2 == 1 && text2.contains("corrupt"), "\(text2)")
+    }
+
+    @Test("out of file descriptors: accept backs off and the server serves again once connections close")
+    func descriptorExhaustion() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-emfile-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // 128 descriptors: at most 64 connections are admitted, the rest are closed on accept.
+        let server = try ServerProcess(dataDir: dir, fileLimit: 128)
+        defer { _ = server.terminate() }
+        var clients = [TestClient]()
+        for _ in 0..<200 { if let c = try? TestClient(port: server.port, timeout: 2) { clients.append(c) } }
+        // Some of these were accepted, the rest wait in the backlog or were refused; none crashed the server.
+        let opened = clients.count
+        clients.removeAll()
+        usleep(300_000)
+        if !server.process.isRunning {
+            let rest = String(decoding: server.stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            Issue.record("server died (status \(server.process.terminationStatus), reason \(server.process.terminationReason.rawValue)) after \(opened) connections: \(server.log)\(rest.suffix(3000))")
+        }
+        let c = try TestClient(port: server.port)
+        #expect(try c.request("GET", "/healthz").status == 200)
+        #expect(server.process.isRunning)
+    }
+
+    @Test("sd_notify: READY=1 once listening, STOPPING=1 on SIGTERM (NOTIFY_SOCKET datagrams)")
+    func systemdNotify() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-notify-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in path.utf8.enumerated() where i < raw.count - 1 { raw[i] = b }
+        }
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0)
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        func receive() -> String {
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+        }
+        let server = try ServerProcess(dataDir: dir + "/data", environment: ["NOTIFY_SOCKET": path])
+        #expect(receive().contains("READY=1"))
+        #expect(server.terminate() == 0)
+        #expect(receive().contains("STOPPING=1"))
     }
 }
