@@ -58,7 +58,7 @@ public enum Demo {
             s.metadata.merge(meta) { _, new in new }
             return try Checkpoint.write(s, to: ckpt)
         }
-        let t0 = now()
+        let t0 = monotonicSeconds()
         var losses = [Float]()
         var recent = [Float]()
         while trainer.step < steps {
@@ -71,17 +71,17 @@ public enum Demo {
             if trainer.step % 500 == 0 { log("step \(trainer.step)/\(steps) loss \(losses.last ?? l)") }
             if trainer.step % every == 0 && trainer.step < steps { _ = try save() }
         }
-        let trainSeconds = now() - t0
+        let trainSeconds = monotonicSeconds() - t0
         let digest = try save()
 
         // Sample from the EMA weights (the model a researcher would ship).
         let weights = trainer.ema?.shadow ?? trainer.model.stateDict()
         var rng = Random(seed: config.seed &+ 2)
         let z0 = config.source.sample(nSamples, rng: &rng)
-        let ts = now()
+        let ts = monotonicSeconds()
         let one = try EulerSampler.sample(config: config.model, stateDict: weights, z0: z0, steps: 1, threads: threads)
         let hundred = try EulerSampler.sample(config: config.model, stateDict: weights, z0: z0, steps: 100, threads: threads)
-        let sampleSeconds = now() - ts
+        let sampleSeconds = monotonicSeconds() - ts
         var dataRng = Random(seed: config.seed &+ 3)
         let data = config.data.sample(nSamples, rng: &dataRng)
 

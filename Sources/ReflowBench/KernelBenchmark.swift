@@ -34,17 +34,17 @@ public enum KernelBenchmark {
         }
         var iters = 1
         while true {
-            let t0 = now()
+            let t0 = monotonicSeconds()
             for _ in 0..<iters { call() }
-            let dt = now() - t0
+            let dt = monotonicSeconds() - t0
             if dt >= minSeconds { break }
             iters = dt < minSeconds / 20 ? iters * 10 : Int(Double(iters) * minSeconds * 1.2 / dt) + 1
         }
         var g = [Double]()
         for _ in 0..<reps {
-            let t0 = now()
+            let t0 = monotonicSeconds()
             for _ in 0..<iters { call() }
-            g.append(flop * Double(iters) / (now() - t0) / 1e9)
+            g.append(flop * Double(iters) / (monotonicSeconds() - t0) / 1e9)
         }
         g.sort()
         return jsonLine(["bench": "gemm", "M": m, "N": n, "K": k, "op": op, "threads": threads,
@@ -62,13 +62,13 @@ public enum KernelBenchmark {
         for op in [UnaryOp.silu, .relu, .tanh, .sigmoid] {
             var ts = [Double]()
             for _ in 0..<reps {
-                let t0 = now()
+                let t0 = monotonicSeconds()
                 x.data.withUnsafeBufferPointer { px in
                     y.data.withUnsafeMutableBufferPointer { py in
                         Kernels.unaryForward(op, px.baseAddress!, py.baseAddress!, count: count)
                     }
                 }
-                ts.append(now() - t0)
+                ts.append(monotonicSeconds() - t0)
             }
             ts.sort()
             out[op.rawValue + "_ns_per_element"] = ts[ts.count / 2] / Double(count) * 1e9
@@ -97,10 +97,10 @@ public enum PairsBenchmark {
         let z0 = rng.normal([n, 2])
         var times = [Double]()
         for _ in 0..<reps {
-            let t0 = now()
+            let t0 = monotonicSeconds()
             _ = try ODESolver.solve(config: config, stateDict: weights, x: z0, method: .euler(steps: steps),
                                     direction: .forward, threads: threads)
-            times.append(now() - t0)
+            times.append(monotonicSeconds() - t0)
         }
         var st: [String: Any] = statsMs(times)
         let median = (st["median_ms"] as? Double ?? 1) / 1e3

@@ -97,29 +97,29 @@ public enum QualityBenchmark {
         func makePairs(_ weights: [String: Tensor], seedOffset: UInt64) throws -> (Tensor, Tensor, Double) {
             var rng = Random(seed: seed &+ seedOffset)
             let z0 = rng.normal([nPairs, 2])
-            let start = now()
+            let start = monotonicSeconds()
             let z1 = try ODESolver.solve(config: config.model, stateDict: weights, x: z0, method: .euler(steps: odeSteps),
                                          direction: .forward, threads: threads).x
-            return (z0, z1, now() - start)
+            return (z0, z1, monotonicSeconds() - start)
         }
         /// Trains a student on stored pairs from the teacher's weights with its own batch stream.
         func trainOnPairs(_ c: ToyTrainingConfig, seedOffset: UInt64, pairs: (Tensor, Tensor), from teacher: [String: Tensor],
                           steps: Int) throws -> (ToyTrainer, Float, Double) {
             var c = c
             c.seed = seed &+ seedOffset  // the initial weights are the teacher's; only the stream differs
-            let start = now()
+            let start = monotonicSeconds()
             let student = try ToyTrainer(c, threads: threads, pairs: pairs, initialWeights: teacher)
             var loss: Float = 0
             for _ in 0..<steps { loss = student.trainStep() }
-            return (student, loss, now() - start)
+            return (student, loss, monotonicSeconds() - start)
         }
 
         // 1-RF.
-        let t0 = now()
+        let t0 = monotonicSeconds()
         let rf1 = ToyTrainer(config, threads: threads)
         var loss1: Float = 0
         for _ in 0..<trainSteps { loss1 = rf1.trainStep() }
-        let trainSeconds = now() - t0
+        let trainSeconds = monotonicSeconds() - t0
         let w1 = rf1.model.stateDict()
 
         // Reflow pairs from the 1-RF (Euler, like the peer), then the 2-RF from the 1-RF weights.
@@ -148,9 +148,9 @@ public enum QualityBenchmark {
                 quality["rf3"] = try evaluate(rf3.model.stateDict())
             }
         }
-        let evalStart = now()
+        let evalStart = monotonicSeconds()
         let q1 = try evaluate(w1), q2 = try evaluate(rf2.model.stateDict())
-        let evalSeconds = now() - evalStart
+        let evalSeconds = monotonicSeconds() - evalStart
         quality["rf1"] = q1
         quality["rf2"] = q2
         if nfeTable {

@@ -1,11 +1,6 @@
 import Foundation
+import ReflowEngine
 
-/// Monotonic seconds.
-public func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
 
 /// median / p10 / p90 / min / max of durations (seconds) in milliseconds, as `rf_torch.py` reports them.
 public func statsMs(_ samples: [Double]) -> [String: Double] {
@@ -46,11 +41,11 @@ public struct ForeignLoad {
     public init() {
         machine0 = ForeignLoad.machineBusy()
         own0 = ForeignLoad.ownCPU()
-        wall0 = now()
+        wall0 = monotonicSeconds()
     }
 
     public func cores() -> Double {
-        let wall = now() - wall0
+        let wall = monotonicSeconds() - wall0
         guard wall > 0 else { return 0 }
         return max(0, ((ForeignLoad.machineBusy() - machine0) - (ForeignLoad.ownCPU() - own0)) / wall)
     }

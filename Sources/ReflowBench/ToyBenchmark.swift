@@ -36,13 +36,13 @@ public enum ToyBenchmark {
         for _ in 0..<warmup { trainer.trainStep() }
         var times = [Double]()
         var loss: Float = 0
-        let t0 = now()
+        let t0 = monotonicSeconds()
         for _ in 0..<steps {
-            let s = now()
+            let s = monotonicSeconds()
             loss = trainer.trainStep()
-            times.append(now() - s)
+            times.append(monotonicSeconds() - s)
         }
-        let total = now() - t0
+        let total = monotonicSeconds() - t0
         var train: [String: Any] = statsMs(times)
         let median = (train["median_ms"] as? Double ?? 1) / 1e3
         train["steps_per_s_median"] = 1 / median
@@ -60,10 +60,10 @@ public enum ToyBenchmark {
                                         blockRows: blockRows)
             var ts = [Double]()
             for _ in 0..<sampleReps {
-                let s = now()
+                let s = monotonicSeconds()
                 _ = try EulerSampler.sample(config: config.model, stateDict: sd, z0: z, steps: n, threads: threads,
                                             blockRows: blockRows)
-                ts.append(now() - s)
+                ts.append(monotonicSeconds() - s)
             }
             var st: [String: Any] = statsMs(ts)
             let med = (st["median_ms"] as? Double ?? 1) / 1e3

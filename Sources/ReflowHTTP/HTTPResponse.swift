@@ -35,6 +35,15 @@ public struct HTTPResponse: Sendable {
         return HTTPResponse(status: status, headers: h, body: Array(text.utf8))
     }
 
+    /// An RFC 9457 problem+json response for errors the HTTP layer answers itself (framing
+    /// errors, timeouts, the stream cap). The API builds its own problems with more fields.
+    public static func problem(status: Int, code: String, detail: String) -> HTTPResponse {
+        var h = HTTPHeaders()
+        h.add("Content-Type", "application/problem+json")
+        let body = "{\"type\":\"about:blank#\(code)\",\"title\":\"\(reason(status))\",\"status\":\(status),\"detail\":\"\(detail.replacingQuotes)\",\"code\":\"\(code)\"}"
+        return HTTPResponse(status: status, headers: h, body: Array(body.utf8))
+    }
+
     /// The standard reason phrase of a status code.
     public static func reason(_ status: Int) -> String {
         switch status {

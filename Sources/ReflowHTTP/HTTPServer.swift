@@ -500,13 +500,10 @@ final class Connection: @unchecked Sendable {
             }
             switch item {
             case .error(let e):
-                var h = HTTPHeaders()
-                h.add("Content-Type", "application/problem+json")
-                let body = "{\"type\":\"about:blank\",\"title\":\"\(HTTPResponse.reason(e.status))\",\"status\":\(e.status),\"detail\":\"\(e.message.replacingQuotes)\",\"code\":\"http_\(e.status)\"}"
                 inFlight = true
                 inFlightVersion = .http11
                 inFlightKeepAlive = false
-                write(HTTPResponse(status: e.status, headers: h, body: Array(body.utf8)), head: nil, keepAlive: false)
+                write(.problem(status: e.status, code: "http_\(e.status)", detail: e.message), head: nil, keepAlive: false)
                 finishResponse(keepAlive: false)
             case .request(let r):
                 server.counters.withLock { $0.requests += 1 }
@@ -537,11 +534,9 @@ final class Connection: @unchecked Sendable {
                 let active = server.activeStreams.add(1, ordering: .relaxed).newValue
                 if active > server.config.maxStreams {
                     server.activeStreams.subtract(1, ordering: .relaxed)
-                    var h = HTTPHeaders()
-                    h.add("Content-Type", "application/problem+json")
-                    h.add("Retry-After", "5")
-                    let body = "{\"type\":\"about:blank#too_many_streams\",\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"\(server.config.maxStreams) streams are open; retry later\",\"code\":\"too_many_streams\"}"
-                    write(HTTPResponse(status: 503, headers: h, body: Array(body.utf8)), head: head, keepAlive: keepAlive)
+                    var busy = HTTPResponse.problem(status: 503, code: "too_many_streams", detail: "\(server.config.maxStreams) streams are open; retry later")
+                    busy.headers.add("Retry-After", "5")
+                    write(busy, head: head, keepAlive: keepAlive)
                     finishResponse(keepAlive: keepAlive)
                     return
                 }

@@ -56,6 +56,9 @@ public struct ModelArtifact: Sendable {
             throw JobError.failed("\(path): unreadable model metadata: \(error)")
         }
         if let e = model.validationError() { throw JobError.failed("\(path): model config \(e.pointer): \(e.message)") }
+        // An uploaded file's training config is user input too (its data and source drive sampling).
+        if let e = training.validationError() { throw JobError.failed("\(path): training config \(e.pointer): \(e.message)") }
+        guard training.model == model else { throw JobError.failed("\(path): the model and training configs disagree") }
         // Fail here, with the file named, rather than in the solver.
         _ = try VelocityMLP(model, stateDict: s.model)
         if !s.ema.isEmpty { _ = try VelocityMLP(model, stateDict: s.ema) }

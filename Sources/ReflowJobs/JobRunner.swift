@@ -87,7 +87,7 @@ public enum JobRunner {
     public static func run(_ spec: JobSpec, context: JobContext) throws -> JobResult {
         guard context.threads >= 1 && context.threads <= 256 else { throw JobError.failed("threads must be in [1, 256]") }
         try FileManager.default.createDirectory(atPath: context.directory, withIntermediateDirectories: true)
-        let start = now()
+        let start = monotonicSeconds()
         var result = JobResult(type: spec.type)
         let job = Job(spec: spec, context: context, digest: digest(spec))
         switch spec {
@@ -97,7 +97,7 @@ public enum JobRunner {
         case .invert(let s): try job.invert(s, into: &result)
         case .evaluate(let s): try job.evaluate(s, into: &result)
         }
-        result.seconds = now() - start
+        result.seconds = monotonicSeconds() - start
         result.artifacts = try listArtifacts(context.directory)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -112,16 +112,12 @@ public enum JobRunner {
         // job.json and log.txt belong to the server, not to the job's outputs.
         for name in names where name != ArtifactName.result && name != "job.json" && name != "log.txt"
             && !name.hasPrefix(".") && !name.hasSuffix(".sha256") {
-            let bytes = try AtomicFile.read(path: dir + "/" + name, maxBytes: 1 << 34)
-            out.append(ArtifactInfo(name: name, bytes: bytes.count, sha256: SHA256.hex(of: bytes)))
+            // Streamed in 1 MiB chunks: a pairs or model file is never held in memory just to hash it.
+            let path = dir + "/" + name
+            let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            out.append(ArtifactInfo(name: name, bytes: size, sha256: try SHA256.hexOfFile(path: path)))
         }
         return out
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 }
 
@@ -215,7 +211,7 @@ struct Job {
             try Checkpoint.write(s, to: file(name))
             try write(Array((["step,loss"] + log.map { "\($0.0),\($0.1)" }).joined(separator: "\n").utf8) + [10], ArtifactName.lossLog)
         }
-        let start = JobRunner.now()
+        let start = monotonicSeconds()
         var windowSum = 0.0, windowCount = 0, last = Double.nan, recent = Double.nan
         context.progress(JobProgress(phase: phase, done: resumed, total: loop.steps))
         while trainer.step < loop.steps {
@@ -242,7 +238,7 @@ struct Job {
                 try save(ArtifactName.checkpoint)
             }
         }
-        let seconds = JobRunner.now() - start
+        let seconds = monotonicSeconds() - start
         try save(ArtifactName.model)
         try? FileManager.default.removeItem(atPath: file(ArtifactName.checkpoint))
         try? FileManager.default.removeItem(atPath: file(ArtifactName.checkpoint + ".sha256"))
@@ -261,11 +257,12 @@ struct Job {
         }
     }
 
-    /// `samples.png`: Euler-100 samples of the trained model over its data.
-    func preview(_ training: ToyTrainingConfig, weights: [String: Tensor], points: Int) throws {
+    /// `samples.png`: Euler samples (`steps`: 100, or k for a k-step student) of the trained
+    /// model over its data.
+    func preview(_ training: ToyTrainingConfig, weights: [String: Tensor], points: Int, steps: Int = 100) throws {
         guard points > 0 else { return }
         let z = Job.draw(training.source, n: points, seed: 424_242).x
-        let x = try solve(training.model, weights, z, .euler(steps: 100)).x
+        let x = try solve(training.model, weights, z, .euler(steps: steps)).x
         var rng = Random(seed: 424_243)
         try write(Figures.scatter(x, reference: training.data.sample(points, rng: &rng)), "samples.png")
     }
@@ -321,7 +318,7 @@ struct Job {
         z1.reserveCapacity(z0.count)
         let d = 2, chunk = s.blockRows * max(1, 8192 / s.blockRows)
         var nfeSum = 0.0
-        let start = JobRunner.now()
+        let start = monotonicSeconds()
         var row = 0
         context.progress(JobProgress(phase: "pairs", done: 0, total: s.pairs))
         while row < s.pairs {
@@ -334,7 +331,7 @@ struct Job {
             row = hi
             context.progress(JobProgress(phase: "pairs", done: row, total: s.pairs))
         }
-        let seconds = JobRunner.now() - start
+        let seconds = monotonicSeconds() - start
         let z1t = Tensor(shape: [s.pairs, d], data: z1)
         meta["reflowd.nfe_mean"] = String(nfeSum / Double(s.pairs))
         if let noise {
@@ -359,13 +356,8 @@ struct Job {
         }
         result.training = summary
         let final = try ModelArtifact.read(path: file(ArtifactName.model))
-        let steps = s.k.map { $0 } ?? 100  // a k-step student samples with k Euler steps
-        if s.loop.previewPoints > 0 {
-            let z = Job.draw(s.training.source, n: s.loop.previewPoints, seed: 424_242).x
-            let x = try solve(s.training.model, final.weights(useEMA: true), z, .euler(steps: steps)).x
-            var rng = Random(seed: 424_243)
-            try write(Figures.scatter(x, reference: s.training.data.sample(s.loop.previewPoints, rng: &rng)), "samples.png")
-        }
+        // A k-step student samples with k Euler steps.
+        try preview(s.training, weights: final.weights(useEMA: true), points: s.loop.previewPoints, steps: s.k ?? 100)
     }
 
     // MARK: sample / invert / evaluate
@@ -375,9 +367,9 @@ struct Job {
         let weights = m.weights(useEMA: s.useEMA)
         let z = Job.draw(m.training.source, n: s.n, seed: s.seed).x
         context.progress(JobProgress(phase: "sample", done: 0, total: s.n))
-        let start = JobRunner.now()
+        let start = monotonicSeconds()
         let sol = try solve(m.model, weights, z, s.solver)
-        let seconds = JobRunner.now() - start
+        let seconds = monotonicSeconds() - start
         _ = try points(sol.x, format: s.format, base: "samples")
         var rng = Random(seed: s.seed &+ 1)
         let reference = m.training.data.sample(min(s.n, 4000), rng: &rng)
@@ -422,9 +414,9 @@ struct Job {
         }
         let n = x.shape[0]
         context.progress(JobProgress(phase: "invert", done: 0, total: n))
-        let start = JobRunner.now()
+        let start = monotonicSeconds()
         let back = try solve(m.model, weights, x, s.solver, direction: .backward)
-        let seconds = JobRunner.now() - start
+        let seconds = monotonicSeconds() - start
         _ = try points(back.x, format: s.format, base: "latents")
         var meanErr: Double?, maxErr: Double?
         if s.reconstruct {

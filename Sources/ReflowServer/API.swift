@@ -3,6 +3,7 @@ import ReflowJobs
 import ReflowFlow
 import ReflowStore
 import ReflowCodec
+import ReflowEngine
 import Foundation
 import Synchronization
 

@@ -65,7 +65,9 @@ public final class JobService: Sendable {
     }
     let state = Mutex(State())
     let wake = DispatchSemaphore(value: 0)
-    let persistLock = Mutex(0)
+    /// Serialises record writes; holds the version last written per job, so an older state never
+    /// overwrites a newer one (without reading the file back).
+    let persistLock = Mutex<[String: Int]>([:])
     let workersDone = DispatchGroup()
     /// Called after every record change (metrics, tests).
     let onChange: @Sendable (JobRecord) -> Void
@@ -151,16 +153,13 @@ public final class JobService: Sendable {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let bytes = Array(try e.encode(r))
-        try persistLock.withLock { _ in
+        try persistLock.withLock { written in
             if state.withLock({ $0.deleted.contains(r.id) }) { return }
-            let path = directory(r.id) + "/job.json"
-            if let old = try? AtomicFile.read(path: path, maxBytes: 64 << 20),
-               let prev = try? JSONDecoder().decode(VersionOnly.self, from: Data(old)), prev.version > r.version { return }
-            try AtomicFile.write(bytes, to: path)
+            if let prev = written[r.id], prev > r.version { return }
+            try AtomicFile.write(bytes, to: directory(r.id) + "/job.json")
+            written[r.id] = r.version
         }
     }
-
-    private struct VersionOnly: Decodable { var version: Int }
 
     /// Persists a state change; a storage failure here is fatal (RELIABILITY.md D3: never
     /// continue as if an unwritten transition had happened).
@@ -547,11 +546,6 @@ public struct ServerStartError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
 
 /// Resolves `{"job": id}` references to finished jobs of this server; file paths are refused
 /// (no user string ever becomes a path: RELIABILITY.md S1).

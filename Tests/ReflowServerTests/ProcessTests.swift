@@ -185,7 +185,7 @@ struct ProcessTests {
         #expect(code2 == 1 && text2.contains("corrupt"), "\(text2)")
     }
 
-    @Test("out of file descriptors: accept backs off and the server serves again once connections close")
+    @Test("a low descriptor limit: connections beyond its headroom are closed on accept; the server keeps serving")
     func descriptorExhaustion() throws {
         let dir = NSTemporaryDirectory() + "reflowd-emfile-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
