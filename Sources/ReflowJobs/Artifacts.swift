@@ -46,19 +46,19 @@ public struct ModelArtifact: Sendable {
     public static func read(path: String) throws -> ModelArtifact {
         let s = try Checkpoint.read(path: path)
         guard let m = s.metadata[ArtifactMetadata.modelConfig], let t = s.metadata[ArtifactMetadata.trainingConfig] else {
-            throw JobError.failed("\(path) is a checkpoint without reflowd job metadata (\(ArtifactMetadata.modelConfig))")
+            throw JobError.invalidInput("\(path) is a checkpoint without reflowd job metadata (\(ArtifactMetadata.modelConfig))")
         }
         let model: VelocityMLPConfig, training: ToyTrainingConfig
         do {
             model = try JSONDecoder().decode(VelocityMLPConfig.self, from: Data(m.utf8))
             training = try JSONDecoder().decode(ToyTrainingConfig.self, from: Data(t.utf8))
         } catch {
-            throw JobError.failed("\(path): unreadable model metadata: \(error)")
+            throw JobError.invalidInput("\(path): unreadable model metadata: \(error)")
         }
-        if let e = model.validationError() { throw JobError.failed("\(path): model config \(e.pointer): \(e.message)") }
+        if let e = model.validationError() { throw JobError.invalidInput("\(path): model config \(e.pointer): \(e.message)") }
         // An uploaded file's training config is user input too (its data and source drive sampling).
-        if let e = training.validationError() { throw JobError.failed("\(path): training config \(e.pointer): \(e.message)") }
-        guard training.model == model else { throw JobError.failed("\(path): the model and training configs disagree") }
+        if let e = training.validationError() { throw JobError.invalidInput("\(path): training config \(e.pointer): \(e.message)") }
+        guard training.model == model else { throw JobError.invalidInput("\(path): the model and training configs disagree") }
         // Fail here, with the file named, rather than in the solver.
         _ = try VelocityMLP(model, stateDict: s.model)
         if !s.ema.isEmpty { _ = try VelocityMLP(model, stateDict: s.ema) }

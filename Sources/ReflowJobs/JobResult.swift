@@ -126,17 +126,38 @@ public struct JobProgress: Codable, Sendable, Equatable {
     }
 }
 
-/// Why a job did not finish.
-public enum JobError: Error, CustomStringConvertible, Equatable {
-    /// Asked to stop (cancel or shutdown) at a safe point; the last checkpoint is on disk.
-    case stopped
-    /// The job cannot complete (bad artifact, diverged training, solver failure, I/O error).
-    case failed(String)
+/// Why a job did not finish. Typed, and independent of HTTP: the server maps each case to a
+/// state (``interrupted`` → queued again or canceled) and to a problem code in its API view.
+public enum JobError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// Asked to stop (cancel or shutdown) at a safe point; the last checkpoint is on disk. The
+    /// scheduler decides whether that means canceled (the user asked) or queued again (shutdown).
+    case interrupted
+    /// The spec or a referenced artifact cannot be used (a bad uploaded checkpoint, a missing
+    /// model, pairs of another dimension). Retrying does not help.
+    case invalidInput(String)
+    /// The job would exceed a limit (memory budget, disk floor, solver step limit).
+    case resourceLimit(String)
+    /// A file could not be read or written (disk full, permissions); the message names the
+    /// operation and errno, never a server-internal path.
+    case io(String)
+    /// Training or integration produced non-finite values.
+    case diverged(String)
+
+    /// A stable machine-readable code (the API's `problem.code` for a failed job).
+    public var code: String {
+        switch self {
+        case .interrupted: return "interrupted"
+        case .invalidInput: return "invalid_input"
+        case .resourceLimit: return "resource_limit"
+        case .io: return "io_error"
+        case .diverged: return "diverged"
+        }
+    }
 
     public var description: String {
         switch self {
-        case .stopped: return "stopped"
-        case .failed(let m): return m
+        case .interrupted: return "interrupted"
+        case .invalidInput(let m), .resourceLimit(let m), .io(let m), .diverged(let m): return m
         }
     }
 }

@@ -14,7 +14,7 @@ public struct JobContext: Sendable {
     public var resolver: any ArtifactResolver
     /// Called from the job's thread after each logged step / phase change.
     public var progress: @Sendable (JobProgress) -> Void
-    /// Polled between steps; true makes the job checkpoint and throw ``JobError/stopped``.
+    /// Polled between steps; true makes the job checkpoint and throw ``JobError/interrupted``.
     public var shouldStop: @Sendable () -> Bool
 
     public init(directory: String, threads: Int, resolver: any ArtifactResolver,
@@ -85,7 +85,7 @@ public enum JobRunner {
 
     /// Runs a prepared spec; writes its artifacts and `result.json` into `context.directory`.
     public static func run(_ spec: JobSpec, context: JobContext) throws -> JobResult {
-        guard context.threads >= 1 && context.threads <= 256 else { throw JobError.failed("threads must be in [1, 256]") }
+        guard context.threads >= 1 && context.threads <= 256 else { throw JobError.invalidInput("threads must be in [1, 256]") }
         try FileManager.default.createDirectory(atPath: context.directory, withIntermediateDirectories: true)
         let start = monotonicSeconds()
         var result = JobResult(type: spec.type)
@@ -132,11 +132,11 @@ struct Job {
 
     func write(_ bytes: [UInt8], _ name: String) throws { try AtomicFile.write(bytes, to: file(name)) }
 
-    func checkStop() throws { if context.shouldStop() { throw JobError.stopped } }
+    func checkStop() throws { if context.shouldStop() { throw JobError.interrupted } }
 
     func model(_ ref: ArtifactRef, kind: ArtifactKind = .model) throws -> ModelArtifact {
         do { return try ModelArtifact.read(path: try context.resolver.path(for: ref, kind: kind)) } catch let e as SpecError {
-            throw JobError.failed("model reference: \(e.message)")
+            throw JobError.invalidInput("model reference: \(e.message)")
         }
     }
 
@@ -146,7 +146,7 @@ struct Job {
             return try ODESolver.solve(config: config, stateDict: weights, x: x, method: method, direction: direction,
                                        threads: context.threads, blockRows: blockRows, recordTrajectory: trajectory)
         } catch let e as ODEError {
-            throw JobError.failed("solver \(method.name): \(e)")
+            throw JobError.resourceLimit("solver \(method.name): \(e)")
         }
     }
 
@@ -185,7 +185,7 @@ struct Job {
         let meta = try checkpointMetadata(training)
         func owned(_ s: TrainingSnapshot, _ path: String) throws {
             guard s.metadata[ArtifactMetadata.specDigest] == digest else {
-                throw JobError.failed("\(path) belongs to a different job spec; use an empty directory")
+                throw JobError.invalidInput("\(path) belongs to a different job spec; use an empty directory")
             }
         }
         if FileManager.default.fileExists(atPath: file(ArtifactName.model)) {
@@ -217,11 +217,11 @@ struct Job {
         while trainer.step < loop.steps {
             if context.shouldStop() {
                 try save(ArtifactName.checkpoint)
-                throw JobError.stopped
+                throw JobError.interrupted
             }
             let loss = Double(trainer.trainStep())
             guard loss.isFinite else {
-                throw JobError.failed("training diverged: the loss is \(loss) at step \(trainer.step) (lower learningRate or set gradClipNorm)")
+                throw JobError.diverged("training diverged: the loss is \(loss) at step \(trainer.step) (lower learningRate or set gradClipNorm)")
             }
             last = loss
             windowSum += loss
@@ -291,12 +291,12 @@ struct Job {
         }
         func check(_ p: (z0: Tensor, z1: Tensor, metadata: [String: String]), _ path: String) throws {
             guard p.z0.rank == 2, p.z0.shape[1] == s.training.model.dimension else {
-                throw JobError.failed("\(path): pairs of dimension \(p.z0.shape.last ?? 0), the model needs \(s.training.model.dimension)")
+                throw JobError.invalidInput("\(path): pairs of dimension \(p.z0.shape.last ?? 0), the model needs \(s.training.model.dimension)")
             }
         }
         if let ref = s.pairsFrom {
             let path: String
-            do { path = try context.resolver.path(for: ref, kind: .pairs) } catch { throw JobError.failed("pairsFrom: \(error.message)") }
+            do { path = try context.resolver.path(for: ref, kind: .pairs) } catch { throw JobError.invalidInput("pairsFrom: \(error.message)") }
             let p = try PairStore.read(path: path)
             try check(p, path)
             return (p.z0, p.z1, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
@@ -308,7 +308,7 @@ struct Job {
         if FileManager.default.fileExists(atPath: own) {
             let p = try PairStore.read(path: own)
             let same = meta.allSatisfy { p.metadata[$0.key] == $0.value } && p.z0.shape[0] == s.pairs
-            guard same else { throw JobError.failed("\(ArtifactName.pairs) in the job directory was made with other settings; use an empty directory") }
+            guard same else { throw JobError.invalidInput("\(ArtifactName.pairs) in the job directory was made with other settings; use an empty directory") }
             try check(p, own)
             return (p.z0, p.z1, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
         }
@@ -406,10 +406,10 @@ struct Job {
             x = Tensor(shape: [rows.count, 2], data: rows.flatMap { $0 })
         case .path(let p):
             let path: String
-            do { path = try context.resolver.path(for: .path(p), kind: .points) } catch { throw JobError.failed("points: \(error.message)") }
-            do { x = try PointFiles.load(path: path) } catch { throw JobError.failed("points: \(error)") }
+            do { path = try context.resolver.path(for: .path(p), kind: .points) } catch { throw JobError.invalidInput("points: \(error.message)") }
+            do { x = try PointFiles.load(path: path) } catch { throw JobError.invalidInput("points: \(error)") }
             guard x.rank == 2, x.shape[1] == m.model.dimension else {
-                throw JobError.failed("points: \(path) holds \(x.shape.last ?? 0)-D points, the model is \(m.model.dimension)-D")
+                throw JobError.invalidInput("points: \(path) holds \(x.shape.last ?? 0)-D points, the model is \(m.model.dimension)-D")
             }
         }
         let n = x.shape[0]

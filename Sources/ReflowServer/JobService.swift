@@ -471,9 +471,9 @@ public final class JobService: Sendable {
                 r.result = result
                 _ = r.move(to: .succeeded, at: end)
                 if var p = r.progress { p.fraction = 1; p.etaSeconds = 0; r.progress = p }
-            case .failure(JobError.stopped) where cancel:
+            case .failure(JobError.interrupted) where cancel:
                 _ = r.move(to: .canceled, at: end)
-            case .failure(JobError.stopped):
+            case .failure(JobError.interrupted):
                 // Shutdown: back to the queue; this attempt does not count as a crash.
                 _ = r.move(to: .queued, at: end)
                 r.attempts -= 1
