@@ -18,17 +18,19 @@ public enum Demo {
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
         let every = try f.int("checkpoint-every", default: 1000, min: 1, max: 10_000_000)
         let nSamples = try f.int("samples", default: 5000, min: 1, max: 1_000_000)
-        var config = ToyTrainingConfig()
+        var config = TrainingConfig()
         if let path = f.values["config"] {
             guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read config file '\(path)'") }
-            do { config = try JSONDecoder().decode(ToyTrainingConfig.self, from: data) } catch {
+            do { config = try TrainingConfig.decodePartial(from: Array(data)) } catch {
                 throw CLIError("config '\(path)': \(describe(error))")
             }
         }
         if let (pointer, message) = config.validationError() {
             throw CLIError("config: \(pointer): \(message)")
         }
-        guard config.model.dimension == 2 else { throw CLIError("config: /model/dimension: the demo data is 2-D") }
+        guard config.model.pointSize == 2, let distribution = config.data.distribution else {
+            throw CLIError("config: /data: the demo needs a built-in 2-D distribution and a 2-D model")
+        }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         BLAS.setLibraryThreads(1)
 
@@ -38,7 +40,7 @@ public enum Demo {
         let configJSON = String(decoding: try encoder.encode(config), as: UTF8.self)
         let meta = ["reflowd.arch": String(decoding: try encoder.encode(config.model), as: UTF8.self),
                     "reflowd.config": configJSON]
-        let trainer: ToyTrainer
+        let trainer: FlowTrainer
         if f.bool("resume"), FileManager.default.fileExists(atPath: ckpt) {
             let snapshot = try Checkpoint.read(path: ckpt)
             // Resuming under a different configuration would silently mix two runs.
@@ -48,10 +50,10 @@ public enum Demo {
             guard snapshot.step <= steps else {
                 throw CLIError("--resume: \(ckpt) is already at step \(snapshot.step), beyond --steps \(steps)")
             }
-            trainer = try ToyTrainer(config, threads: threads, restoring: snapshot)
+            trainer = try FlowTrainer(config, threads: threads, restoring: snapshot)
             log("resumed from \(ckpt) at step \(trainer.step)")
         } else {
-            trainer = ToyTrainer(config, threads: threads)
+            trainer = try FlowTrainer(config, threads: threads)
         }
         func save() throws -> String {
             var s = trainer.snapshot()
@@ -77,13 +79,13 @@ public enum Demo {
         // Sample from the EMA weights (the model a researcher would ship).
         let weights = trainer.ema?.shadow ?? trainer.model.stateDict()
         var rng = Random(seed: config.seed &+ 2)
-        let z0 = config.source.sample(nSamples, rng: &rng)
+        let z0 = try config.source.sampler(pointSize: 2) { _ in throw CLIError("the demo source must be built in") }.sample(nSamples, rng: &rng)
         let ts = monotonicSeconds()
-        let one = try EulerSampler.sample(config: config.model, stateDict: weights, z0: z0, steps: 1, threads: threads)
-        let hundred = try EulerSampler.sample(config: config.model, stateDict: weights, z0: z0, steps: 100, threads: threads)
+        let one = try EulerSampler.sample(model: config.model, stateDict: weights, z0: z0, steps: 1, threads: threads)
+        let hundred = try EulerSampler.sample(model: config.model, stateDict: weights, z0: z0, steps: 100, threads: threads)
         let sampleSeconds = monotonicSeconds() - ts
         var dataRng = Random(seed: config.seed &+ 3)
-        let data = config.data.sample(nSamples, rng: &dataRng)
+        let data = distribution.sample(nSamples, rng: &dataRng)
 
         // samples.png: three panels — data, 1-step Euler, 100-step Euler, on a window that holds
         // the data with a margin.
@@ -109,8 +111,8 @@ public enum Demo {
             "checkpoint": ckpt, "checkpoint_sha256": digest,
             "sample_seconds": sampleSeconds, "samples": nSamples,
             // A diverged run has non-finite samples; its metrics are reported as null, not thrown.
-            "euler1": (try? coverage(one, config.data)) ?? NSNull(), "euler100": (try? coverage(hundred, config.data)) ?? NSNull(),
-            "data": (try? coverage(data, config.data)) ?? NSNull(),
+            "euler1": (try? coverage(one, distribution)) ?? NSNull(), "euler100": (try? coverage(hundred, distribution)) ?? NSNull(),
+            "data": (try? coverage(data, distribution)) ?? NSNull(),
             "sliced_w2": ["euler1": (try? Metrics.slicedWasserstein2(a: one, b: data, seed: 7)) ?? Double.nan,
                           "euler100": (try? Metrics.slicedWasserstein2(a: hundred, b: data, seed: 7)) ?? Double.nan],
             "png": out + "/samples.png",

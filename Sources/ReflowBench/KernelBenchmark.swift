@@ -98,7 +98,7 @@ public enum PairsBenchmark {
         var times = [Double]()
         for _ in 0..<reps {
             let t0 = monotonicSeconds()
-            _ = try ODESolver.solve(config: config, stateDict: weights, x: z0, method: .euler(steps: steps),
+            _ = try ODESolver.solve(model: ModelSpec(config), stateDict: weights, x: z0, method: .euler(steps: steps),
                                     direction: .forward, threads: threads)
             times.append(monotonicSeconds() - t0)
         }

@@ -13,10 +13,10 @@ import ReflowCodec
 public enum QualityBenchmark {
     /// A 640×640 picture in the paper's style: 300 trajectories of 100 Euler steps from noise
     /// (orange, start points black) over the data (gray). Straight lines mean a straight flow.
-    static func trajectoryFigure(config: VelocityMLPConfig, weights: [String: Tensor], z0: Tensor, data: Tensor) throws -> [UInt8] {
+    static func trajectoryFigure(model: ModelSpec, weights: [String: Tensor], z0: Tensor, data: Tensor) throws -> [UInt8] {
         let n = min(300, z0.shape[0])
         let start = Tensor(shape: [n, 2], data: Array(z0.data.prefix(2 * n)))
-        let sol = try ODESolver.solve(config: config, stateDict: weights, x: start, method: .euler(steps: 100),
+        let sol = try ODESolver.solve(model: model, stateDict: weights, x: start, method: .euler(steps: 100),
                                       direction: .forward, threads: 1, recordTrajectory: true)
         var canvas = Canvas(width: 640, height: 640, window: (-6, 6, -6, 6))
         canvas.axes()
@@ -50,16 +50,16 @@ public enum QualityBenchmark {
         let figures = f.values["figures"]
         let nfeTable = f.bool("nfe-table")
         let seed = UInt64(try f.int("seed", default: 0, min: 0))
-        var config = ToyTrainingConfig()
-        config.model = VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
-                                         depth: try f.int("depth", default: 3, min: 1, max: 64), activation: .silu)
+        var config = TrainingConfig()
+        config.model = ModelSpec(VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
+                                         depth: try f.int("depth", default: 3, min: 1, max: 64), activation: .silu))
         config.batchSize = try f.int("batch", default: 512, min: 1, max: 1 << 20)
         config.learningRate = try f.float("lr", default: 1e-3)
         config.emaDecay = nil  // as the peer: the raw weights are evaluated and reflowed
         if let kind = f.values["data"] {
             // A built-in target by name with its default parameters (e.g. twoMoons, checkerboard).
             do {
-                config.data = try JSONDecoder().decode(Distribution2D.self, from: Data(#"{"kind": "\#(kind)"}"#.utf8))
+                config.data = .distribution(try JSONDecoder().decode(Distribution2D.self, from: Data(#"{"kind": "\#(kind)"}"#.utf8)))
             } catch {
                 throw CLIError("--data: unknown distribution '\(kind)'; one of \(Distribution2D.kinds.joined(separator: ", "))")
             }
@@ -68,7 +68,7 @@ public enum QualityBenchmark {
         if let (pointer, message) = config.validationError() { throw CLIError("invalid settings: \(pointer): \(message)") }
         BLAS.setLibraryThreads(1)
         let load = ForeignLoad()
-        let data = config.data
+        guard let data = config.data.distribution else { throw CLIError("--data: a built-in 2-D distribution is needed") }
         // Coverage: modes within 3 std for mixtures, support cells (curve pieces, squares) otherwise.
         func coverage(_ x: Tensor) throws -> ModeCoverage { try Metrics.supportCoverage(samples: x, distribution: data) }
 
@@ -79,7 +79,7 @@ public enum QualityBenchmark {
         func evaluate(_ weights: [String: Tensor], steps: [Int] = [1, 2, 100]) throws -> [String: Any] {
             var out = [String: Any]()
             for n in steps {
-                let sol = try ODESolver.solve(config: config.model, stateDict: weights, x: z, method: .euler(steps: n),
+                let sol = try ODESolver.solve(model: config.model, stateDict: weights, x: z, method: .euler(steps: n),
                                               direction: .forward, threads: threads, recordTrajectory: n == 100)
                 let cov = try coverage(sol.x)
                 out["euler\(n)"] = ["swd": try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: 256, seed: 7),
@@ -98,17 +98,17 @@ public enum QualityBenchmark {
             var rng = Random(seed: seed &+ seedOffset)
             let z0 = rng.normal([nPairs, 2])
             let start = monotonicSeconds()
-            let z1 = try ODESolver.solve(config: config.model, stateDict: weights, x: z0, method: .euler(steps: odeSteps),
+            let z1 = try ODESolver.solve(model: config.model, stateDict: weights, x: z0, method: .euler(steps: odeSteps),
                                          direction: .forward, threads: threads).x
             return (z0, z1, monotonicSeconds() - start)
         }
         /// Trains a student on stored pairs from the teacher's weights with its own batch stream.
-        func trainOnPairs(_ c: ToyTrainingConfig, seedOffset: UInt64, pairs: (Tensor, Tensor), from teacher: [String: Tensor],
-                          steps: Int) throws -> (ToyTrainer, Float, Double) {
+        func trainOnPairs(_ c: TrainingConfig, seedOffset: UInt64, pairs: (Tensor, Tensor), from teacher: [String: Tensor],
+                          steps: Int) throws -> (FlowTrainer, Float, Double) {
             var c = c
             c.seed = seed &+ seedOffset  // the initial weights are the teacher's; only the stream differs
             let start = monotonicSeconds()
-            let student = try ToyTrainer(c, threads: threads, pairs: pairs, initialWeights: teacher)
+            let student = try FlowTrainer(c, threads: threads, pairs: pairs, initialWeights: teacher)
             var loss: Float = 0
             for _ in 0..<steps { loss = student.trainStep() }
             return (student, loss, monotonicSeconds() - start)
@@ -116,7 +116,7 @@ public enum QualityBenchmark {
 
         // 1-RF.
         let t0 = monotonicSeconds()
-        let rf1 = ToyTrainer(config, threads: threads)
+        let rf1 = try FlowTrainer(config, threads: threads)
         var loss1: Float = 0
         for _ in 0..<trainSteps { loss1 = rf1.trainStep() }
         let trainSeconds = monotonicSeconds() - t0
@@ -162,7 +162,7 @@ public enum QualityBenchmark {
             var table = [[String: Any]]()
             for (name, weights) in [("rf1", w1), ("rf2", rf2.model.stateDict())] {
                 for m in methods {
-                    let sol = try ODESolver.solve(config: config.model, stateDict: weights, x: z, method: m,
+                    let sol = try ODESolver.solve(model: config.model, stateDict: weights, x: z, method: m,
                                                   direction: .forward, threads: threads, blockRows: sampleN)
                     let cov = try coverage(sol.x)
                     table.append(["model": name, "method": m.name, "steps": m.steps ?? 0, "nfe": sol.nfe,
@@ -176,7 +176,7 @@ public enum QualityBenchmark {
             try FileManager.default.createDirectory(atPath: figures, withIntermediateDirectories: true)
             let w2 = rf2.model.stateDict()
             for (name, weights) in [("rf1", w1), ("rf2", w2)] {
-                try AtomicFile.write(try trajectoryFigure(config: config.model, weights: weights, z0: z, data: reference),
+                try AtomicFile.write(try trajectoryFigure(model: config.model, weights: weights, z0: z, data: reference),
                                      to: figures + "/trajectories_\(name).png")
             }
         }
@@ -190,7 +190,7 @@ public enum QualityBenchmark {
             "bench": "toy-quality", "peer_equivalent": "rf_torch.py toy --quality", "threads": threads,
             "config": ["data": data.kind, "distill_steps": distillSteps, "rf3_steps": rf3Steps, "train_steps": trainSteps, "reflow_pairs": nPairs, "reflow_ode_steps": odeSteps,
                        "reflow_steps": reflowSteps, "sample_n": sampleN, "seed": Int(seed), "batch": config.batchSize,
-                       "width": config.model.width, "depth": config.model.depth, "lr": Double(config.learningRate)],
+                       "width": config.model.mlp?.width ?? 0, "depth": config.model.mlp?.depth ?? 0, "lr": Double(config.learningRate)],
             "train_s": trainSeconds, "reflow_pair_gen_s": pairSeconds, "reflow_train_s": reflowSeconds,
             "evaluate_s": evalSeconds, "pipeline_s": trainSeconds + pairSeconds + reflowSeconds,
             "final_loss_1rf": Double(loss1), "final_loss_2rf": Double(loss2),

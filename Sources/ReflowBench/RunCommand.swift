@@ -18,7 +18,7 @@ public enum RunCommand {
         let spec = try load(specPath, jobsDir: f.values["jobs-dir"] ?? parent(of: out))
         BLAS.setLibraryThreads(1)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        try AtomicFile.write(SpecParser.canonicalJSON(spec.prepared), to: out + "/" + ArtifactName.spec)
+        try AtomicFile.write(SpecParser.canonicalJSON(spec.prepared), to: out + "/" + JobDirectory.Name.spec)
         let context = JobContext(directory: out, threads: threads, resolver: spec.resolver, progress: { p in
             log("\(p.phase) \(p.done)/\(p.total)" + (p.loss.map { String(format: " loss %.5f", $0) } ?? ""))
         })

@@ -12,9 +12,10 @@ public enum ToyBenchmark {
     public static func run(_ args: [String]) throws -> String {
         let f = try Flags(args, allowed: flagNames)
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
-        var config = ToyTrainingConfig()
-        config.model = VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
+        var config = TrainingConfig()
+        let mlp = VelocityMLPConfig(dimension: 2, width: try f.int("width", default: 256, min: 1, max: 16384),
                                          depth: try f.int("depth", default: 3, min: 1, max: 64), activation: .silu)
+        config.model = ModelSpec(mlp)
         config.batchSize = try f.int("batch", default: 512, min: 1, max: 1 << 20)
         config.learningRate = try f.float("lr", default: 1e-3)
         config.emaDecay = nil  // the peer keeps no EMA
@@ -32,7 +33,7 @@ public enum ToyBenchmark {
 
         BLAS.setLibraryThreads(1)
         let load = ForeignLoad()
-        let trainer = ToyTrainer(config, threads: threads)
+        let trainer = try FlowTrainer(config, threads: threads)
         for _ in 0..<warmup { trainer.trainStep() }
         var times = [Double]()
         var loss: Float = 0
@@ -47,7 +48,7 @@ public enum ToyBenchmark {
         let median = (train["median_ms"] as? Double ?? 1) / 1e3
         train["steps_per_s_median"] = 1 / median
         train["steps_per_s_overall"] = Double(steps) / total
-        let gemmFlop = gemmFlopPerStep(config.model.sizes, batch: config.batchSize)
+        let gemmFlop = gemmFlopPerStep(mlp.sizes, batch: config.batchSize)
         train["gemm_gflop_per_step"] = gemmFlop / 1e9
         train["gemm_gflops_at_median"] = gemmFlop / median / 1e9
 
@@ -56,12 +57,12 @@ public enum ToyBenchmark {
         let sd = trainer.model.stateDict()
         var sample = [String: Any]()
         for n in sampleSteps {
-            _ = try EulerSampler.sample(config: config.model, stateDict: sd, z0: z, steps: n, threads: threads,
+            _ = try EulerSampler.sample(model: config.model, stateDict: sd, z0: z, steps: n, threads: threads,
                                         blockRows: blockRows)
             var ts = [Double]()
             for _ in 0..<sampleReps {
                 let s = monotonicSeconds()
-                _ = try EulerSampler.sample(config: config.model, stateDict: sd, z0: z, steps: n, threads: threads,
+                _ = try EulerSampler.sample(model: config.model, stateDict: sd, z0: z, steps: n, threads: threads,
                                             blockRows: blockRows)
                 ts.append(monotonicSeconds() - s)
             }
@@ -73,7 +74,7 @@ public enum ToyBenchmark {
         let out: [String: Any] = [
             "bench": "toy", "peer_equivalent": "rf_torch.py toy", "threads": threads,
             "openblas": BLAS.libraryConfig,
-            "config": ["width": config.model.width, "depth": config.model.depth, "batch": config.batchSize,
+            "config": ["width": mlp.width, "depth": mlp.depth, "batch": config.batchSize,
                        "params": trainer.model.parameterCount, "lr": Double(config.learningRate),
                        "sample_n": sampleN, "block_rows": blockRows, "steps": steps, "warmup": warmup],
             "train_step": train, "sample": sample, "final_loss": Double(loss),

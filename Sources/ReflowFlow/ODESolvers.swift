@@ -160,6 +160,8 @@ public enum ODEError: Error, Equatable, Sendable, CustomStringConvertible {
     /// `rk45` met non-finite velocities or states (NaN/inf) near time `t` and could not recover
     /// by shrinking the step.
     case nonFinite(t: Double)
+    /// The caller's `shouldStop` asked the solve to stop (between blocks).
+    case interrupted
 
     public var description: String {
         switch self {
@@ -173,6 +175,8 @@ public enum ODEError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "the tolerance may be too tight for Float32 states, or the field too stiff"
         case .nonFinite(let t):
             return "ODE solver: rk45 met non-finite values (NaN or inf) near t = \(t)"
+        case .interrupted:
+            return "ODE solver: interrupted"
         }
     }
 }
@@ -509,6 +513,12 @@ public enum ODESolver {
 
     // MARK: whole tensors
 
+    /// Runs `body` with a pointer to `labels[lo...]` (nil without labels).
+    static func labelRows<R>(_ labels: [Int32]?, _ lo: Int, _ body: (UnsafePointer<Int32>?) throws -> R) rethrows -> R {
+        guard let labels else { return try body(nil) }
+        return try labels.withUnsafeBufferPointer { try body($0.baseAddress! + lo) }
+    }
+
     /// Integrates every row of x: [n, field.dimension] as one block on the calling thread
     /// (for analytic fields; `rk45` adapts its steps to the whole of `x`).
     public static func solve(
@@ -552,37 +562,45 @@ public enum ODESolver {
         func set(_ i: Int, _ s: Slot) { slots.withLock { $0[i] = s } }
     }
 
-    /// Integrates every row of x: [n, config.dimension] through the MLP velocity field given by
-    /// `config` and `stateDict`, in parallel.
+    /// Integrates every row of x: [n, D] through the velocity network given by `model` and
+    /// `stateDict`, in parallel.
     ///
     /// Rows are cut into blocks of `blockRows`, which are spread over `threads` workers with
-    /// `parallelChunks`; each worker builds its own ``MLPVelocityField`` (own no-grad graph,
+    /// `parallelChunks`; each worker builds its own ``NetworkVelocityField`` (own no-grad graph,
     /// single-threaded GEMMs) and integrates whole trajectories of its blocks, so a block's
     /// activations stay in cache. Results never depend on `threads`. Fixed-step methods give every
     /// row the same arithmetic, whatever the blocks. `rk45` adapts its steps per block (the error
     /// norm is an RMS over the block), so its results and NFE depend on `blockRows` (and on the
     /// other rows of the block); use one block (blockRows ≥ n) for scipy-like whole-batch control.
     ///
+    /// `labels` ([n], optional) are the class labels of the rows for a conditional model.
+    /// `shouldStop` is polled before each block: when it returns true the remaining blocks are
+    /// skipped and the call throws ``ODEError/interrupted`` (a long solve stops within one block).
+    ///
     /// Recording a trajectory stores (steps + 1) × n × d floats for a fixed-step method; for `rk45`
     /// it needs a single block, because blocks take different steps.
     ///
-    /// Throws ``ODEError`` for invalid arguments (config, method, shapes, non-finite inputs,
+    /// Throws ``ODEError`` for invalid arguments (model, method, shapes, non-finite inputs,
     /// `threads` or `blockRows` < 1, interval) and `rk45` failures (of the first failing block in
-    /// row order), and `StateDictError` for weights that do not fit `config`.
+    /// row order), and `StateDictError` for weights that do not fit `model`.
     public static func solve(
-        config: VelocityMLPConfig, stateDict: [String: Tensor], x: Tensor, method: ODEMethod,
+        model: ModelSpec, stateDict: [String: Tensor], x: Tensor, labels: [Int32]? = nil, method: ODEMethod,
         direction: ODEDirection, threads: Int, blockRows: Int = 1024,
-        tStart: Float = 0, tEnd: Float = 1, recordTrajectory: Bool = false
+        tStart: Float = 0, tEnd: Float = 1, recordTrajectory: Bool = false,
+        shouldStop: (@Sendable () -> Bool)? = nil
     ) throws -> ODESolution {
-        if let e = config.validationError() {
-            throw ODEError.invalidArgument("model config \(e.pointer): \(e.message)")
+        if let e = model.validationError() {
+            throw ODEError.invalidArgument("model \(e.pointer): \(e.message)")
         }
         try validate(method: method, tStart: tStart, tEnd: tEnd)
         guard threads >= 1 else { throw ODEError.invalidArgument("threads must be ≥ 1, got \(threads)") }
         guard blockRows >= 1 else { throw ODEError.invalidArgument("blockRows must be ≥ 1, got \(blockRows)") }
-        let d = config.dimension
+        let d = model.pointSize
         try validate(x: x, dimension: d)
-        _ = try VelocityMLP(config, stateDict: stateDict)   // check the weights once, on the caller's thread
+        if let labels, labels.count != x.shape[0] {
+            throw ODEError.invalidArgument("labels has \(labels.count) entries for \(x.shape[0]) rows")
+        }
+        _ = try model.makeNetwork(stateDict: stateDict)   // check the weights once, on the caller's thread
         let n = x.shape[0]
         let blocks = n == 0 ? 0 : (n - 1) / blockRows + 1
         let (a, b) = endpoints(direction, tStart, tEnd)
@@ -609,14 +627,20 @@ public enum ODESolver {
                 let px = SendableMutablePointer(buf.baseAddress)
                 let pf = SendableMutablePointer(fbuf.baseAddress)
                 parallelChunks(count: blocks, threads: threads) { range in
-                    let field: MLPVelocityField
+                    let field: NetworkVelocityField
                     do {
-                        field = try MLPVelocityField(config: config, stateDict: stateDict)
+                        field = try NetworkVelocityField(model: model, stateDict: stateDict)
                     } catch {
                         for blk in range { results.set(blk, .init(stats: .failure(error), frames: [])) }
                         return
                     }
+                    var stopped = false
                     for blk in range {
+                        if stopped || (shouldStop?() ?? false) {
+                            stopped = true
+                            results.set(blk, .init(stats: .failure(ODEError.interrupted), frames: []))
+                            continue
+                        }
                         let lo = blk * blockRows, rows = min(blockRows, n - lo)
                         var frames: [(t: Float, x: [Float])] = []
                         var recorder: ((Int, Float, UnsafePointer<Float>) -> Void)?
@@ -632,8 +656,9 @@ public enum ODESolver {
                             }
                         }
                         do {
-                            let st = try integrate(field, x: px.base! + lo * d, rows: rows, method: method,
-                                                   direction: direction, tStart: tStart, tEnd: tEnd, record: recorder)
+                            let st = try labelRows(labels, lo) { field.labels = $0; defer { field.labels = nil }
+                            return try integrate(field, x: px.base! + lo * d, rows: rows, method: method,
+                                                   direction: direction, tStart: tStart, tEnd: tEnd, record: recorder) }
                             results.set(blk, .init(stats: .success(st), frames: frames))
                         } catch {
                             results.set(blk, .init(stats: .failure(error), frames: []))

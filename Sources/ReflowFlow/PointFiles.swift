@@ -37,11 +37,12 @@ public struct PointFileError: Error, CustomStringConvertible, Sendable, Equatabl
 public enum PointFileFormat: String, Codable, Sendable, CaseIterable {
     /// Text: one point per line, two numbers separated by a comma or by whitespace.
     case csv
-    /// NumPy `.npy`: a `(n, 2)` array of `<f4` or `<f8` in C order.
+    /// NumPy `.npy`: a `(n, d)` array of `<f4` or `<f8` in C order.
     case npy
 }
 
-/// Loads 2-D point sets (for example a target distribution given as data) into `[n, 2]` tensors.
+/// Loads point sets of any dimension d ≥ 1 (for example a target distribution given as data)
+/// into `[n, d]` tensors. Every row must have the same number of columns.
 ///
 /// Both readers are strict and never trap on malformed input: every problem is a thrown
 /// ``PointFileError``. A successful load has n ≥ 1 rows and only finite Float values
@@ -49,20 +50,22 @@ public enum PointFileFormat: String, Codable, Sendable, CaseIterable {
 ///
 /// **CSV.** UTF-8 or ASCII text; an optional byte-order mark; `\n` or `\r\n` line ends.
 /// `#` starts a comment that runs to the end of the line; blank lines are ignored. A line holds
-/// exactly two numbers separated by one comma (spaces around it allowed) or by spaces/tabs.
+/// d numbers (the same d on every line, at most ``maxColumns``) separated by commas (spaces around it allowed) or by spaces/tabs.
 /// The first non-blank line may be a header instead: it is one when none of its fields reads as
-/// a number (e.g. `x,y`; `nan,1` is a data row and is rejected), and it must then have two fields. Numbers follow the JSON-like grammar
+/// a number (e.g. `x,y`; `nan,1` is a data row and is rejected), and it then fixes d. Numbers follow the JSON-like grammar
 /// `[+-]?(digits[.digits?]|.digits)([eE][+-]?digits)?`; `nan`, `inf` and hex floats are not
 /// numbers here.
 ///
 /// **NPY** (format versions 1.0, 2.0 and 3.0): magic `\x93NUMPY`, the header dict with exactly
 /// the keys `descr`, `fortran_order` and `shape`; `descr` must be `'<f4'` or `'<f8'`
 /// (big-endian and every other dtype are rejected), `fortran_order` must be `False`, `shape`
-/// must be `(n, 2)`, and the data must be exactly n·2·itemsize bytes (truncated data and
+/// must be `(n, d)` with 1 ≤ d ≤ ``maxColumns``, and the data must be exactly n·d·itemsize bytes (truncated data and
 /// trailing bytes are errors). Headers longer than 64 KiB are rejected.
 public enum PointFiles {
     /// Default cap on the file size: 64 MiB (about 8M points in `<f4` NPY).
     public static let defaultMaxBytes = 64 << 20
+    /// Most columns (the dimension d) a point file may have.
+    public static let maxColumns = 65_536
 
     /// Reads and parses a point file. The format is `format` if given, else NPY when the file
     /// starts with the NPY magic or its name ends in `.npy`, else CSV.
@@ -137,6 +140,7 @@ public enum PointFiles {
     /// Parses CSV / whitespace-separated text (see ``PointFiles``) into `[n, 2]`.
     public static func parseCSV(_ bytes: [UInt8], name: String) throws(PointFileError) -> Tensor {
         var values = [Float]()
+        var columns: Int?
         var i = 0
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { i = 3 }
         var line = 0
@@ -156,12 +160,15 @@ public enum PointFiles {
             // A header has no field that reads as a number, not even `nan`, `inf` or hex.
             if !sawContent && !fields.contains(where: { Float(String(decoding: bytes[$0], as: UTF8.self)) != nil }) {
                 sawContent = true
-                if fields.count != 2 { throw fail("header has \(fields.count) columns, expected 2") }
+                if fields.count > maxColumns { throw fail("header has \(fields.count) columns (at most \(maxColumns))") }
+                columns = fields.count
                 if let k = fields.firstIndex(where: { $0.isEmpty }) { throw fail("header column \(k + 1) is empty") }
                 continue  // a header line
             }
             sawContent = true
-            if fields.count != 2 { throw fail("expected 2 columns, got \(fields.count)") }
+            if let c = columns, fields.count != c { throw fail("expected \(c) columns, got \(fields.count)") }
+            if fields.count > maxColumns { throw fail("\(fields.count) columns (at most \(maxColumns))") }
+            columns = fields.count
             for (col, range) in fields.enumerated() {
                 if range.isEmpty { throw fail("column \(col + 1) is empty") }
                 guard isNumber[col] else { throw fail("column \(col + 1): '\(excerpt(bytes, range))' is not a number") }
@@ -173,8 +180,8 @@ public enum PointFiles {
                 values.append(f)
             }
         }
-        if values.isEmpty { throw PointFileError(file: name, message: "no data rows") }
-        return Tensor(shape: [values.count / 2, 2], data: values)
+        guard let d = columns, !values.isEmpty else { throw PointFileError(file: name, message: "no data rows") }
+        return Tensor(shape: [values.count / d, d], data: values)
     }
 
     @inline(__always) private static func isSpace(_ b: UInt8) -> Bool {
@@ -243,7 +250,7 @@ public enum PointFiles {
     }
 
     /// CSV text of an `[n, d]` tensor: one row per line, comma-separated, shortest round-trip
-    /// decimal form (so ``parseCSV(_:name:)`` reads back the same bits for d = 2).
+    /// decimal form (so ``parseCSV(_:name:)`` reads back the same bits for any d).
     public static func csvText(_ points: Tensor, header: String? = "x,y") -> String {
         precondition(points.rank == 2, "csvText: expected [n, d], got \(points.shape)")
         let d = points.shape[1]
@@ -318,20 +325,20 @@ public enum PointFiles {
         guard case .tuple(let shape, let shapeAt) = dict.values["shape"]! else {
             throw fail(dict.offset("shape"), "shape must be a tuple")
         }
-        guard shape.count == 2, shape[1] == 2 else {
-            throw fail(shapeAt, "shape must be (n, 2), got (\(shape.map(String.init).joined(separator: ", ")))")
+        guard shape.count == 2, shape[1] >= 1, shape[1] <= maxColumns else {
+            throw fail(shapeAt, "shape must be (n, d) with 1 ≤ d ≤ \(maxColumns), got (\(shape.map(String.init).joined(separator: ", ")))")
         }
-        let n = shape[0]
-        if n == 0 { throw fail(shapeAt, "shape (0, 2) holds no points") }
+        let n = shape[0], d = shape[1]
+        if n == 0 { throw fail(shapeAt, "shape (0, \(d)) holds no points") }
         let available = bytes.count - dataStart
-        let (elements, o1) = n.multipliedReportingOverflow(by: 2)
+        let (elements, o1) = n.multipliedReportingOverflow(by: d)
         let (needed, o2) = elements.multipliedReportingOverflow(by: itemSize)
-        if o1 || o2 { throw fail(shapeAt, "shape (\(n), 2) is too large") }
+        if o1 || o2 { throw fail(shapeAt, "shape (\(n), \(d)) is too large") }
         if needed > available {
-            throw fail(bytes.count, "truncated data: shape (\(n), 2) of '\(descr)' needs \(needed) bytes, \(available) present")
+            throw fail(bytes.count, "truncated data: shape (\(n), \(d)) of '\(descr)' needs \(needed) bytes, \(available) present")
         }
         if needed < available {
-            throw fail(dataStart + needed, "\(available - needed) unexpected bytes after the data of shape (\(n), 2)")
+            throw fail(dataStart + needed, "\(available - needed) unexpected bytes after the data of shape (\(n), \(d))")
         }
         var values = [Float](repeating: 0, count: elements)
         for k in 0..<elements {
@@ -341,16 +348,16 @@ public enum PointFiles {
             let v: Float
             if itemSize == 4 {
                 v = Float(bitPattern: UInt32(truncatingIfNeeded: bits))
-                guard v.isFinite else { throw fail(at, "row \(k / 2), column \(k % 2): non-finite value \(v)") }
+                guard v.isFinite else { throw fail(at, "row \(k / d), column \(k % d): non-finite value \(v)") }
             } else {
-                let d = Double(bitPattern: bits)
-                guard d.isFinite else { throw fail(at, "row \(k / 2), column \(k % 2): non-finite value \(d)") }
-                v = Float(d)
-                guard v.isFinite else { throw fail(at, "row \(k / 2), column \(k % 2): \(d) is outside the Float range") }
+                let x = Double(bitPattern: bits)
+                guard x.isFinite else { throw fail(at, "row \(k / d), column \(k % d): non-finite value \(x)") }
+                v = Float(x)
+                guard v.isFinite else { throw fail(at, "row \(k / d), column \(k % d): \(x) is outside the Float range") }
             }
             values[k] = v
         }
-        return Tensor(shape: [n, 2], data: values)
+        return Tensor(shape: [n, d], data: values)
     }
 
     /// NPY (format 1.0, `<f4`, C order) bytes of an `[n, d]` tensor, as `numpy.save` writes them:

@@ -86,42 +86,46 @@ public struct AnalyticVelocity: VelocityField, Sendable {
     }
 }
 
-/// A ``VelocityMLP`` as a ``VelocityField``: each evaluation packs `[x, φ(t)]` into a
-/// [count, inputWidth] input exactly as the network was trained (see ``VelocityMLP/callAsFunction(packed:)``)
-/// and runs it on a private no-grad graph with single-threaded kernels.
+/// A ``VelocityNetwork`` as a ``VelocityField``: each evaluation hands the block and its time
+/// to the network's ``VelocityNetwork/velocity(_:x:t:labels:rows:)`` on a private no-grad graph
+/// with single-threaded kernels, exactly as the network was trained.
 ///
 /// Not thread-safe: build one per worker thread (the weights are shared copy-on-write, only
 /// the graph and its buffers are per instance). The graph reuses its buffers, so after the
 /// first evaluation of a given block size nothing is allocated.
-public final class MLPVelocityField: VelocityField {
-    public let model: VelocityMLP
+public final class NetworkVelocityField: VelocityField {
+    public let network: any VelocityNetwork
     private let graph = Graph(threads: 1, gradEnabled: false)
+    private var times: [Float] = []
+    /// Class labels of the rows of the next evaluations ([count]); nil for unconditional.
+    public var labels: UnsafePointer<Int32>?
 
-    public var dimension: Int { model.config.dimension }
+    public var dimension: Int { network.spec.pointSize }
 
-    /// Wraps an existing model (its weights are read, never written).
-    public init(model: VelocityMLP) {
-        self.model = model
+    /// Wraps an existing network (its weights are read, never written).
+    public init(network: any VelocityNetwork) {
+        self.network = network
     }
 
-    /// Builds the network for `config` and loads `stateDict`. Throws ``ODEError/invalidArgument(_:)``
-    /// for an invalid config and `StateDictError` for missing or mis-shaped tensors.
-    public convenience init(config: VelocityMLPConfig, stateDict: [String: Tensor]) throws {
-        if let e = config.validationError() {
-            throw ODEError.invalidArgument("model config \(e.pointer): \(e.message)")
+    /// Builds the network for `model` and loads `stateDict`. Throws ``ODEError/invalidArgument(_:)``
+    /// for an invalid spec and `StateDictError` for missing or mis-shaped tensors.
+    public convenience init(model: ModelSpec, stateDict: [String: Tensor]) throws {
+        if let e = model.validationError() {
+            throw ODEError.invalidArgument("model \(e.pointer): \(e.message)")
         }
-        self.init(model: try VelocityMLP(config, stateDict: stateDict))
+        self.init(network: try model.makeNetwork(stateDict: stateDict))
     }
 
     public func velocity(_ x: UnsafePointer<Float>, count: Int, t: Float, into v: UnsafeMutablePointer<Float>) {
         guard count > 0 else { return }
-        let d = dimension, config = model.config
-        graph.reset()
-        // input: [count, d + time features] = [x, φ(t)]
-        let input = graph.constant(shape: [count, config.inputWidth]) { inp in
-            config.pack(x: x, count: count, t: t, into: inp.baseAddress!)
+        let d = dimension
+        if times.count != count { times = [Float](repeating: t, count: count) } else if times[0] != t {
+            for i in 0..<count { times[i] = t }
         }
-        let out = model(packed: input)   // [count, d]
+        graph.reset()
+        let out = times.withUnsafeBufferPointer { tp in
+            network.velocity(graph, x: x, t: tp.baseAddress!, labels: labels, rows: count)   // [count, d]
+        }
         graph.read(out.id) { pv in v.update(from: pv, count: count * d) }
         graph.reset()
     }

@@ -126,7 +126,10 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
 }
 
 /// An MLP velocity field. Parameter names are `layers.<i>.weight|bias` as in PyTorch.
-public final class VelocityMLP: Module {
+///
+/// Unconditional: it has no label embedding, so the `labels` of
+/// ``velocity(_:x:t:labels:rows:)`` are not used (class conditioning adds one).
+public final class VelocityMLP: VelocityNetwork {
     public let config: VelocityMLPConfig
     public let mlp: MLP
 
@@ -157,19 +160,23 @@ public final class VelocityMLP: Module {
 
     public func namedParameters() -> [(name: String, parameter: Parameter)] { mlp.namedParameters() }
 
+    public var spec: ModelSpec { ModelSpec(config) }
+
+    /// x: [rows, d], t: [rows] → v: [rows, d]; packs `[x_r, φ(t_r)]` into one constant.
+    public func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
+                         labels: UnsafePointer<Int32>?, rows: Int) -> Var {
+        let d = config.dimension, w = config.inputWidth, time = config.timeInput
+        let input = graph.constant(shape: [rows, w]) { inp in
+            let p = inp.baseAddress!
+            for r in 0..<rows {
+                for c in 0..<d { p[r * w + c] = x[r * d + c] }
+                time.write(t[r], to: p + r * w + d)
+            }
+        }
+        return mlp(input)
+    }
+
     /// packed: [B, inputWidth] = [x_t, φ(t)] (see ``VelocityMLPConfig/pack(x:count:t:into:)``) → v: [B, d]
     public func callAsFunction(packed: Var) -> Var { mlp(packed) }
 
-    /// v(x_r, t_r) for each row without recording gradients. x: [B, d], t: B times → [B, d].
-    public func velocity(x: Tensor, t: [Float]) -> Tensor {
-        let d = config.dimension, w = config.inputWidth, b = t.count
-        precondition(x.shape == [b, d], "VelocityMLP.velocity: x must be [\(b), \(d)], got \(x.shape)")
-        let g = Graph(threads: 1, gradEnabled: false)
-        let input = g.constant(shape: [b, w]) { inp in
-            x.data.withUnsafeBufferPointer { xs in
-                for r in 0..<b { config.pack(x: xs.baseAddress! + r * d, count: 1, t: t[r], into: inp.baseAddress! + r * w) }
-            }
-        }
-        return mlp(input).value
-    }
 }

@@ -1,4 +1,5 @@
 public import ReflowFlow
+import Foundation
 
 /// What a training phase did.
 public struct TrainingSummary: Codable, Sendable, Equatable {
@@ -64,16 +65,18 @@ public struct EvaluationRow: Codable, Sendable, Equatable {
     public var energyDistance: Double
     /// E‖z1 − z0‖² of the ODE's noise → sample coupling.
     public var transportCost: Double
-    /// Share of samples near the target's support, modes (cells) covered, mean distance to it.
-    public var fractionWithin: Double
-    public var modesCovered: Int
-    public var modeCount: Int
-    public var meanDistance: Double
+    /// Share of samples near the target's support, modes (cells) covered, mean distance to it
+    /// (built-in 2-D targets only; null otherwise).
+    public var fractionWithin: Double?
+    public var modesCovered: Int?
+    public var modeCount: Int?
+    public var meanDistance: Double?
 }
 
 /// An evaluate job's metrics.
 public struct EvaluationSummary: Codable, Sendable, Equatable {
     public var n: Int
+    /// The target's kind (`twoMoons`, `normal`, `points`, …).
     public var target: String
     public var rows: [EvaluationRow]
     /// Straightness S (Liu et al. 2022, Eq. 3) of Euler trajectories with `straightnessSteps`.
@@ -93,21 +96,101 @@ public struct ArtifactInfo: Codable, Sendable, Equatable {
     public var sha256: String
 }
 
-/// The outcome of a job (`result.json`; the server's job record holds the same object).
-public struct JobResult: Codable, Sendable, Equatable {
-    public var type: JobType
-    public var seconds: Double
-    public var pairs: PairsSummary?
-    public var training: TrainingSummary?
-    public var sample: SampleSummary?
-    public var invert: InvertSummary?
-    public var evaluation: EvaluationSummary?
-    public var artifacts: [ArtifactInfo]
+/// A JSON value of a result section (what `result.json` holds under a kind's section keys).
+public indirect enum ResultValue: Codable, Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case int(Int)
+    case double(Double)
+    case string(String)
+    case array([ResultValue])
+    case object([String: ResultValue])
 
-    public init(type: JobType) {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([ResultValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: ResultValue].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .int(let i): try c.encode(i)
+        case .double(let d): try c.encode(d)
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    /// The value of an `Encodable` (through its JSON form).
+    public init(encoding value: some Encodable) throws {
+        self = try JSONDecoder().decode(ResultValue.self, from: JSONEncoder().encode(value))
+    }
+
+    /// This value decoded as `T`.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try JSONDecoder().decode(T.self, from: JSONEncoder().encode(self))
+    }
+}
+
+/// The outcome of a job (`result.json`; the server's job record holds the same object):
+/// `type`, `seconds` and `artifacts` for every kind, plus the kind's sections at the top level
+/// (`"training"`, `"pairs"`, `"sample"`, `"invert"`, `"evaluation"`, …).
+public struct JobResult: Codable, Sendable, Equatable {
+    /// A kind's sections by key.
+    public typealias Sections = [String: ResultValue]
+
+    public var type: String
+    public var seconds: Double
+    public var artifacts: [ArtifactInfo]
+    public var sections: Sections
+
+    public init(type: String) {
         self.type = type
         seconds = 0
         artifacts = []
+        sections = [:]
+    }
+
+    /// A section decoded as its kind's summary type (nil when absent or of another shape).
+    public func section<T: Decodable>(_ key: String, as type: T.Type) -> T? {
+        try? sections[key]?.decode(T.self)
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ s: String) { stringValue = s }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+    static let fixedKeys: Set<String> = ["type", "seconds", "artifacts"]
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Key.self)
+        type = try c.decode(String.self, forKey: Key("type"))
+        seconds = try c.decode(Double.self, forKey: Key("seconds"))
+        artifacts = try c.decode([ArtifactInfo].self, forKey: Key("artifacts"))
+        sections = [:]
+        for k in c.allKeys where !JobResult.fixedKeys.contains(k.stringValue) {
+            sections[k.stringValue] = try c.decode(ResultValue.self, forKey: k)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(type, forKey: Key("type"))
+        try c.encode(seconds, forKey: Key("seconds"))
+        try c.encode(artifacts, forKey: Key("artifacts"))
+        for (k, v) in sections where !JobResult.fixedKeys.contains(k) { try c.encode(v, forKey: Key(k)) }
     }
 }
 

@@ -1,15 +1,20 @@
+public import ReflowNN
+import ReflowCodec
 import Foundation
-import ReflowFlow
 
 /// A job spec that cannot be accepted: where (an RFC 6901 JSON pointer into the submitted
-/// document) and why. The server returns it as a 422 problem+json with `pointer`.
+/// document) and why. `malformed` means the bytes are not one strict RFC 8259 JSON document
+/// (the server answers 400 `malformed_json`); otherwise the document is well-formed but not an
+/// acceptable spec (422 with `pointer`).
 public struct SpecError: Error, CustomStringConvertible, Sendable, Equatable {
     public var pointer: String
     public var message: String
+    public var malformed: Bool
 
-    public init(pointer: String, message: String) {
+    public init(pointer: String, message: String, malformed: Bool = false) {
         self.pointer = pointer
         self.message = message
+        self.malformed = malformed
     }
 
     public var description: String { pointer.isEmpty ? message : "\(pointer): \(message)" }
@@ -17,72 +22,76 @@ public struct SpecError: Error, CustomStringConvertible, Sendable, Equatable {
 
 /// Parses and validates job specs.
 ///
-/// Order of checks: the bytes are one JSON object (≤ ``maxBytes``); it decodes into a
-/// ``JobSpec`` (type errors and missing required fields carry the field's pointer); every key
-/// the user sent is one the spec understands (a typo such as `"learningrate"` is an error, not a
-/// silently ignored field: the filled-in spec is re-encoded and each submitted key must appear
-/// in it); finally the values are range-checked.
+/// Order of checks: the bytes are one strict RFC 8259 JSON object (≤ ``maxBytes``, nesting ≤
+/// ``maxDepth``; trailing commas, duplicate keys, leading zeros and invalid UTF-8 are refused
+/// with a pointer, see `StrictJSON`); its `type` is a registered kind (``JobKinds``); the
+/// `input` decodes over the kind's defaults (type errors and missing required fields carry the
+/// field's pointer); every key the user sent is one the spec understands (a typo such as
+/// `"learningrate"` is an error, not a silently ignored field: the filled-in spec is re-encoded
+/// and each submitted key must appear in it); finally the values are range-checked.
 public enum SpecParser {
     /// Largest accepted spec document (inline point lists included).
     public static let maxBytes = 8 << 20
+    /// Deepest nesting accepted, checked before any recursive decoder runs (RELIABILITY.md S2).
+    public static let maxDepth = 32
 
     public static func parse(_ bytes: [UInt8]) throws(SpecError) -> JobSpec {
         guard bytes.count <= maxBytes else { throw SpecError(pointer: "", message: "the spec is larger than \(maxBytes) bytes") }
-        if nestingDepth(bytes) > maxDepth {
-            throw SpecError(pointer: "", message: "the JSON nests deeper than \(maxDepth) levels")
+        let strict: JSONValue
+        do { strict = try StrictJSON.parse(bytes, maxDepth: maxDepth) } catch {
+            throw SpecError(pointer: error.pointer, message: "not valid JSON (RFC 8259): \(error.message) at byte \(error.offset)", malformed: true)
+        }
+        guard case .object(let members) = strict else {
+            throw SpecError(pointer: "", message: "the spec must be a JSON object {\"type\": ..., \"input\": {...}}")
+        }
+        for (k, _) in members where k != "type" && k != "input" {
+            throw SpecError(pointer: "/" + StrictJSON.escapePointerToken(k), message: "unknown field (a spec has \"type\" and \"input\")")
+        }
+        guard let typeValue = strict["type"] else {
+            throw SpecError(pointer: "/type", message: "is required (one of \(JobKinds.names.joined(separator: ", ")))")
+        }
+        guard case .string(let type) = typeValue, let kind = JobKinds.named(type) else {
+            throw SpecError(pointer: "/type", message: "is not one of the accepted values (\(JobKinds.names.joined(separator: ", ")))")
         }
         let raw: Any
-        do {
-            raw = try JSONSerialization.jsonObject(with: Data(bytes), options: [])
-        } catch {
-            throw SpecError(pointer: "", message: "the body is not valid JSON")
+        do { raw = try JSONSerialization.jsonObject(with: Data(bytes), options: []) } catch {
+            throw SpecError(pointer: "", message: "not valid JSON", malformed: true)
         }
-        guard raw is [String: Any] else { throw SpecError(pointer: "", message: "the spec must be a JSON object {\"type\": ..., \"input\": {...}}") }
-        let spec: JobSpec
-        do {
-            spec = try JSONDecoder().decode(JobSpec.self, from: Data(bytes))
-        } catch let e as DecodingError {
-            if case .dataCorrupted(let ctx) = e, ctx.codingPath.isEmpty, let p = locateNumberError(raw) {
-                // swift-corelibs-foundation reports a number that does not fit its field (1.5 for
-                // an integer, −1 for a seed) as "not valid JSON" without a path: find it.
-                throw SpecError(pointer: p, message: "must be an integer in range")
-            }
-            throw describe(e)
-        } catch {
-            throw SpecError(pointer: "", message: "\(error)")
-        }
+        let user = (raw as? [String: Any])?["input"] ?? [String: Any]()
+        guard user is [String: Any] else { throw SpecError(pointer: "/input", message: "must be an object") }
+        let input = try decode(kind, user, strict["input"])
+        let spec = JobSpec(type: type, erased: input)
         let echoed: Any
         do {
-            echoed = try JSONSerialization.jsonObject(with: JSONEncoder().encode(spec), options: [])
+            echoed = try JSONSerialization.jsonObject(with: JSONEncoder().encode(input), options: [])
         } catch {
             throw SpecError(pointer: "", message: "internal: the spec cannot be re-encoded (\(error))")
         }
-        if let unknown = firstUnknownKey(raw, known: echoed, pointer: "") {
+        if let unknown = firstUnknownKey(user, known: echoed, pointer: "/input") {
             throw SpecError(pointer: unknown, message: "unknown field")
         }
         if let (pointer, message) = spec.validationError() { throw SpecError(pointer: pointer, message: message) }
         return spec
     }
 
-    /// Deepest nesting accepted, checked on the bytes before any recursive decoder runs (RELIABILITY.md S2).
-    public static let maxDepth = 32
-
-    /// Maximum depth of `[`/`{` nesting outside strings (a linear scan, no recursion).
-    static func nestingDepth(_ bytes: [UInt8]) -> Int {
-        var depth = 0, deepest = 0, inString = false, escaped = false
-        for b in bytes {
-            if inString {
-                if escaped { escaped = false } else if b == 0x5C { escaped = true } else if b == 0x22 { inString = false }
-                continue
+    /// Decodes a kind's input, turning decoding errors into pointers under `/input`.
+    static func decode(_ kind: AnyJobKind, _ user: Any, _ strict: JSONValue?) throws(SpecError) -> any JobInput {
+        do {
+            return try kind.decodeUser(user)
+        } catch let e as SpecError {
+            throw e
+        } catch let e as DecodingError {
+            if case .dataCorrupted(let ctx) = e, ctx.codingPath.isEmpty, let (p, message) = locateNumberError(kind, user, strict) {
+                // swift-corelibs-foundation reports a number that does not fit its field (1.5 for
+                // an integer, −1 for a seed, 1e308 for a Float) as "not valid JSON" without a
+                // path: find it, and say what is wrong with it.
+                throw SpecError(pointer: "/input" + p, message: message)
             }
-            switch b {
-            case 0x22: inString = true
-            case 0x5B, 0x7B: depth += 1; deepest = max(deepest, depth)
-            case 0x5D, 0x7D: depth -= 1
-            default: break
-            }
+            let d = describe(e)
+            throw SpecError(pointer: "/input" + d.pointer, message: d.message)
+        } catch {
+            throw SpecError(pointer: "/input", message: "\(error)")
         }
-        return deepest
     }
 
     /// The filled-in spec as pretty, key-sorted JSON (the `input` echo and `spec.json`).
@@ -92,13 +101,8 @@ public enum SpecParser {
         return (try? Array(e.encode(spec))) ?? []
     }
 
-    /// RFC 6901 escaping of one reference token.
-    static func escape(_ key: String) -> String {
-        key.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
-    }
-
     static func pointer(_ path: [any CodingKey]) -> String {
-        path.map { k in "/" + (k.intValue.map(String.init) ?? escape(k.stringValue)) }.joined()
+        path.map { k in "/" + (k.intValue.map(String.init) ?? StrictJSON.escapePointerToken(k.stringValue)) }.joined()
     }
 
     static func describe(_ e: DecodingError) -> SpecError {
@@ -112,18 +116,11 @@ public enum SpecParser {
         case .dataCorrupted(let ctx):
             var message = ctx.debugDescription
             if message.hasPrefix("Cannot initialize") {
-                // An enum raw value (a `kind`, `type`, activation, …) outside its cases.
+                // An enum raw value (a `kind`, activation, …) outside its cases.
                 message = "is not one of the accepted values"
-                if let last = ctx.codingPath.last?.stringValue {
-                    switch last {
-                    case "type": message += " (\(JobType.allCases.map(\.rawValue).joined(separator: ", ")))"
-                    case "kind": message += " for this field (see docs/JOBS.md)"
-                    default: break
-                    }
-                }
+                if ctx.codingPath.last?.stringValue == "kind" { message += " for this field (see docs/JOBS.md)" }
             } else if message.contains("does not fit") {
-                // A fraction or an out-of-range number where an integer is expected.
-                message = "must be an integer in range"
+                message = "is out of range for this field"
             }
             return SpecError(pointer: pointer(ctx.codingPath), message: message)
         @unknown default:
@@ -137,7 +134,6 @@ public enum SpecParser {
         case is Bool.Type: return "true or false"
         case is Int.Type, is UInt64.Type: return "an integer"
         case is Float.Type, is Double.Type: return "a number"
-        case is [Any].Type: return "an array"
         default:
             let name = "\(t)"
             if name.hasPrefix("Array") { return "an array" }
@@ -146,8 +142,11 @@ public enum SpecParser {
         }
     }
 
-    /// The pointer of the number whose replacement by 1 makes the pathless decoding error go away.
-    static func locateNumberError(_ raw: Any) -> String? {
+    /// The pointer (under `/input`) of the number whose replacement makes the pathless decoding
+    /// error go away, and what is wrong with it: a fraction for an integer field, a negative
+    /// number for an unsigned one, or a magnitude beyond the field's type (a Float field's
+    /// ±3.4e38, an integer field's 2^63).
+    static func locateNumberError(_ kind: AnyJobKind, _ raw: Any, _ strict: JSONValue?) -> (String, String)? {
         var candidates = [[Any]]()  // paths (String keys / Int indices) of suspicious numbers
         func walk(_ v: Any, _ path: [Any]) {
             if let d = v as? [String: Any] { for k in d.keys.sorted() { walk(d[k]!, path + [k]) } }
@@ -155,22 +154,42 @@ public enum SpecParser {
             else if !(v is Bool), let n = v as? NSNumber {
                 let x = n.doubleValue
                 // At most 64 candidates: each costs a full decode (inline point lists hold many floats).
-                if (x != x.rounded() || x < 0 || abs(x) >= 9.2e18) && candidates.count < 64 { candidates.append(path) }
+                if (x != x.rounded() || x < 0 || abs(x) >= 3.4e38 || abs(x) >= 9.2e18) && candidates.count < 64 { candidates.append(path) }
             }
         }
-        func replacing(_ v: Any, _ path: ArraySlice<Any>) -> Any {
-            guard let head = path.first else { return 1 }
-            if var d = v as? [String: Any], let k = head as? String { d[k] = replacing(d[k]!, path.dropFirst()); return d }
-            if var a = v as? [Any], let i = head as? Int { a[i] = replacing(a[i], path.dropFirst()); return a }
+        func replacing(_ v: Any, _ path: ArraySlice<Any>, with value: Any) -> Any {
+            guard let head = path.first else { return value }
+            if var d = v as? [String: Any], let k = head as? String { d[k] = replacing(d[k]!, path.dropFirst(), with: value); return d }
+            if var a = v as? [Any], let i = head as? Int { a[i] = replacing(a[i], path.dropFirst(), with: value); return a }
             return v
         }
-        walk(raw, [])
-        for path in candidates {
-            guard let data = try? JSONSerialization.data(withJSONObject: replacing(raw, path[...])) else { continue }
-            do { _ = try JSONDecoder().decode(JobSpec.self, from: data); } catch let DecodingError.dataCorrupted(ctx) where ctx.codingPath.isEmpty {
-                continue
+        func decodes(_ doc: Any) -> Bool {
+            do { _ = try kind.decodeUser(doc) } catch let DecodingError.dataCorrupted(ctx) where ctx.codingPath.isEmpty {
+                return false
             } catch {}
-            return path.map { "/" + (($0 as? Int).map(String.init) ?? escape($0 as! String)) }.joined()
+            return true
+        }
+        func literal(_ path: [Any]) -> String {
+            var v = strict
+            for p in path {
+                if let k = p as? String { v = v?[k] } else if let i = p as? Int, case .array(let a)? = v, i < a.count { v = a[i] } else { v = nil }
+            }
+            if case .number(let text)? = v { return text }
+            return "this number"
+        }
+        walk(raw, [])
+        for path in candidates where decodes(replacing(raw, path[...], with: 1)) {
+            let p = path.map { "/" + (($0 as? Int).map(String.init) ?? StrictJSON.escapePointerToken($0 as! String)) }.joined()
+            let x = ((path.isEmpty ? raw : nil) as? NSNumber)?.doubleValue
+                ?? Double(literal(path)) ?? .nan
+            let text = literal(path)
+            let acceptsFractions = decodes(replacing(raw, path[...], with: 1.5))
+            if acceptsFractions { return (p, "\(text) is outside the range of a 32-bit float (|x| ≤ 3.4e38)") }
+            if x != x.rounded() { return (p, "must be an integer, got \(text)") }
+            if x < 0 && decodes(replacing(raw, path[...], with: 0)) && !decodes(replacing(raw, path[...], with: -1)) {
+                return (p, "must be a non-negative integer, got \(text)")
+            }
+            return (p, "\(text) is outside the range of a 64-bit integer")
         }
         return nil
     }
@@ -180,7 +199,7 @@ public enum SpecParser {
         if let r = raw as? [String: Any] {
             guard let k = known as? [String: Any] else { return nil }
             for key in r.keys.sorted() {
-                let p = pointer + "/" + escape(key)
+                let p = pointer + "/" + StrictJSON.escapePointerToken(key)
                 guard let sub = k[key] else { return p }
                 if let deeper = firstUnknownKey(r[key]!, known: sub, pointer: p) { return deeper }
             }

@@ -101,7 +101,7 @@ public final class API: Sendable {
             return .now(HTTPResponse.text(200, renderMetrics(), contentType: "text/plain; version=0.0.4; charset=utf-8"))
         case "/":
             route = "/"; try allow("GET")
-            return .now(json(200, #"{"name":"reflowd","version":"\#(version)","api":"/v1","docs":"https://github.com/reflowd (docs/API.md)","jobTypes":["train","reflow","distill","sample","invert","evaluate"]}"#))
+            return .now(json(200, #"{"name":"reflowd","version":"\#(version)","api":"/v1","docs":"https://github.com/reflowd (docs/API.md)","jobTypes":[\#(JobKinds.names.map { "\"\($0)\"" }.joined(separator: ","))]}"#))
         default: break
         }
         guard parts.count >= 3, parts[0] == "", parts[1] == "v1" else {
@@ -171,24 +171,25 @@ public final class API: Sendable {
             route = rest.count == 2 ? "/v1/checkpoints/{id}" : "/v1/checkpoints/{id}/file"
             try allow("GET")
             guard Identifiers.isJobID(id), let r = jobs.record(id), r.state == .succeeded,
-                  FileManager.default.fileExists(atPath: jobs.directory(id) + "/" + ArtifactName.model) else {
+                  FileManager.default.fileExists(atPath: jobs.directory(id) + "/" + JobDirectory.Name.model) else {
                 throw Problem(status: 404, code: "checkpoint_not_found", title: "Checkpoint not found", detail: "no checkpoint '\(id.prefix(64))'")
             }
             if rest.count == 2 { return .now(try checkpointInfo(r)) }
             guard rest.count == 3, rest[2] == "file" else {
                 throw Problem(status: 404, code: "not_found", title: "Not found", detail: "no route for \(path.prefix(200))")
             }
-            return .now(try file(req, id: id, name: ArtifactName.model, contentType: "application/octet-stream",
+            return .now(try file(req, id: id, name: JobDirectory.Name.model, contentType: "application/octet-stream",
                                  disposition: "attachment; filename=\"\(id).safetensors\""))
         default:
             throw Problem(status: 404, code: "not_found", title: "Not found", detail: "no route for \(path.prefix(200))")
         }
     }
 
-    static let imageNames = ["samples.png", "trajectories.png", "coupling.png", "inversion.png"]
-    static let artifactNames = [ArtifactName.model, ArtifactName.checkpoint, ArtifactName.pairs, ArtifactName.lossLog,
-                                ArtifactName.spec, ArtifactName.result, "samples.npy", "samples.csv", "latents.npy", "latents.csv",
-                                "reconstruction.npy", "reconstruction.csv", "log.txt"] + imageNames
+    /// Every image any registered job kind writes (the images route serves only these names).
+    static let imageNames = JobKinds.outputNames.filter { $0.hasSuffix(".png") }
+    /// Every file a client may download from a job directory (from ``JobDirectory`` and the
+    /// registry: no user string becomes a path), plus the job's log.
+    static let artifactNames = JobDirectory.servableNames + [JobDirectory.Name.log]
 
     static func contentType(_ name: String) -> String {
         if name.hasSuffix(".png") { return "image/png" }
@@ -492,7 +493,9 @@ public final class API: Sendable {
 
     func images(_ r: JobRecord) throws(Problem) -> HTTPResponse {
         let dir = jobs.directory(r.id)
-        let present = Self.imageNames.filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }
+        // The job kind's own image manifest (uploads have none).
+        let manifest = JobKinds.named(r.type)?.outputs.filter(\.isImage).map(\.name) ?? []
+        let present = manifest.filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }
         struct Item: Encodable { let name: String; let url: String }
         struct List: Encodable { let items: [Item] }
         return json(200, List(items: present.map { Item(name: $0, url: "/v1/jobs/\(r.id)/images/\($0)") }))
@@ -528,7 +531,7 @@ public final class API: Sendable {
         }
         let size = Int(st.st_size)
         let etag: String
-        if let sidecar = try? AtomicFile.read(path: path + ".sha256", maxBytes: 200), sidecar.count >= 64, name == ArtifactName.model {
+        if let sidecar = try? AtomicFile.read(path: path + ".sha256", maxBytes: 200), sidecar.count >= 64, name == JobDirectory.Name.model {
             etag = "\"sha256:" + String(decoding: sidecar.prefix(64), as: UTF8.self) + "\""
         } else {
             etag = "\"\(st.st_mtim.tv_sec)-\(st.st_mtim.tv_nsec)-\(size)\""
@@ -602,7 +605,7 @@ public final class API: Sendable {
         let bytes: Int
         let sha256: String?
         let step: Int?
-        let model: VelocityMLPConfig?
+        let model: ModelSpec?
         let createdAt: String
         let url: String
     }
@@ -610,7 +613,7 @@ public final class API: Sendable {
     func checkpointInfo(_ r: JobRecord) throws(Problem) -> HTTPResponse { json(200, describe(r)) }
 
     func describe(_ r: JobRecord) -> CheckpointInfo {
-        let path = jobs.directory(r.id) + "/" + ArtifactName.model
+        let path = jobs.directory(r.id) + "/" + JobDirectory.Name.model
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         let sha = (try? AtomicFile.read(path: path + ".sha256", maxBytes: 200)).map { String(decoding: $0.prefix(64), as: UTF8.self) }
         let art = try? ModelArtifact.read(path: path)
@@ -621,7 +624,7 @@ public final class API: Sendable {
 
     func checkpoints() throws(Problem) -> HTTPResponse {
         let page = jobs.list(states: [.succeeded], types: nil, limit: 500, after: nil)
-        let items = page.items.filter { FileManager.default.fileExists(atPath: jobs.directory($0.id) + "/" + ArtifactName.model) }
+        let items = page.items.filter { FileManager.default.fileExists(atPath: jobs.directory($0.id) + "/" + JobDirectory.Name.model) }
         struct List: Encodable { let items: [CheckpointInfo] }
         return json(200, List(items: items.map(describe)))
     }

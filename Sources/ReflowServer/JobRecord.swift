@@ -102,8 +102,8 @@ public struct JobRecord: Codable, Sendable, Equatable {
         type = try c.decode(String.self, forKey: .type)
         state = try c.decode(JobState.self, forKey: .state)
         // The stored spec is the spec as it was prepared; decode without re-validating.
-        if let t = JobType(rawValue: type), c.contains(.input), try !c.decodeNil(forKey: .input) {
-            input = try JobSpec(type: t, input: try c.superDecoder(forKey: .input))
+        if JobKinds.named(type) != nil, c.contains(.input), try !c.decodeNil(forKey: .input) {
+            input = try JobSpec(type: type, input: try c.superDecoder(forKey: .input))
         } else {
             input = nil
         }

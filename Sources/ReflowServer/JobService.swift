@@ -2,6 +2,7 @@ public import ReflowJobs
 import ReflowStore
 import ReflowEngine
 import ReflowCodec
+import ReflowFlow
 import Foundation
 import Synchronization
 
@@ -226,7 +227,7 @@ public final class JobService: Sendable {
     public func submit(_ spec: JobSpec, idempotencyKey: String?, requestDigest: String) throws(Problem) -> SubmitOutcome {
         let now = Clock.now()
         let id = Identifiers.newJobID()
-        var record = JobRecord(id: id, type: spec.type.rawValue, input: spec, createdAt: now)
+        var record = JobRecord(id: id, type: spec.type, input: spec, createdAt: now)
         record.idempotencyKey = idempotencyKey
         record.requestDigest = requestDigest
         // Reserve the key and the queue slot under the lock, write outside it.
@@ -280,9 +281,9 @@ public final class JobService: Sendable {
         r.state = .succeeded
         r.transitions = [JobTransition(state: .succeeded, at: now)]
         try FileManager.default.createDirectory(atPath: directory(id), withIntermediateDirectories: true)
-        let path = directory(id) + "/" + ArtifactName.model
+        let path = directory(id) + "/" + JobDirectory.Name.model
         try AtomicFile.write(bytes, to: path)
-        try AtomicFile.write(Array("\(SHA256.hex(of: bytes))  \(ArtifactName.model)\n".utf8), to: path + ".sha256")
+        try AtomicFile.write(Array("\(SHA256.hex(of: bytes))  \(JobDirectory.Name.model)\n".utf8), to: path + ".sha256")
         try persist(r)
         state.withLock { s in
             s.records[id] = r
@@ -563,10 +564,10 @@ struct ServerResolver: ArtifactResolver {
             guard r.state == .succeeded else {
                 throw SpecError(pointer: "/job", message: "job \(id) is \(r.state.rawValue); it must have succeeded")
             }
-            let name = (artifact ?? kind.rawValue) == "pairs" ? ArtifactName.pairs : ArtifactName.model
-            let path = service.directory(id) + "/" + name
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw SpecError(pointer: "/job", message: "job \(id) (\(r.type)) has no \(name)")
+            let wanted = artifact ?? (kind == .points ? "samples" : kind.rawValue)
+            guard let path = JobDirectory(path: service.directory(id)).artifactFile(wanted),
+                  FileManager.default.fileExists(atPath: path) else {
+                throw SpecError(pointer: "/job", message: "job \(id) (\(r.type)) has no \(wanted)")
             }
             return path
         }

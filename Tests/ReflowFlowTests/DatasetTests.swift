@@ -497,7 +497,10 @@ struct PointFileTests {
     func csvRejections() {
         expectPointError("expected 2 columns, got 3", line: 2) { try csv("1,2\n1,2,3\n") }
         expectPointError("expected 2 columns, got 1", line: 3) { try csv("x,y\n1,2\n5\n") }
-        expectPointError("expected 2 columns, got 3", line: 1) { try csv("1 2 3") }
+        // Any dimension d: the first row fixes it (here d = 3); every row must agree.
+        #expect((try? csv("1 2 3"))?.shape == [1, 3])
+        #expect((try? csv("a,b,c\n1,2,3\n4,5,6"))?.shape == [2, 3])
+        expectPointError("expected 3 columns, got 2", line: 2) { try csv("1,2,3\n1,2\n") }
         expectPointError("column 2: 'abc' is not a number", line: 4) { try csv("# c\n\n1,2\n3,abc\n") }
         expectPointError("'nan' is not a number", line: 1) { try csv("nan,1") }
         expectPointError("'nan' is not a number", line: 1) { try csv("nan,nan\n1,2") }  // not a header
@@ -510,8 +513,8 @@ struct PointFileTests {
         expectPointError("is not a number", line: 1) { try csv(".,1") }
         expectPointError("outside the Float range", line: 1) { try csv("1e39,1") }
         expectPointError("column 2 is empty", line: 1) { try csv("1,") }
-        expectPointError("expected 2 columns, got 3", line: 1) { try csv("1,,2") }
-        expectPointError("header has 3 columns", line: 1) { try csv("a,b,c\n1,2") }
+        expectPointError("column 2 is empty", line: 1) { try csv("1,,2") }
+        expectPointError("expected 3 columns, got 2", line: 2) { try csv("a,b,c\n1,2") }
         expectPointError("header column 1 is empty", line: 2) { try csv("\n,y\n1,2") }
         expectPointError("column 1: 'x' is not a number", line: 3) { try csv("x,y\n1,2\nx,y\n") }
         expectPointError("column 1: 'x' is not a number", line: 1) { try csv("x,1.0\n1,2") }
@@ -575,12 +578,12 @@ struct PointFileTests {
         expectPointError("descr must be a dtype string") {
             try npyParse(h("{'descr': [('x', '<f4'), ('y', '<f4')], 'fortran_order': False, 'shape': (2,), }"))
         }
-        expectPointError("shape must be (n, 2), got (4)") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }")) }
-        expectPointError("shape must be (n, 2), got (2, 1, 2)") {
+        expectPointError("shape must be (n, d) with 1 ≤ d ≤ 65536, got (4)") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }")) }
+        expectPointError("shape must be (n, d) with 1 ≤ d ≤ 65536, got (2, 1, 2)") {
             try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 2), }"))
         }
-        expectPointError("shape must be (n, 2), got (1, 4)") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }")) }
-        expectPointError("shape must be (n, 2), got ()") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (), }")) }
+        expectPointError("shape must be (n, d) with 1 ≤ d ≤ 65536, got (1, 0)") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 0), }")) }
+        expectPointError("shape must be (n, d) with 1 ≤ d ≤ 65536, got ()") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (), }")) }
         expectPointError("holds no points") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2), }", [])) }
         expectPointError("negative dimension") { try npyParse(h("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 2), }")) }
         expectPointError("integer too large") {

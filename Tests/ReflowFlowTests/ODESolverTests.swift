@@ -395,7 +395,7 @@ struct ODESolverTests {
                 #expect(e.description.contains(msg))
             }
             #expect(throws: ODEError.invalidArgument(msg)) {
-                try ODESolver.solve(config: Self.config, stateDict: sd, x: z, method: m, direction: .backward, threads: 2)
+                try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: z, method: m, direction: .backward, threads: 2)
             }
             var block = [Float](repeating: 0, count: 6)
             #expect(throws: ODEError.invalidArgument(msg)) {
@@ -406,7 +406,7 @@ struct ODESolverTests {
             #expect(m.validationError() == nil, "\(m)")
         }
         #expect(throws: ODEError.self) {
-            try EulerSampler.sample(config: Self.config, stateDict: sd, z0: z, steps: 0, threads: 1)
+            try EulerSampler.sample(model: ModelSpec(Self.config), stateDict: sd, z0: z, steps: 0, threads: 1)
         }
     }
 
@@ -426,32 +426,32 @@ struct ODESolverTests {
         var nanX = Tensor.zeros([3, 2]); nanX[1, 1] = .nan
         #expect(message { _ = try ODESolver.solve(field: Self.spiralField, x: nanX, method: m, direction: .forward) }?
             .contains("x[1, 1]") == true)
-        #expect(message { _ = try ODESolver.solve(config: Self.config, stateDict: sd, x: nanX, method: m, direction: .forward, threads: 1) } != nil)
+        #expect(message { _ = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: nanX, method: m, direction: .forward, threads: 1) } != nil)
         for (a, b) in [(Float(0.5), Float(0.5)), (0.7, 0.2), (-0.1, 1), (0, 1.5), (.nan, 1), (0, .infinity)] {
             #expect(message { _ = try ODESolver.solve(field: Self.spiralField, x: Tensor.zeros([3, 2]), method: m, direction: .forward,
                                                       tStart: a, tEnd: b) }?.contains("tStart") == true, "\(a) \(b)")
         }
-        #expect(message { _ = try ODESolver.solve(config: Self.config, stateDict: sd, x: Tensor.zeros([3, 2]), method: m,
+        #expect(message { _ = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: Tensor.zeros([3, 2]), method: m,
                                                   direction: .forward, threads: 0) }?.contains("threads") == true)
-        #expect(message { _ = try ODESolver.solve(config: Self.config, stateDict: sd, x: Tensor.zeros([3, 2]), method: m,
+        #expect(message { _ = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: Tensor.zeros([3, 2]), method: m,
                                                   direction: .forward, threads: 1, blockRows: 0) }?.contains("blockRows") == true)
-        #expect(message { _ = try ODESolver.solve(config: Self.config, stateDict: sd, x: Tensor.zeros([3, 3]), method: m,
+        #expect(message { _ = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: Tensor.zeros([3, 3]), method: m,
                                                   direction: .forward, threads: 1) }?.contains("expected [rows, 2]") == true)
         var badConfig = Self.config; badConfig.depth = 0
-        #expect(message { _ = try ODESolver.solve(config: badConfig, stateDict: sd, x: Tensor.zeros([3, 2]), method: m,
+        #expect(message { _ = try ODESolver.solve(model: ModelSpec(badConfig), stateDict: sd, x: Tensor.zeros([3, 2]), method: m,
                                                   direction: .forward, threads: 1) }?.contains("/depth") == true)
-        #expect(message { _ = try ODESolver.solve(config: Self.config, stateDict: sd, x: Tensor.zeros([3, 2]),
+        #expect(message { _ = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: Tensor.zeros([3, 2]),
                                                   method: .rk45(), direction: .forward, threads: 1, blockRows: 2,
                                                   recordTrajectory: true) }?.contains("single block") == true)
-        #expect(message { _ = try ODESolver.solve(config: Self.config, stateDict: sd, x: Tensor.zeros([2000, 2]),
+        #expect(message { _ = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: Tensor.zeros([2000, 2]),
                                                   method: .euler(steps: 100_000), direction: .forward, threads: 1,
                                                   recordTrajectory: true) }?.contains("limit") == true)
         var missing = sd; missing.removeValue(forKey: "layers.0.weight")
         #expect(throws: StateDictError.missing("layers.0.weight")) {
-            try ODESolver.solve(config: Self.config, stateDict: missing, x: Tensor.zeros([3, 2]), method: m, direction: .forward, threads: 2)
+            try ODESolver.solve(model: ModelSpec(Self.config), stateDict: missing, x: Tensor.zeros([3, 2]), method: m, direction: .forward, threads: 2)
         }
         // No rows: nothing to do, no evaluation.
-        let empty = try ODESolver.solve(config: Self.config, stateDict: sd, x: Tensor.zeros([0, 2]), method: .rk45(),
+        let empty = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: Tensor.zeros([0, 2]), method: .rk45(),
                                         direction: .forward, threads: 2)
         #expect(empty.x.shape == [0, 2] && empty.nfe == 0)
     }
@@ -480,7 +480,7 @@ struct ODESolverTests {
         }
         // The MLP driver reports it too.
         #expect(throws: ODEError.self) {
-            try ODESolver.solve(config: Self.config, stateDict: Self.model(seed: 3), x: randn([9, 2], seed: 4),
+            try ODESolver.solve(model: ModelSpec(Self.config), stateDict: Self.model(seed: 3), x: randn([9, 2], seed: 4),
                                 method: .rk45(rtol: 1e-6, atol: 1e-6, maxNFE: 8), direction: .forward, threads: 2, blockRows: 4)
         }
         // A field that turns NaN after t = 0.5.
@@ -551,12 +551,12 @@ struct ODESolverTests {
         let sd = Self.model(seed: 5)
         let z0 = randn([23, 2], seed: 6)
         for steps in [1, 6] {
-            let sol = try ODESolver.solve(config: Self.config, stateDict: sd, x: z0, method: .euler(steps: steps),
+            let sol = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: z0, method: .euler(steps: steps),
                                           direction: .forward, threads: 2, blockRows: 5)
             expectBitwiseEqual(sol.x, try Self.handEuler(Self.config, sd, z0, steps: steps), "steps \(steps)")
-            expectBitwiseEqual(sol.x, try EulerSampler.sample(config: Self.config, stateDict: sd, z0: z0, steps: steps, threads: 1))
+            expectBitwiseEqual(sol.x, try EulerSampler.sample(model: ModelSpec(Self.config), stateDict: sd, z0: z0, steps: steps, threads: 1))
             #expect(sol.nfe == steps && sol.nfeMean == Double(steps) && sol.blocks.count == 5)
-            let back = try ODESolver.solve(config: Self.config, stateDict: sd, x: z0, method: .euler(steps: steps),
+            let back = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: z0, method: .euler(steps: steps),
                                            direction: .backward, threads: 1)
             expectBitwiseEqual(back.x, try Self.handEuler(Self.config, sd, z0, steps: steps, backward: true), "backward \(steps)")
         }
@@ -569,9 +569,9 @@ struct ODESolverTests {
         for method in Self.allFixed(steps: 3) + [.rk45(rtol: 1e-4, atol: 1e-4)] {
             for dir in [ODEDirection.forward, .backward] {
                 let rec = blockRows >= 20 || method.steps != nil
-                let one = try ODESolver.solve(config: Self.config, stateDict: sd, x: z0, method: method, direction: dir,
+                let one = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: z0, method: method, direction: dir,
                                               threads: 1, blockRows: blockRows, recordTrajectory: rec)
-                let two = try ODESolver.solve(config: Self.config, stateDict: sd, x: z0, method: method, direction: dir,
+                let two = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: z0, method: method, direction: dir,
                                               threads: 2, blockRows: blockRows, recordTrajectory: rec)
                 expectBitwiseEqual(one.x, two.x, "\(method) \(dir) blockRows \(blockRows)")
                 #expect(one.blocks == two.blocks && one.nfe == two.nfe && one.nfeMean == two.nfeMean)
@@ -594,16 +594,16 @@ struct ODESolverTests {
         let tiny = VelocityMLPConfig(dimension: 2, width: 8, depth: 2)
         let sd = Self.model(seed: 9, config: tiny)
         let z0 = randn([17, 2], seed: 10)
-        let field = try MLPVelocityField(config: tiny, stateDict: sd)
+        let field = try NetworkVelocityField(model: ModelSpec(tiny), stateDict: sd)
         #expect(field.dimension == 2)
         for method in Self.allFixed(steps: 4) + [.rk45(rtol: 1e-4, atol: 1e-4)] {
             let whole = try ODESolver.solve(field: field, x: z0, method: method, direction: .backward)
-            let driver = try ODESolver.solve(config: tiny, stateDict: sd, x: z0, method: method, direction: .backward,
+            let driver = try ODESolver.solve(model: ModelSpec(tiny), stateDict: sd, x: z0, method: method, direction: .backward,
                                              threads: 2, blockRows: 1024)
             expectBitwiseEqual(whole.x, driver.x, "\(method)")
             #expect(whole.nfe == driver.nfe)
             if method.steps != nil {
-                let blocked = try ODESolver.solve(config: tiny, stateDict: sd, x: z0, method: method, direction: .backward,
+                let blocked = try ODESolver.solve(model: ModelSpec(tiny), stateDict: sd, x: z0, method: method, direction: .backward,
                                                   threads: 2, blockRows: 4)
                 expectBitwiseEqual(whole.x, blocked.x, "\(method) blockRows 4")
             }
@@ -615,18 +615,18 @@ struct ODESolverTests {
         let sd = Self.model(seed: 11)
         let z0 = randn([30, 2], seed: 12)
         let m = ODEMethod.rk45(rtol: 1e-6, atol: 1e-6)
-        let fwd = try ODESolver.solve(config: Self.config, stateDict: sd, x: z0, method: m, direction: .forward,
+        let fwd = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: z0, method: m, direction: .forward,
                                       threads: 2, blockRows: 8)
         #expect(fwd.blocks.count == 4)
         #expect(fwd.nfe == fwd.blocks.map(\.nfe).max())
         let mean = (8.0 * Double(fwd.blocks[0].nfe + fwd.blocks[1].nfe + fwd.blocks[2].nfe) + 6.0 * Double(fwd.blocks[3].nfe)) / 30
         #expect(Swift.abs(fwd.nfeMean - mean) < 1e-12)
         for b in fwd.blocks { #expect(b.nfe == 2 + 6 * (b.acceptedSteps + b.rejectedSteps)) }
-        let back = try ODESolver.solve(config: Self.config, stateDict: sd, x: fwd.x, method: m, direction: .backward,
+        let back = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: fwd.x, method: m, direction: .backward,
                                        threads: 2, blockRows: 8)
         expectClose(back.x, z0, atol: 1e-4, rtol: 0)
         // Against a fine RK4 reference.
-        let ref = try ODESolver.solve(config: Self.config, stateDict: sd, x: z0, method: .rk4(steps: 200), direction: .forward,
+        let ref = try ODESolver.solve(model: ModelSpec(Self.config), stateDict: sd, x: z0, method: .rk4(steps: 200), direction: .forward,
                                       threads: 2)
         expectClose(fwd.x, ref.x, atol: 2e-5, rtol: 2e-5)
     }

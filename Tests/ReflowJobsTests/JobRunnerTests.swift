@@ -43,13 +43,13 @@ struct JobRunnerTests {
         #expect(t.training?.steps == 300)
         #expect(t.artifacts.map(\.name).contains("model.safetensors") && t.artifacts.map(\.name).contains("samples.png"))
         let model = try ModelArtifact.read(path: dir.path + "/rf1/model.safetensors")
-        #expect(model.model.width == 16 && model.snapshot.step == 300 && !model.snapshot.ema.isEmpty)
+        #expect(model.model.mlp?.width == 16 && model.snapshot.step == 300 && !model.snapshot.ema.isEmpty)
 
         // Reflow: the student inherits the teacher's architecture and data; pairs are z1 = ODE(z0).
         let r = try dir.run("rf2", #"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "pairs": 600, "steps": 200, "batchSize": 64, "previewPoints": 0}}"#)
         #expect(r.pairs?.count == 600 && r.pairs?.reused == false && (r.pairs?.nfeMean ?? 0) > 6)
         let pairs = try PairStore.read(path: dir.path + "/rf2/pairs.safetensors")
-        let again = try ODESolver.solve(config: model.model, stateDict: model.weights(useEMA: true),
+        let again = try ODESolver.solve(model: model.model, stateDict: model.weights(useEMA: true),
                                         x: Tensor(shape: [8, 2], data: Array(pairs.z0.data.prefix(16))),
                                         method: .rk45(rtol: 1e-5, atol: 1e-5, maxNFE: 10_000), direction: .forward, threads: 1)
         for i in 0..<16 { #expect(abs(again.x.data[i] - pairs.z1.data[i]) < 1e-3) }

@@ -6,9 +6,9 @@ import ReflowFlow
 @testable import ReflowStore
 
 @Suite struct CheckpointTests {
-    static func smallConfig() -> ToyTrainingConfig {
-        var c = ToyTrainingConfig()
-        c.model = VelocityMLPConfig(dimension: 2, width: 32, depth: 2, activation: .silu)
+    static func smallConfig() -> TrainingConfig {
+        var c = TrainingConfig()
+        c.model = ModelSpec(VelocityMLPConfig(dimension: 2, width: 32, depth: 2, activation: .silu))
         c.batchSize = 64
         c.emaDecay = 0.9
         c.gradClipNorm = 5
@@ -30,15 +30,15 @@ import ReflowFlow
         let dir = try TempDir()
         defer { dir.remove() }
         let config = Self.smallConfig()
-        let straight = ToyTrainer(config, threads: threads)
+        let straight = try FlowTrainer(config, threads: threads)
         var straightLosses = [Float]()
         for _ in 0..<40 { straightLosses.append(straight.trainStep()) }
 
-        let first = ToyTrainer(config, threads: threads)
+        let first = try FlowTrainer(config, threads: threads)
         for _ in 0..<20 { first.trainStep() }
         let path = dir.file("ckpt.safetensors")
         try Checkpoint.write(first.snapshot(), to: path)
-        let resumed = try ToyTrainer(config, threads: threads, restoring: try Checkpoint.read(path: path))
+        let resumed = try FlowTrainer(config, threads: threads, restoring: try Checkpoint.read(path: path))
         #expect(resumed.step == 20)
         var resumedLosses = [Float]()
         for _ in 0..<20 { resumedLosses.append(resumed.trainStep()) }
@@ -50,7 +50,7 @@ import ReflowFlow
     @Test func roundTripKeepsEverythingAndWritesDigest() throws {
         let dir = try TempDir()
         defer { dir.remove() }
-        let t = ToyTrainer(Self.smallConfig(), threads: 1)
+        let t = try FlowTrainer(Self.smallConfig(), threads: 1)
         for _ in 0..<3 { t.trainStep() }
         var snap = t.snapshot()
         snap.metadata = ["reflowd.arch": "{\"width\":32}"]
@@ -71,7 +71,7 @@ import ReflowFlow
         let dir = try TempDir()
         defer { dir.remove() }
         let path = dir.file("c.safetensors")
-        try Checkpoint.write(ToyTrainer(Self.smallConfig(), threads: 1).snapshot(), to: path)
+        try Checkpoint.write(try FlowTrainer(Self.smallConfig(), threads: 1).snapshot(), to: path)
         var bytes = try AtomicFile.read(path: path, maxBytes: 1 << 30)
         bytes[bytes.count - 3] ^= 0x40  // a weight byte: the file is still valid safetensors
         #expect(throws: Never.self) { try SafeTensors.decode(bytes) }
@@ -89,7 +89,7 @@ import ReflowFlow
         let dir = try TempDir()
         defer { dir.remove() }
         let path = dir.file("c.safetensors")
-        let t = ToyTrainer(Self.smallConfig(), threads: 1)
+        let t = try FlowTrainer(Self.smallConfig(), threads: 1)
         try Checkpoint.write(t.snapshot(), to: path)
         let oldSidecar = try AtomicFile.read(path: path + ".sha256", maxBytes: 1000)
         t.trainStep()
@@ -146,9 +146,9 @@ import ReflowFlow
     }
 
     @Test func restoringIntoTheWrongArchitectureThrows() throws {
-        let snap = ToyTrainer(Self.smallConfig(), threads: 1).snapshot()
+        let snap = try FlowTrainer(Self.smallConfig(), threads: 1).snapshot()
         var other = Self.smallConfig()
-        other.model.width = 16
-        #expect(throws: StateDictError.self) { try ToyTrainer(other, threads: 1, restoring: snap) }
+        other.model.mlp?.width = 16
+        #expect(throws: StateDictError.self) { try FlowTrainer(other, threads: 1, restoring: snap) }
     }
 }

@@ -74,10 +74,10 @@ import ReflowStore
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
-        var config = ToyTrainingConfig()
-        config.model = VelocityMLPConfig(dimension: 2, width: 64, depth: 3, activation: .silu)
+        var config = TrainingConfig()
+        config.model = ModelSpec(VelocityMLPConfig(dimension: 2, width: 64, depth: 3, activation: .silu))
         config.batchSize = 128
-        let trainer = ToyTrainer(config, threads: 1)
+        let trainer = try FlowTrainer(config, threads: 1)
         for _ in 0..<50 { trainer.trainStep() }
         var snap = trainer.snapshot()
         snap.metadata["reflowd.arch"] = String(decoding: try JSONEncoder().encode(config.model), as: UTF8.self)

@@ -6,9 +6,9 @@ import ReflowFlow
 import ReflowNN
 import ReflowTestSupport
 
-func smallConfig(seed: UInt64 = 7) -> ToyTrainingConfig {
-    var c = ToyTrainingConfig()
-    c.model = VelocityMLPConfig(dimension: 2, width: 32, depth: 2)
+func smallConfig(seed: UInt64 = 7) -> TrainingConfig {
+    var c = TrainingConfig()
+    c.model = ModelSpec(VelocityMLPConfig(dimension: 2, width: 32, depth: 2))
     c.batchSize = 64
     c.learningRate = 1e-3
     c.seed = seed
@@ -29,13 +29,13 @@ func expectSnapshotsBitwiseEqual(_ a: TrainingSnapshot, _ b: TrainingSnapshot,
     }
 }
 
-@Suite("ToyTrainer")
-struct ToyTrainerTests {
+@Suite("FlowTrainer")
+struct FlowTrainerTests {
     init() { BLAS.setLibraryThreads(1) }
 
     @Test("300 steps reduce the loss clearly")
-    func lossDecreases() {
-        let t = ToyTrainer(smallConfig(), threads: 1)
+    func lossDecreases() throws {
+        let t = try FlowTrainer(smallConfig(), threads: 1)
         let losses = (0..<300).map { _ in t.trainStep() }
         #expect(losses.allSatisfy { $0.isFinite })
         let first = losses.prefix(20).reduce(0, +) / 20, last = losses.suffix(20).reduce(0, +) / 20
@@ -49,24 +49,24 @@ struct ToyTrainerTests {
     }
 
     @Test("same config → bit-identical losses, weights, optimizer state, EMA and RNG")
-    func deterministic() {
-        let a = ToyTrainer(smallConfig(), threads: 1), b = ToyTrainer(smallConfig(), threads: 1)
+    func deterministic() throws {
+        let a = try FlowTrainer(smallConfig(), threads: 1), b = try FlowTrainer(smallConfig(), threads: 1)
         for _ in 0..<25 { #expect(a.trainStep().bitPattern == b.trainStep().bitPattern) }
         expectSnapshotsBitwiseEqual(a.snapshot(), b.snapshot())
         // A different seed gives a different run.
-        let c = ToyTrainer(smallConfig(seed: 8), threads: 1)
+        let c = try FlowTrainer(smallConfig(seed: 8), threads: 1)
         for _ in 0..<25 { c.trainStep() }
         #expect(c.snapshot().model != a.snapshot().model)
     }
 
     @Test("threads 1 vs 2 (GEMMs above the split threshold) agree within 1e-5")
-    func threadCountIndependence() {
+    func threadCountIndependence() throws {
         // batch 512 × width 64: every hidden GEMM is ≥ 2 MFLOP, so threads: 2 splits it.
         var c = smallConfig()
-        c.model = VelocityMLPConfig(dimension: 2, width: 64, depth: 2)
+        c.model = ModelSpec(VelocityMLPConfig(dimension: 2, width: 64, depth: 2))
         c.batchSize = 512
         #expect(2 * 512 * 64 * 64 >= BLAS.splitThresholdFlops)
-        let one = ToyTrainer(c, threads: 1), two = ToyTrainer(c, threads: 2)
+        let one = try FlowTrainer(c, threads: 1), two = try FlowTrainer(c, threads: 2)
         for _ in 0..<15 {
             let (l1, l2) = (one.trainStep(), two.trainStep())
             #expect(Swift.abs(l1 - l2) <= 1e-5 * Swift.abs(l1), "loss \(l1) vs \(l2)")
@@ -93,14 +93,14 @@ struct ToyTrainerTests {
             c.emaDecay = nil
             c.learningRate = 1e-2
         }
-        let straight = ToyTrainer(c, threads: 1)
+        let straight = try FlowTrainer(c, threads: 1)
         let straightLosses = (0..<40).map { _ in straight.trainStep() }
 
-        let first = ToyTrainer(c, threads: 1)
+        let first = try FlowTrainer(c, threads: 1)
         for _ in 0..<20 { first.trainStep() }
         let snap = first.snapshot()
         #expect(snap.step == 20)
-        let resumed = try ToyTrainer(c, threads: 1, restoring: snap)
+        let resumed = try FlowTrainer(c, threads: 1, restoring: snap)
         #expect(resumed.step == 20 && resumed.optimizer.step == 20)
         expectSnapshotsBitwiseEqual(resumed.snapshot(), snap)
         let resumedLosses = (0..<20).map { _ in resumed.trainStep() }
@@ -109,29 +109,29 @@ struct ToyTrainerTests {
         expectSnapshotsBitwiseEqual(resumed.snapshot(), straight.snapshot())
         // The snapshot is a value: training on afterwards did not change it.
         #expect(snap.step == 20)
-        expectSnapshotsBitwiseEqual(try ToyTrainer(c, threads: 1, restoring: snap).snapshot(), snap)
+        expectSnapshotsBitwiseEqual(try FlowTrainer(c, threads: 1, restoring: snap).snapshot(), snap)
     }
 
     @Test("restoring a snapshot from another architecture fails")
-    func resumeMismatch() {
-        let t = ToyTrainer(smallConfig(), threads: 1)
+    func resumeMismatch() throws {
+        let t = try FlowTrainer(smallConfig(), threads: 1)
         t.trainStep()
         var other = smallConfig()
-        other.model.width = 16
-        #expect(throws: StateDictError.self) { try ToyTrainer(other, threads: 1, restoring: t.snapshot()) }
+        other.model.mlp?.width = 16
+        #expect(throws: StateDictError.self) { try FlowTrainer(other, threads: 1, restoring: t.snapshot()) }
         var broken = t.snapshot()
         broken.rng.words = ["0", "0", "0", "0"]
-        #expect(throws: RandomStateError.self) { try ToyTrainer(smallConfig(), threads: 1, restoring: broken) }
+        #expect(throws: RandomStateError.self) { try FlowTrainer(smallConfig(), threads: 1, restoring: broken) }
     }
 }
 
-@Suite("ToyTrainer data parallelism")
-struct ToyTrainerParallelTests {
+@Suite("FlowTrainer data parallelism")
+struct FlowTrainerParallelTests {
     @Test("memory stays flat: no buffer is allocated after the first step (1,000 steps, 2 workers)")
-    func memoryFlat() {
+    func memoryFlat() throws {
         var c = smallConfig()
         c.gradClipNorm = 1
-        let t = ToyTrainer(c, threads: 2)
+        let t = try FlowTrainer(c, threads: 2)
         t.trainStep()
         let afterFirst = t.bufferAllocations
         #expect(afterFirst > 0)
@@ -140,11 +140,11 @@ struct ToyTrainerParallelTests {
     }
 
     @Test("the sum of shard gradients is the batch gradient: 1, 2 and 3 workers take the same step", arguments: [2, 3])
-    func shardsMatchWholeBatch(threads: Int) {
+    func shardsMatchWholeBatch(threads: Int) throws {
         var c = smallConfig()
         c.batchSize = 61  // uneven shards
         c.gradClipNorm = 0.5  // and the clipping path (norm from partial sums)
-        let one = ToyTrainer(c, threads: 1), many = ToyTrainer(c, threads: threads)
+        let one = try FlowTrainer(c, threads: 1), many = try FlowTrainer(c, threads: threads)
         for _ in 0..<3 {
             let l1 = one.trainStep(), l2 = many.trainStep()
             #expect(abs(l1 - l2) <= 1e-5 * max(1, abs(l1)))
@@ -155,17 +155,17 @@ struct ToyTrainerParallelTests {
     }
 
     @Test("more workers than rows: empty shards are skipped")
-    func tinyBatch() {
+    func tinyBatch() throws {
         var c = smallConfig()
         c.batchSize = 2
-        let t = ToyTrainer(c, threads: 4)
+        let t = try FlowTrainer(c, threads: 4)
         let l = t.trainStep()
         #expect(l.isFinite && l > 0)
     }
 }
 
-@Suite("ToyTrainer with stored pairs")
-struct ToyTrainerPairsTests {
+@Suite("FlowTrainer with stored pairs")
+struct FlowTrainerPairsTests {
     @Test("a straight coupling z1 = z0 + c is learned: the loss falls to ~0 and v ≈ c")
     func learnsConstantVelocity() throws {
         var c = smallConfig()
@@ -174,7 +174,7 @@ struct ToyTrainerPairsTests {
         var rng = Random(seed: 5)
         let z0 = rng.normal([512, 2])
         let z1 = z0 + Tensor(shape: [1, 2], data: [1.5, -0.5])
-        let t = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        let t = try FlowTrainer(c, threads: 2, pairs: (z0, z1))
         var last: Float = 0
         for _ in 0..<400 { last = t.trainStep() }
         #expect(last < 1e-3, "final loss \(last)")
@@ -187,11 +187,11 @@ struct ToyTrainerPairsTests {
     @Test("initial weights come from the teacher, with a fresh optimizer and an EMA that starts there")
     func fineTunesFromTeacher() throws {
         let c = smallConfig()
-        let teacher = ToyTrainer(c, threads: 1)
+        let teacher = try FlowTrainer(c, threads: 1)
         for _ in 0..<5 { teacher.trainStep() }
         var rng = Random(seed: 6)
         let z0 = rng.normal([64, 2])
-        let student = try ToyTrainer(c, threads: 1, pairs: (z0, z0), initialWeights: teacher.model.stateDict())
+        let student = try FlowTrainer(c, threads: 1, pairs: (z0, z0), initialWeights: teacher.model.stateDict())
         for (k, w) in teacher.model.stateDict() {
             #expect(student.model.stateDict()[k]?.data == w.data)
             #expect(student.ema?.shadow[k]?.data == w.data)
@@ -199,16 +199,16 @@ struct ToyTrainerPairsTests {
         #expect(student.optimizer.step == 0)
     }
 
-    @Test func badPairsAreRejected() {
+    @Test func badPairsAreRejected() throws {
         let c = smallConfig()
-        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 2]), Tensor.zeros([5, 2]))) }
-        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 3]), Tensor.zeros([4, 3]))) }
-        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 1, pairs: (Tensor.zeros([0, 2]), Tensor.zeros([0, 2]))) }
+        #expect(throws: TrainerError.self) { try FlowTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 2]), Tensor.zeros([5, 2]))) }
+        #expect(throws: TrainerError.self) { try FlowTrainer(c, threads: 1, pairs: (Tensor.zeros([4, 3]), Tensor.zeros([4, 3]))) }
+        #expect(throws: TrainerError.self) { try FlowTrainer(c, threads: 1, pairs: (Tensor.zeros([0, 2]), Tensor.zeros([0, 2]))) }
     }
 }
 
-@Suite("ToyTrainer distillation")
-struct ToyTrainerDistillTests {
+@Suite("FlowTrainer distillation")
+struct FlowTrainerDistillTests {
     @Test("k = 1 distillation (t fixed at 0) learns the one-step map z0 → z1 of a stored coupling")
     func oneStepDistillation() throws {
         var c = smallConfig()
@@ -219,7 +219,7 @@ struct ToyTrainerDistillTests {
         let z0 = rng.normal([512, 2])
         // A nonlinear one-step map: z1 = z0 + 0.5·sin(z0) + (1, 0).
         let z1 = Tensor(shape: [512, 2], data: z0.data.enumerated().map { i, v in v + 0.5 * sin(v) + (i % 2 == 0 ? 1 : 0) })
-        let t = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        let t = try FlowTrainer(c, threads: 2, pairs: (z0, z1))
         var losses = [Float]()
         for _ in 0..<600 { losses.append(t.trainStep()) }
         #expect(losses.allSatisfy { $0.isFinite })
@@ -235,17 +235,17 @@ struct ToyTrainerDistillTests {
     }
 }
 
-@Suite("ToyTrainer couplings and resume")
-struct ToyTrainerCouplingTests {
+@Suite("FlowTrainer couplings and resume")
+struct FlowTrainerCouplingTests {
     @Test("the source distribution reaches the batch: π0 = δ(3, −2), π1 = δ(0, 0) ⇒ v ≈ (−3, 2)", arguments: [1, 3, 64])
-    func sourceReachesTheBatch(batch: Int) {
+    func sourceReachesTheBatch(batch: Int) throws {
         var c = smallConfig()
         c.batchSize = batch
         c.emaDecay = nil
         c.learningRate = 3e-3
-        c.source = .gaussian(mean: [3, -2], std: 0)
-        c.data = .gaussian(mean: [0, 0], std: 0)
-        let t = ToyTrainer(c, threads: 2)
+        c.source = .distribution(.gaussian(mean: [3, -2], std: 0))
+        c.data = .distribution(.gaussian(mean: [0, 0], std: 0))
+        let t = try FlowTrainer(c, threads: 2)
         for _ in 0..<400 { t.trainStep() }
         // Evaluate on the training path x_t = (1 − t)·(3, −2) (the only points the model sees).
         let ts: [Float] = [0.05, 0.25, 0.5, 0.75, 0.95]
@@ -256,12 +256,12 @@ struct ToyTrainerCouplingTests {
 
     @Test("training a student leaves the teacher's weights untouched (no shared storage is written)")
     func teacherUntouched() throws {
-        let teacher = ToyTrainer(smallConfig(), threads: 1)
+        let teacher = try FlowTrainer(smallConfig(), threads: 1)
         for _ in 0..<3 { teacher.trainStep() }
         let before = teacher.model.stateDict()
         var rng = Random(seed: 2)
         let z0 = rng.normal([64, 2])
-        let student = try ToyTrainer(smallConfig(), threads: 2, pairs: (z0, z0 * 2), initialWeights: before)
+        let student = try FlowTrainer(smallConfig(), threads: 2, pairs: (z0, z0 * 2), initialWeights: before)
         for _ in 0..<5 { student.trainStep() }
         for (k, w) in teacher.model.stateDict() { #expect(w.data == before[k]!.data, "\(k) changed") }
         #expect(student.model.stateDict()["layers.0.weight"]!.data != before["layers.0.weight"]!.data)
@@ -272,29 +272,29 @@ struct ToyTrainerCouplingTests {
         let c = smallConfig()
         var rng = Random(seed: 3)
         let z0 = rng.normal([128, 2]), z1 = rng.normal([128, 2])
-        let straight = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        let straight = try FlowTrainer(c, threads: 2, pairs: (z0, z1))
         for _ in 0..<10 { straight.trainStep() }
-        let first = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        let first = try FlowTrainer(c, threads: 2, pairs: (z0, z1))
         for _ in 0..<5 { first.trainStep() }
         let snap = first.snapshot()
         #expect(snap.metadata["reflowd.pairs_sha256"] == first.pairsDigest)
-        let resumed = try ToyTrainer(c, threads: 2, restoring: snap, pairs: (z0, z1))
+        let resumed = try FlowTrainer(c, threads: 2, restoring: snap, pairs: (z0, z1))
         for _ in 0..<5 { resumed.trainStep() }
         expectSnapshotsBitwiseEqual(straight.snapshot(), resumed.snapshot())
-        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 2, restoring: snap) }
-        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 2, restoring: snap, pairs: (z1, z0)) }
-        #expect(throws: TrainerError.self) { try ToyTrainer(c, threads: 2, restoring: ToyTrainer(c, threads: 1).snapshot(), pairs: (z0, z1)) }
+        #expect(throws: TrainerError.self) { try FlowTrainer(c, threads: 2, restoring: snap) }
+        #expect(throws: TrainerError.self) { try FlowTrainer(c, threads: 2, restoring: snap, pairs: (z1, z0)) }
+        #expect(throws: TrainerError.self) { try FlowTrainer(c, threads: 2, restoring: try FlowTrainer(c, threads: 1).snapshot(), pairs: (z0, z1)) }
     }
 
     @Test("invalid configs and non-finite pairs are refused, not trained on")
-    func refusesBadInputs() {
+    func refusesBadInputs() throws {
         var bad = smallConfig()
         bad.timeSampler = .grid(k: 0)
         let z = Tensor.zeros([4, 2])
-        #expect(throws: TrainerError.self) { try ToyTrainer(bad, threads: 1, pairs: (z, z)) }
+        #expect(throws: TrainerError.self) { try FlowTrainer(bad, threads: 1, pairs: (z, z)) }
         var nan = z
         nan[2, 1] = .nan
-        #expect(throws: TrainerError.badPairs("pair row 2 holds a non-finite value")) { try ToyTrainer(smallConfig(), threads: 1, pairs: (z, nan)) }
+        #expect(throws: TrainerError.badPairs("pair row 2 holds a non-finite value")) { try FlowTrainer(smallConfig(), threads: 1, pairs: (z, nan)) }
     }
 
     @Test("sinusoidal time input: features match the formula, the first layer widens, training and sampling work")
@@ -308,24 +308,24 @@ struct ToyTrainerCouplingTests {
             #expect(abs(Double(feats[4 + i]) - Foundation.sin(w * 0.3)) < 1e-6)
         }
         var c = smallConfig()
-        c.model.timeInput = time
+        c.model.mlp?.timeInput = time
         c.emaDecay = nil
         c.learningRate = 3e-3
         #expect(c.validationError() == nil)
         var rng = Random(seed: 5)
         let z0 = rng.normal([512, 2])
         let z1 = z0 + Tensor(shape: [1, 2], data: [1.5, -0.5])
-        let t = try ToyTrainer(c, threads: 2, pairs: (z0, z1))
+        let t = try FlowTrainer(c, threads: 2, pairs: (z0, z1))
         #expect(t.model.stateDict()["layers.0.weight"]?.shape == [32, 10])
         var first: Float = 0, last: Float = 0
         for i in 0..<300 { last = t.trainStep(); if i == 0 { first = last } }
         #expect(last < first / 10, "loss \(first) → \(last)")
-        let sol = try ODESolver.solve(config: c.model, stateDict: t.model.stateDict(), x: z0, method: .euler(steps: 4),
+        let sol = try ODESolver.solve(model: c.model, stateDict: t.model.stateDict(), x: z0, method: .euler(steps: 4),
                                       direction: .forward, threads: 1)
         let err = zip(sol.x.data, z1.data).map { abs($0 - $1) }.max() ?? 1
         #expect(err < 0.1, "max endpoint error \(err)")
         var odd = c
-        odd.model.timeInput = .sinusoidal(features: 7, scale: 10)
+        odd.model.mlp?.timeInput = .sinusoidal(features: 7, scale: 10)
         #expect(odd.validationError()?.pointer == "/model/timeInput/features")
         let json = try JSONDecoder().decode(VelocityMLPConfig.self, from: Data(#"{"timeInput": {"kind": "sinusoidal"}}"#.utf8))
         #expect(json.timeInput == .sinusoidal(features: 16, scale: 1000) && json.inputWidth == 18)

@@ -1,0 +1,341 @@
+public import ReflowEngine
+import ReflowAutograd
+import ReflowCodec
+public import ReflowNN
+
+/// Hyperparameters of a flow-matching run: the model, the coupling's data and source, and the
+/// optimisation. Wire JSON is flat (`{"data": {"kind": "twoMoons"}, "model": {"width": 64},
+/// "learningRate": 1e-3}`); absent keys take the defaults below (``DefaultDecodable``).
+public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable {
+    /// π1, the target (data) distribution.
+    public var data: DataSource = .distribution(.gaussianRing())
+    /// π0, the source: noise for generation (N(0, I) in the model's dimension by default), or
+    /// another distribution for transport between two domains (Liu et al. 2022, domain transfer).
+    public var source: DataSource = .standardNormal
+    public var model = ModelSpec()
+    /// How (x0, x1, t) become the input x_t and the target (see ``Interpolant``).
+    public var interpolant: Interpolant = .rectifiedFlow
+    public var batchSize: Int = 512
+    public var learningRate: Float = 1e-3
+    public var optimizer: OptimizerKind = .adam()
+    public var schedule: LRSchedule = .constant
+    public var loss: Loss = .mse
+    /// EMA decay; null keeps no EMA.
+    @Explicit public var emaDecay: Float? = 0.999
+    /// Global gradient-norm clip; null disables clipping.
+    @Explicit public var gradClipNorm: Float? = nil
+    public var seed: UInt64 = 0
+    /// How flow times are drawn (default t ~ U[0, 1), as in rf_torch.py).
+    public var timeSampler: TimeSampler = .uniform(epsilon: 0)
+
+    public init() {}
+
+    /// Largest batch accepted (the memory budget of a job is checked separately).
+    public static let maxBatchSize = 1 << 20
+
+    /// The first invalid setting as (JSON pointer, message), or nil when the config is usable.
+    public func validationError() -> FieldError? {
+        let d = model.pointSize
+        return Validation.first(
+            { Validation.member("/data", data) },
+            { Validation.member("/source", source) },
+            { Validation.member("/model", model) },
+            { data.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/data", "gives \($0)-D points, the model is \(d)-D (set model.dimension or pick other data)") } },
+            { source.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/source", "gives \($0)-D points, the model is \(d)-D (use {\"kind\": \"normal\"} for N(0, I) in the model's dimension)") } },
+            { Validation.member("/optimizer", optimizer) },
+            { Validation.range("/batchSize", batchSize, 1, TrainingConfig.maxBatchSize) },
+            { learningRate > 0 && learningRate.isFinite ? nil : ("/learningRate", "must be a positive number") },
+            { schedule.validationPointer().map { ("/schedule" + $0.pointer, $0.message) } },
+            { loss.validationError().map { ("/loss/c", $0) } },
+            { emaDecay.flatMap { $0 >= 0 && $0 < 1 ? nil : ("/emaDecay", "must be in [0, 1), got \($0)") } },
+            { gradClipNorm.flatMap { $0 > 0 && $0.isFinite ? nil : ("/gradClipNorm", "must be a positive number") } },
+            { Validation.member("/timeSampler", timeSampler) })
+    }
+}
+
+/// A flow-matching training loop: minimise loss(v(x_t, t), target) with t from the configured
+/// ``TimeSampler`` and (x_t, target) from the configured ``Interpolant``, over a coupling of
+/// (x0, x1): independent draws x0 ~ π0 (`source`), x1 ~ π1 (`data`) for a 1-RF, or stored pairs
+/// for a reflow / distillation. The model is any ``VelocityNetwork`` built from `config.model`.
+///
+/// **Data parallel.** With `threads` = T, each step draws the whole batch on the calling
+/// thread (one RNG stream, so the data does not depend on T), cuts it into T row shards and
+/// runs forward and backward of each shard on its own worker and graph with single-threaded
+/// GEMMs. Each shard's loss is scaled by rows/B, so the shard gradients sum exactly (in exact
+/// arithmetic) to the full-batch gradient; they are summed in worker order into
+/// `Parameter.grad`, then clipping, the optimizer and the EMA run once. Every kernel runs in
+/// parallel this way, not just the GEMMs, and no worker waits on another inside a step.
+/// Results are deterministic for a given T (different T round differently).
+///
+/// Each worker's graph is reused for every step, so after the first step nothing is allocated
+/// (``bufferAllocations`` stops growing). All randomness comes from one ``Random`` stream that
+/// is part of the snapshot, so `snapshot()` → `init(restoring:)` continues bit for bit.
+public final class FlowTrainer {
+    public let config: TrainingConfig
+    public let model: any VelocityNetwork
+    public let optimizer: Optimizer
+    public let ema: EMA?
+    /// Worker count (row shards per step).
+    public let threads: Int
+    /// One graph per worker; gradients stay in the graphs until they are summed.
+    let workers: [Graph]
+    public private(set) var rng: Random
+    public private(set) var step = 0
+    /// The independent coupling's samplers (nil with stored pairs).
+    let data: DataSampler?, source: DataSampler?
+    /// The current batch: x0, x1 → x_t and targets [B, D]; times [B].
+    private var batchX0: [Float], batchX1: [Float], batchXt: [Float], batchTarget: [Float], batchT: [Float]
+    private var shardLoss: [Float]
+    /// Parameters per worker for the gradient sum and the update (balanced by size).
+    private let bins: [[Int]]
+    private var partialNorm: [Double]
+
+    /// Fixed training pairs (z0, z1), each [N, D], for reflow and distillation; nil draws
+    /// independent x0 ~ source, x1 ~ data every step (1-rectified flow).
+    public let pairs: (z0: Tensor, z1: Tensor)?
+    /// Hex SHA-256 of the stored pairs' float bytes (z0 then z1), recorded in snapshots.
+    public let pairsDigest: String?
+
+    /// A 1-RF trainer on independent draws. `resolve` maps artifact references of point-set
+    /// sources to readable files (not needed for built-in sources).
+    public convenience init(_ config: TrainingConfig, threads: Int,
+                            resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") }) throws {
+        try FlowTrainer.check(config, threads: threads)
+        let d = config.model.pointSize
+        let data: DataSampler, source: DataSampler
+        do {
+            data = try config.data.sampler(pointSize: d, resolve: resolve)
+            source = try config.source.sampler(pointSize: d, resolve: resolve)
+        } catch let e as DataSourceError {
+            throw TrainerError.badConfig(pointer: "/data", message: e.description)
+        }
+        self.init(config, threads: threads, data: data, source: source, pairsStorage: nil)
+    }
+
+    /// A trainer on a stored coupling: batches are drawn uniformly (with replacement) from the
+    /// pairs — the (k+1)-RF of a reflow, or a distillation with `.grid` times. `initialWeights`
+    /// starts from a teacher's weights (fine-tuning, as the paper's image code does for reflow)
+    /// with a fresh optimizer and EMA.
+    public convenience init(_ config: TrainingConfig, threads: Int, pairs: (z0: Tensor, z1: Tensor),
+                            initialWeights: [String: Tensor]? = nil) throws {
+        try FlowTrainer.check(config, threads: threads)
+        let d = config.model.pointSize
+        guard pairs.z0.rank >= 2, pairs.z0.shape == pairs.z1.shape, pairs.z0.count == pairs.z0.shape[0] * d, pairs.z0.shape[0] > 0 else {
+            throw TrainerError.badPairs("pairs must be two [N, \(d)] tensors with N > 0, got \(pairs.z0.shape) and \(pairs.z1.shape)")
+        }
+        // A diverged teacher would otherwise train the student on NaN silently.
+        if let i = pairs.z0.data.firstIndex(where: { !$0.isFinite }) ?? pairs.z1.data.firstIndex(where: { !$0.isFinite }) {
+            throw TrainerError.badPairs("pair row \(i / d) holds a non-finite value")
+        }
+        self.init(config, threads: threads, data: nil, source: nil, pairsStorage: pairs)
+        if let initialWeights {
+            try model.load(stateDict: initialWeights)
+            ema?.resetAverage(to: model)
+        }
+    }
+
+    static func check(_ config: TrainingConfig, threads: Int) throws {
+        if let (pointer, message) = config.validationError() { throw TrainerError.badConfig(pointer: pointer, message: message) }
+        guard threads >= 1 && threads <= 256 else { throw TrainerError.badConfig(pointer: "/threads", message: "must be in [1, 256]") }
+    }
+
+    private init(_ config: TrainingConfig, threads: Int, data: DataSampler?, source: DataSampler?,
+                 pairsStorage: (z0: Tensor, z1: Tensor)?) {
+        self.pairs = pairsStorage
+        self.data = data
+        self.source = source
+        pairsDigest = pairsStorage.map { p in
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(8 * p.z0.count)
+            for t in [p.z0, p.z1] { t.data.withUnsafeBytes { bytes.append(contentsOf: $0) } }
+            return SHA256.hex(of: bytes)
+        }
+        self.config = config
+        self.threads = threads
+        var initRng = Random(seed: config.seed)
+        let model = config.model.makeNetwork(rng: &initRng)
+        self.model = model
+        optimizer = Optimizer(config.optimizer, module: model)
+        ema = config.emaDecay.map { EMA(decay: $0, module: model) }
+        workers = (0..<threads).map { _ in Graph(threads: 1, accumulatesIntoParameters: false) }
+        rng = Random(seed: config.seed &+ 1)
+        let b = config.batchSize, d = config.model.pointSize
+        batchX0 = [Float](repeating: 0, count: b * d)
+        batchX1 = [Float](repeating: 0, count: b * d)
+        batchXt = [Float](repeating: 0, count: b * d)
+        batchTarget = [Float](repeating: 0, count: b * d)
+        batchT = [Float](repeating: 0, count: b)
+        shardLoss = [Float](repeating: 0, count: threads)
+        bins = optimizer.parallelBins(threads: threads)
+        partialNorm = [Double](repeating: 0, count: bins.count)
+    }
+
+    /// Resumes from a snapshot taken by ``snapshot()`` of a run with the same config (and, for a
+    /// reflow or distillation run, the same `pairs`: the snapshot records their SHA-256 under
+    /// `reflowd.pairs_sha256` and a mismatch, or a missing coupling, is refused).
+    public convenience init(_ config: TrainingConfig, threads: Int, restoring s: TrainingSnapshot,
+                            pairs: (z0: Tensor, z1: Tensor)? = nil,
+                            resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") }) throws {
+        if let pairs {
+            try self.init(config, threads: threads, pairs: pairs)
+        } else {
+            try self.init(config, threads: threads, resolve: resolve)
+        }
+        let recorded = s.metadata["reflowd.pairs_sha256"]
+        guard recorded == pairsDigest else {
+            throw TrainerError.badPairs(recorded == nil ? "the snapshot is of a 1-RF run (no stored pairs); pass no pairs"
+                                        : "the pairs differ from those the snapshot was trained on (or are missing)")
+        }
+        try model.load(stateDict: s.model)
+        try optimizer.load(stateTensors: s.optimizer, step: s.step)
+        if let ema { try ema.load(s.ema) }
+        rng = try Random(state: s.rng)
+        step = s.step
+    }
+
+    /// Buffers the worker graphs have allocated so far (constant after the first step).
+    public var bufferAllocations: Int { workers.reduce(0) { $0 + $1.freshAllocations } }
+
+    /// One optimisation step; returns the loss before the update.
+    @discardableResult
+    public func trainStep() -> Float {
+        drawBatch()
+        let b = config.batchSize, d = config.model.pointSize, threads = self.threads
+        let shared = WorkerShared((model: model, workers: workers, loss: config.loss))
+        shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
+        batchXt.withUnsafeBufferPointer { xt in
+        batchT.withUnsafeBufferPointer { tb in
+            batchTarget.withUnsafeBufferPointer { tgt in
+                let losses = SendableMutablePointer(lossBuffer.baseAddress)
+                let pX = SendablePointer(xt.baseAddress), pT = SendablePointer(tb.baseAddress), pTg = SendablePointer(tgt.baseAddress)
+                parallelChunks(count: threads, threads: threads) { range in
+                    for w in range {
+                        let lo = b * w / threads, hi = b * (w + 1) / threads
+                        let g = shared.value.workers[w]
+                        g.reset()
+                        guard hi > lo else { losses.base![w] = 0; continue }
+                        let rows = hi - lo
+                        let target = g.constant(shape: [rows, d]) {
+                            $0.baseAddress!.update(from: pTg.base! + lo * d, count: rows * d)
+                        }
+                        let v = shared.value.model.velocity(g, x: pX.base! + lo * d, t: pT.base! + lo, labels: nil, rows: rows)
+                        // Shard loss · rows/B: the shard gradients then add up to the batch gradient.
+                        let loss = g.affine(shared.value.loss(v, target), scale: Float(rows) / Float(b))
+                        g.backward(loss)
+                        losses.base![w] = loss.scalar
+                    }
+                }
+            }
+        }
+        }
+        }
+        // Sum the shard gradients (in worker order) into Parameter.grad, each worker a balanced
+        // bin of parameters; also their squared norms when clipping.
+        let clip = config.gradClipNorm
+        let named = optimizer.named
+        let update = WorkerShared((named: named, workers: workers, bins: bins, optimizer: optimizer))
+        partialNorm.withUnsafeMutableBufferPointer { normBuffer in
+        let norms = SendableMutablePointer(normBuffer.baseAddress)
+        parallelChunks(count: bins.count, threads: threads) { range in
+            for w in range {
+                var sumsq = 0.0
+                for i in update.value.bins[w] {
+                    let p = update.value.named[i].parameter
+                    let n = p.value.count
+                    p.grad.data.withUnsafeMutableBufferPointer { acc in
+                        for g in update.value.workers {
+                            g.withParameterGradient(p) { grad in
+                                guard let grad else { return }
+                                for j in 0..<n { acc[j] += grad[j] }
+                            }
+                        }
+                        if clip != nil { for j in 0..<n { sumsq += Double(acc[j]) * Double(acc[j]) } }
+                    }
+                }
+                norms.base![w] = sumsq
+            }
+        }
+        }
+        // Release the graphs' references to the weights so the update writes in place.
+        for g in workers { g.reset() }
+        var gradScale: Float = 1
+        if let clip {
+            // torch.nn.utils.clip_grad_norm_: factor max / (norm + 1e-6) when below 1.
+            let norm = Float(partialNorm.reduce(0, +).squareRoot())
+            gradScale = min(1, clip / (norm + 1e-6))
+        }
+        let lr = config.schedule.learningRate(base: config.learningRate, step: step), scale = gradScale
+        optimizer.beginStep()
+        parallelChunks(count: bins.count, threads: threads) { range in
+            for w in range {
+                for i in update.value.bins[w] {
+                    update.value.optimizer.update(parameterAt: i, learningRate: lr, gradScale: scale)
+                }
+            }
+        }
+        optimizer.zeroGrad()
+        ema?.update(from: model)
+        step += 1
+        return shardLoss.reduce(0, +)
+    }
+
+    /// Draws the whole batch from the trainer's RNG: for stored pairs, per row a pair index then
+    /// t; for the independent coupling, x1 for every row, then x0 for every row, then t per row
+    /// (the order of every earlier release, so seeds reproduce). The interpolant then forms x_t
+    /// and the target.
+    private func drawBatch() {
+        let b = config.batchSize, d = config.model.pointSize
+        let sampler = config.timeSampler
+        batchX0.withUnsafeMutableBufferPointer { x0 in
+        batchX1.withUnsafeMutableBufferPointer { x1 in
+        batchT.withUnsafeMutableBufferPointer { t in
+            if let pairs {
+                let n = pairs.z0.shape[0]
+                pairs.z0.data.withUnsafeBufferPointer { z0 in
+                    pairs.z1.data.withUnsafeBufferPointer { z1 in
+                        for r in 0..<b {
+                            let i = rng.int(below: n)
+                            t[r] = sampler.sample(&rng)
+                            (x0.baseAddress! + r * d).update(from: z0.baseAddress! + i * d, count: d)
+                            (x1.baseAddress! + r * d).update(from: z1.baseAddress! + i * d, count: d)
+                        }
+                    }
+                }
+            } else {
+                data!.sample(into: x1, rng: &rng)
+                source!.sample(into: x0, rng: &rng)
+                for r in 0..<b { t[r] = sampler.sample(&rng) }
+            }
+            batchXt.withUnsafeMutableBufferPointer { xt in
+                batchTarget.withUnsafeMutableBufferPointer { tg in
+                    config.interpolant.fill(x0: x0.baseAddress!, x1: x1.baseAddress!, t: t.baseAddress!, rows: b, size: d,
+                                            xt: xt.baseAddress!, target: tg.baseAddress!)
+                }
+            }
+        }
+        }
+        }
+    }
+
+    /// The complete resumable state.
+    public func snapshot() -> TrainingSnapshot {
+        var opt = [String: Tensor]()
+        for (n, t) in optimizer.stateTensors() { opt[n] = t }
+        var meta = [String: String]()
+        if let pairsDigest { meta["reflowd.pairs_sha256"] = pairsDigest }
+        return TrainingSnapshot(model: model.stateDict(), ema: ema?.shadow ?? [:], optimizer: opt,
+                                step: step, rng: rng.state, metadata: meta)
+    }
+}
+
+/// A trainer cannot be built from the given inputs.
+public enum TrainerError: Error, CustomStringConvertible, Equatable {
+    case badPairs(String)
+    case badConfig(pointer: String, message: String)
+    public var description: String {
+        switch self {
+        case .badPairs(let m): return "trainer: \(m)"
+        case .badConfig(let p, let m): return "trainer: \(p): \(m)"
+        }
+    }
+}

@@ -1,0 +1,120 @@
+public import ReflowEngine
+public import ReflowNN
+public import ReflowFlow
+import Foundation
+
+/// `evaluate`: metrics of a model against its data distribution (or `target`), for each solver.
+public struct EvaluateSpec: JobInput {
+    public var model: ArtifactRef = .job(id: "missing", artifact: nil)
+    public var useEMA = true
+    public var n = 10_000
+    public var seed: UInt64 = 1_000_001
+    /// The reference data; null means the model's training data.
+    @Explicit public var target: DataSource? = nil
+    public var solvers: [ODEMethod] = [.euler(steps: 1), .euler(steps: 2), .euler(steps: 100), .rk45(rtol: 1e-5, atol: 1e-5, maxNFE: 10_000)]
+    /// Euler steps of the trajectory for straightness (paper Eq. 3).
+    public var straightnessSteps = 100
+    /// Random projections of the sliced W2 distance.
+    public var projections = 256
+
+    public init() {}
+    public static var requiredKeys: [String] { ["model"] }
+
+    public func validationError() -> FieldError? {
+        Validation.first(
+            { Validation.member("/model", model) },
+            { Validation.range("/n", n, 2, 200_000) },
+            { Validation.member("/target", target) },
+            { solvers.isEmpty || solvers.count > 32 ? ("/solvers", "must list 1 to 32 solvers") : nil },
+            {
+                for (i, s) in solvers.enumerated() {
+                    if let e = s.validationPointer() { return ("/solvers/\(i)" + e.pointer, e.message) }
+                }
+                return nil
+            },
+            { Validation.range("/straightnessSteps", straightnessSteps, 2, 1000) },
+            { Validation.range("/projections", projections, 1, 4096) })
+    }
+}
+
+public enum EvaluateJob: JobKind {
+    public static let name = "evaluate"
+    public static let summary = "Straightness, transport cost, sliced W2, energy distance, coverage and an NFE table of a model."
+    public static let outputs = [JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)")]
+
+    public static func prepare(_ input: EvaluateSpec, resolver: any ArtifactResolver) throws(SpecError) -> EvaluateSpec {
+        let m = try StudentTraining.model("/input/model", input.model, resolver: resolver)
+        if let t = input.target {
+            let d = m.model.pointSize
+            if let k = t.knownPointSize(modelPointSize: d), k != d {
+                throw SpecError(pointer: "/input/target", message: "gives \(k)-D points, the model is \(d)-D")
+            }
+            if case .points(let ref) = t {
+                do { _ = try resolver.path(for: ref, kind: .points) } catch {
+                    throw SpecError(pointer: "/input/target" + error.pointer, message: error.message)
+                }
+            }
+        }
+        return input
+    }
+
+    public static func estimate(_ s: EvaluateSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
+        let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
+        // reference, second reference, z, one solution at a time, and the metrics' projections.
+        var e = pointsEstimate(m, n: s.n, copies: 6, solver: .euler(steps: s.straightnessSteps), blockRows: s.n,
+                               threads: threads, trajectoryRows: min(s.n, 2000))
+        e.add("sliced-W2 projections", floats: s.n, 4, 2)
+        return e
+    }
+
+    public static func run(_ s: EvaluateSpec, job: JobExecution) throws -> JobResult.Sections {
+        let m = try job.model(s.model)
+        let weights = m.weights(useEMA: s.useEMA)
+        let d = m.model.pointSize
+        let target = s.target ?? m.training.data
+        let data = try job.sampler(target, pointSize: d, what: "target")
+        var rng = Random(seed: s.seed)
+        let reference = data.sample(s.n, rng: &rng)
+        let second = data.sample(s.n, rng: &rng)
+        let z = JobExecution.draw(try job.sampler(m.training.source, pointSize: d, what: "model source"), n: s.n, seed: s.seed &+ 1).x
+        var rows = [EvaluationRow]()
+        for (i, method) in s.solvers.enumerated() {
+            try job.checkStop()
+            job.progress("evaluate", i, s.solvers.count + 1)
+            let sol = try job.solve(m.model, weights, z, method, blockRows: method.steps == nil ? s.n : 1024)
+            let cov = try target.distribution.map { try Metrics.supportCoverage(samples: sol.x, distribution: $0) }
+            rows.append(EvaluationRow(
+                solver: method, nfe: sol.nfe, nfeMean: sol.nfeMean,
+                swd: try Metrics.slicedWasserstein2(a: sol.x, b: reference, projections: s.projections, seed: 7),
+                energyDistance: try Metrics.energyDistance(a: sol.x, b: reference, seed: 7),
+                transportCost: try Metrics.transportCost(z0: z, z1: sol.x),
+                fractionWithin: cov?.fractionWithin, modesCovered: cov?.modesCovered, modeCount: cov?.counts.count,
+                meanDistance: cov?.meanDistance))
+        }
+        try job.checkStop()
+        let trajN = min(s.n, 2000)
+        let start = Tensor(shape: [trajN, d], data: Array(z.data.prefix(d * trajN)))
+        let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), trajectory: true)
+        let frames = (traj.trajectory ?? []).map(\.x)
+        let m512 = min(trajN, 512)
+        let excess = try Metrics.relativeTransportCost(z0: Tensor(shape: [m512, d], data: Array(start.data.prefix(d * m512))),
+                                                       z1: Tensor(shape: [m512, d], data: Array(traj.x.data.prefix(d * m512)))).excess
+        let summary = EvaluationSummary(
+            n: s.n, target: target.kind, rows: rows,
+            straightness: try Metrics.straightness(trajectory: frames), transportExcess: excess,
+            dataFloorSWD: try Metrics.slicedWasserstein2(a: second, b: reference, projections: s.projections, seed: 7),
+            dataFloorEnergy: try Metrics.energyDistance(a: second, b: reference, seed: 7))
+        if d == 2 {
+            let shown = min(trajN, 300)
+            try job.write(Figures.trajectories(frames.map { Tensor(shape: [shown, 2], data: Array($0.data.prefix(2 * shown))) },
+                                               reference: reference), "trajectories.png")
+        }
+        job.progress("evaluate", s.solvers.count + 1, s.solvers.count + 1)
+        return ["evaluation": try ResultValue(encoding: summary)]
+    }
+}
+
+extension JobResult {
+    /// The evaluation section of an evaluate job.
+    public var evaluation: EvaluationSummary? { section("evaluation", as: EvaluationSummary.self) }
+}

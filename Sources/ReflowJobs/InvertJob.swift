@@ -1,0 +1,197 @@
+public import ReflowEngine
+public import ReflowNN
+public import ReflowFlow
+import Foundation
+
+/// Where the points of an `invert` job come from: draws from a data source, a CSV/NPY file
+/// (offline only), or inline rows. Wire JSON: `{"distribution": {...}, "n": 1000, "seed": 0}`
+/// (any ``DataSource``), `{"path": "points.csv"}` or `{"inline": [[0.5, 1.0], ...]}`.
+public enum PointSource: Codable, Sendable, Equatable, Validatable {
+    case distribution(DataSource, n: Int, seed: UInt64)
+    case path(String)
+    case inline([[Float]])
+
+    enum CodingKeys: String, CodingKey { case distribution, n, seed, path, inline }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let given = [CodingKeys.distribution, .path, .inline].filter { c.contains($0) }
+        guard given.count == 1 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath,
+                debugDescription: "needs exactly one of \"distribution\", \"path\" or \"inline\""))
+        }
+        switch given[0] {
+        case .distribution:
+            self = .distribution(try c.decode(DataSource.self, forKey: .distribution),
+                                 n: try c.decodeIfPresent(Int.self, forKey: .n) ?? 1000,
+                                 seed: try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 0)
+        case .path: self = .path(try c.decode(String.self, forKey: .path))
+        default: self = .inline(try c.decode([[Float]].self, forKey: .inline))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .distribution(let d, let n, let s):
+            try c.encode(d, forKey: .distribution); try c.encode(n, forKey: .n); try c.encode(s, forKey: .seed)
+        case .path(let p): try c.encode(p, forKey: .path)
+        case .inline(let rows): try c.encode(rows, forKey: .inline)
+        }
+    }
+
+    public static let maxPoints = 1_000_000
+
+    public func validationError() -> FieldError? {
+        switch self {
+        case .distribution(let d, let n, _):
+            return Validation.member("/distribution", d) ?? Validation.range("/n", n, 1, PointSource.maxPoints)
+        case .path(let p):
+            if p.isEmpty || p.utf8.count > 4096 || p.contains("\0") { return ("/path", "must be a non-empty file path") }
+        case .inline(let rows):
+            if rows.isEmpty || rows.count > 100_000 { return ("/inline", "must hold 1 to 100000 points, got \(rows.count)") }
+            let d = rows[0].count
+            for (i, r) in rows.enumerated() {
+                if r.isEmpty || r.count != d { return ("/inline/\(i)", "must be a point of \(d) numbers like the first, got \(r.count)") }
+                if !r.allSatisfy(\.isFinite) { return ("/inline/\(i)", "must hold finite numbers") }
+            }
+        }
+        return nil
+    }
+
+    /// The number of points, when known without reading a file.
+    var knownCount: Int? {
+        switch self {
+        case .distribution(_, let n, _): return n
+        case .inline(let rows): return rows.count
+        case .path: return nil
+        }
+    }
+}
+
+/// `invert`: data → noise with `solver` run backward (t from 1 to 0), then, with
+/// `reconstruct`, forward again to measure how well the inversion round-trips.
+public struct InvertSpec: JobInput {
+    public var model: ArtifactRef = .job(id: "missing", artifact: nil)
+    public var useEMA = true
+    /// The points to invert; null means 1,000 draws (seed 0) of the model's training data.
+    @Explicit public var points: PointSource? = nil
+    public var solver: ODEMethod = .rfSolver2(steps: 50)
+    public var reconstruct = true
+    public var format: PointFormat = .npy
+
+    public init() {}
+    public static var requiredKeys: [String] { ["model"] }
+
+    public func validationError() -> FieldError? {
+        Validation.first(
+            { Validation.member("/model", model) },
+            { Validation.member("/points", points) },
+            { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } })
+    }
+}
+
+public enum InvertJob: JobKind {
+    public static let name = "invert"
+    public static let summary = "Integrate data back to noise (inversion / encoding) and check the round trip."
+    public static let outputs = [
+        JobOutput("latents.npy", "the inverted points (noise), [n, D] (format npy)"),
+        JobOutput("latents.csv", "the inverted points as CSV (format csv)"),
+        JobOutput("reconstruction.npy", "forward(backward(x)) (with reconstruct, format npy)"),
+        JobOutput("reconstruction.csv", "forward(backward(x)) as CSV (with reconstruct, format csv)"),
+        JobOutput("inversion.png", "latent ↔ data pairs (2-D models)"),
+    ]
+
+    /// Fills `points` with the model's data and checks files and the points' dimension.
+    public static func prepare(_ input: InvertSpec, resolver: any ArtifactResolver) throws(SpecError) -> InvertSpec {
+        var s = input
+        let m = try StudentTraining.model("/input/model", s.model, resolver: resolver)
+        if s.points == nil { s.points = .distribution(m.training.data, n: 1000, seed: 0) }
+        let d = m.model.pointSize
+        switch s.points! {
+        case .path(let p):
+            do { _ = try resolver.path(for: .path(p), kind: .points) } catch {
+                throw SpecError(pointer: "/input/points" + error.pointer, message: error.message)
+            }
+        case .inline(let rows):
+            if rows[0].count != d { throw SpecError(pointer: "/input/points/inline/0", message: "has \(rows[0].count) numbers, the model's points have \(d)") }
+        case .distribution(let source, _, _):
+            if let k = source.knownPointSize(modelPointSize: d), k != d {
+                throw SpecError(pointer: "/input/points/distribution", message: "gives \(k)-D points, the model is \(d)-D")
+            }
+            if case .points(let ref) = source {
+                do { _ = try resolver.path(for: ref, kind: .points) } catch {
+                    throw SpecError(pointer: "/input/points/distribution" + error.pointer, message: error.message)
+                }
+            }
+        }
+        return s
+    }
+
+    public static func estimate(_ s: InvertSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
+        let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
+        var n = s.points?.knownCount ?? 1000
+        if case .path(let p) = s.points, let bytes = resolver.fileSize(of: .path(p), kind: .points) {
+            n = bytes / 4 / max(1, m.pointSize) + 1   // at most one float per 4 bytes of NPY (CSV is sparser)
+        }
+        return pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: 1024, threads: threads, trajectoryRows: 0)
+    }
+
+    public static func run(_ s: InvertSpec, job: JobExecution) throws -> JobResult.Sections {
+        let m = try job.model(s.model)
+        let weights = m.weights(useEMA: s.useEMA)
+        let d = m.model.pointSize
+        let x: Tensor
+        switch s.points ?? .distribution(m.training.data, n: 1000, seed: 0) {
+        case .distribution(let source, let n, let seed):
+            var rng = Random(seed: seed)
+            x = try job.sampler(source, pointSize: d, what: "points").sample(n, rng: &rng)
+        case .inline(let rows):
+            x = Tensor(shape: [rows.count, d], data: rows.flatMap { $0 })
+        case .path(let p):
+            let path = try job.resolve(.path(p), kind: .points, what: "points")
+            do { x = try PointFiles.load(path: path) } catch { throw JobError.invalidInput("points: \(error.message)") }
+            guard x.rank == 2, x.shape[1] == d else {
+                throw JobError.invalidInput("points: \(p) holds \(x.shape.last ?? 0)-D points, the model is \(d)-D")
+            }
+        }
+        let n = x.shape[0]
+        job.progress("invert", 0, n)
+        let start = monotonicSeconds()
+        let back = try job.solve(m.model, weights, x, s.solver, direction: .backward)
+        let seconds = monotonicSeconds() - start
+        _ = try job.points(back.x, format: s.format, base: "latents")
+        var meanErr: Double?, maxErr: Double?
+        if s.reconstruct {
+            try job.checkStop()
+            let again = try job.solve(m.model, weights, back.x, s.solver).x
+            var sum = 0.0, worst = 0.0
+            for r in 0..<n {
+                var sq = 0.0
+                for c in 0..<d { let e = Double(again.data[d * r + c] - x.data[d * r + c]); sq += e * e }
+                let e = sq.squareRoot()
+                sum += e
+                worst = max(worst, e)
+            }
+            meanErr = sum / Double(n)
+            maxErr = worst
+            _ = try job.points(again, format: s.format, base: "reconstruction")
+        }
+        var rng = Random(seed: 99)
+        let g1 = rng.normal([n, d]), g2 = rng.normal([n, d])
+        let (mean, std) = JobExecution.moments(back.x)
+        let summary = InvertSummary(
+            n: n, nfe: back.nfe, seconds: seconds, latentMean: mean, latentStd: std,
+            latentSWD: try Metrics.slicedWasserstein2(a: back.x, b: g1, projections: 256, seed: 7),
+            gaussianFloorSWD: try Metrics.slicedWasserstein2(a: g2, b: g1, projections: 256, seed: 7),
+            reconstructionMeanError: meanErr, reconstructionMaxError: maxErr)
+        if d == 2 { try job.write(Figures.coupling(z0: back.x, z1: x, count: min(n, 300)), "inversion.png") }
+        job.progress("invert", n, n)
+        return ["invert": try ResultValue(encoding: summary)]
+    }
+}
+
+extension JobResult {
+    /// The invert section of an invert job.
+    public var invert: InvertSummary? { section("invert", as: InvertSummary.self) }
+}

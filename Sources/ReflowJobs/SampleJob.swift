@@ -1,0 +1,98 @@
+public import ReflowEngine
+public import ReflowNN
+public import ReflowFlow
+import Foundation
+
+/// `sample`: n points from noise (the model's π0) through `solver`.
+public struct SampleSpec: JobInput {
+    public var model: ArtifactRef = .job(id: "missing", artifact: nil)
+    public var useEMA = true
+    public var n = 2000
+    public var seed: UInt64 = 0
+    public var solver: ODEMethod = .euler(steps: 100)
+    /// Trajectories drawn in `trajectories.png` (0 = no picture; 2-D models only).
+    public var trajectories = 300
+    public var format: PointFormat = .npy
+
+    public init() {}
+    public static var requiredKeys: [String] { ["model"] }
+    public static let maxPoints = 1_000_000
+
+    public func validationError() -> FieldError? {
+        Validation.first(
+            { Validation.member("/model", model) },
+            { Validation.range("/n", n, 1, SampleSpec.maxPoints) },
+            { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } },
+            { Validation.range("/trajectories", trajectories, 0, min(n, 5000)) })
+    }
+}
+
+public enum SampleJob: JobKind {
+    public static let name = "sample"
+    public static let summary = "Draw samples (noise → data) from a model with a chosen ODE solver."
+    public static let outputs = [
+        JobOutput("samples.npy", "the samples, [n, D] float32 (format npy)"),
+        JobOutput("samples.csv", "the samples as CSV (format csv)"),
+        JobOutput("samples.png", "scatter of the samples over the model's data (2-D models)"),
+        JobOutput("trajectories.png", "ODE trajectories of the first points (2-D models)"),
+    ]
+
+    public static func prepare(_ input: SampleSpec, resolver: any ArtifactResolver) throws(SpecError) -> SampleSpec {
+        _ = try StudentTraining.model("/input/model", input.model, resolver: resolver)
+        return input
+    }
+
+    public static func estimate(_ s: SampleSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
+        let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
+        return pointsEstimate(m, n: s.n, copies: 4, solver: s.solver, blockRows: 1024, threads: threads,
+                              trajectoryRows: m.pointSize == 2 ? s.trajectories : 0)
+    }
+
+    public static func run(_ s: SampleSpec, job: JobExecution) throws -> JobResult.Sections {
+        let m = try job.model(s.model)
+        let weights = m.weights(useEMA: s.useEMA)
+        let d = m.model.pointSize
+        let z = JobExecution.draw(try job.sampler(m.training.source, pointSize: d, what: "model source"), n: s.n, seed: s.seed).x
+        job.progress("sample", 0, s.n)
+        let start = monotonicSeconds()
+        let sol = try job.solve(m.model, weights, z, s.solver)
+        let seconds = monotonicSeconds() - start
+        _ = try job.points(sol.x, format: s.format, base: "samples")
+        if d == 2 {
+            var rng = Random(seed: s.seed &+ 1)
+            let reference = try job.sampler(m.training.data, pointSize: d, what: "model data").sample(min(s.n, 4000), rng: &rng)
+            try job.write(Figures.scatter(sol.x, reference: reference), "samples.png")
+            if s.trajectories > 0 {
+                try job.checkStop()
+                let start = Tensor(shape: [s.trajectories, d], data: Array(z.data.prefix(d * s.trajectories)))
+                // One block, so rk45 records one common time grid for all drawn trajectories.
+                let t = try job.solve(m.model, weights, start, s.solver, blockRows: s.trajectories, trajectory: true)
+                try job.write(Figures.trajectories((t.trajectory ?? []).map(\.x), reference: reference), "trajectories.png")
+            }
+        }
+        let (mean, std) = JobExecution.moments(sol.x)
+        job.progress("sample", s.n, s.n)
+        return ["sample": try ResultValue(encoding: SampleSummary(n: s.n, nfe: sol.nfe, nfeMean: sol.nfeMean, seconds: seconds, mean: mean, std: std))]
+    }
+}
+
+/// Memory of a job that holds `copies` [n, D] point sets and integrates them: the solver's
+/// per-worker blocks (activations and up to 8 Dormand–Prince stages), the model (weights, EMA,
+/// optimizer state of its checkpoint) and a recorded trajectory of `trajectoryRows` rows.
+func pointsEstimate(_ m: ModelSpec, n: Int, copies: Int, solver: ODEMethod, blockRows: Int, threads: Int,
+                    trajectoryRows: Int) -> ResourceEstimate {
+    var e = ResourceEstimate()
+    let d = m.pointSize
+    e.add("model checkpoint (weights, EMA, optimizer state)", floats: m.parameterCount, 4)
+    e.add("points (inputs, outputs, file bytes)", floats: n, d, copies)
+    e.add("solver blocks", floats: threads, min(blockRows, n), m.config.activationFloatsPerRow + 8 * d)
+    if trajectoryRows > 0 {
+        e.add("recorded trajectory", floats: (solver.steps ?? 1000) + 1, trajectoryRows, d)
+    }
+    return e
+}
+
+extension JobResult {
+    /// The sample section of a sample job.
+    public var sample: SampleSummary? { section("sample", as: SampleSummary.self) }
+}

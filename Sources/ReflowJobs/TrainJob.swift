@@ -1,0 +1,100 @@
+public import ReflowNN
+public import ReflowFlow
+import ReflowEngine
+import Foundation
+
+/// `train`: a 1-rectified flow from independent draws x0 ~ π0, x1 ~ π1. The input is a
+/// ``TrainingConfig`` and a ``LoopSpec``, flat:
+/// `{"data": {"kind": "twoMoons"}, "steps": 2000, "learningRate": 1e-3}`.
+public struct TrainSpec: JobInput {
+    public var training = TrainingConfig()
+    public var loop = LoopSpec()
+
+    public init() {}
+
+    // Flat wire form: both parts read and write the same JSON object.
+    public init(from decoder: any Decoder) throws {
+        training = try TrainingConfig(from: decoder)
+        loop = try LoopSpec(from: decoder)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try training.encode(to: encoder)
+        try loop.encode(to: encoder)
+    }
+
+    public func validationError() -> FieldError? { training.validationError() ?? loop.validationError() }
+}
+
+public enum TrainJob: JobKind {
+    public static let name = "train"
+    public static let summary = "Train a 1-rectified flow on independent draws from the source (noise) and the data."
+    public static let outputs = [
+        JobOutput(JobDirectory.Name.model, "the trained model (weights, EMA, optimizer state; spec and training config in the metadata)"),
+        JobOutput(JobDirectory.Name.lossLog, "step,loss records every logEvery steps"),
+        JobOutput("samples.png", "Euler-100 samples over the data (2-D models)"),
+    ]
+    public static let trainingPhases = ["train"]
+
+    public static func prepare(_ input: TrainSpec, resolver: any ArtifactResolver) throws(SpecError) -> TrainSpec {
+        try checkDataReferences(input.training, resolver: resolver)
+        return input
+    }
+
+    public static func estimate(_ input: TrainSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
+        var e = ResourceEstimate()
+        trainingEstimate(input.training, threads: threads, into: &e)
+        addDataFiles(input.training, resolver: resolver, into: &e)
+        return e
+    }
+
+    public static func run(_ s: TrainSpec, job: JobExecution) throws -> JobResult.Sections {
+        let threads = job.threads
+        let resolve: (ArtifactRef) throws -> String = { try job.resolve($0, kind: .points, what: "data") }
+        let summary = try job.trainLoop(s.training, s.loop, phase: "train") { snapshot in
+            if let snapshot { return try FlowTrainer(s.training, threads: threads, restoring: snapshot, resolve: resolve) }
+            return try FlowTrainer(s.training, threads: threads, resolve: resolve)
+        }
+        let final = try ModelArtifact.read(path: job.directory.model)
+        try job.preview(s.training, weights: final.weights(useEMA: true), points: s.loop.previewPoints)
+        return ["training": try ResultValue(encoding: summary)]
+    }
+}
+
+/// Checks that point-set data and source references of a training config resolve to readable
+/// point files of the model's dimension (read once here, so a mismatch is a 422, not a failed job).
+func checkDataReferences(_ t: TrainingConfig, resolver: any ArtifactResolver) throws(SpecError) {
+    for (pointer, source) in [("/input/data", t.data), ("/input/source", t.source)] {
+        guard case .points(let ref) = source else { continue }
+        let path: String
+        do { path = try resolver.path(for: ref, kind: .points) } catch {
+            throw SpecError(pointer: pointer + error.pointer, message: error.message)
+        }
+        let x: Tensor
+        do { x = try PointFiles.load(path: path) } catch {
+            throw SpecError(pointer: pointer, message: "cannot read the points: \(error.message)")
+        }
+        let name: String
+        switch ref {
+        case .path(let p): name = p
+        case .job(let id, let artifact): name = "job \(id)'s \(artifact ?? "samples")"
+        }
+        if x.shape[1] != t.model.pointSize {
+            throw SpecError(pointer: pointer, message: "\(name) holds \(x.shape[1])-D points, the model is \(t.model.pointSize)-D")
+        }
+    }
+}
+
+/// Point files held in memory by a training job (the parsed floats and the file bytes).
+func addDataFiles(_ t: TrainingConfig, resolver: any ArtifactResolver, into e: inout ResourceEstimate) {
+    for source in [t.data, t.source] {
+        if case .points(let ref) = source, let bytes = resolver.fileSize(of: ref, kind: .points) {
+            e.add("point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
+        }
+    }
+}
+
+extension JobResult {
+    /// The training section of a train, reflow or distill job.
+    public var training: TrainingSummary? { section("training", as: TrainingSummary.self) }
+}
