@@ -288,7 +288,7 @@ public final class API: Sendable {
         let prepared: JobSpec
         do { prepared = try JobRunner.prepare(spec, resolver: ServerResolver(service: jobs)) } catch {
             throw Problem(status: 422, code: "validation_failed", title: "Request validation failed",
-                          detail: "\(error.pointer): \(error.message)", pointer: error.pointer)
+                          detail: "\(error.pointer): \(jobs.redact(error.message))", pointer: error.pointer)
         }
         let key = req.headers["Idempotency-Key"]
         if let key, key.isEmpty || key.utf8.count > 255 {
