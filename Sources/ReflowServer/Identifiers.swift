@@ -1,4 +1,4 @@
-public import ReflowJobs
+import ReflowJobs
 import Foundation
 
 /// An RFC 9457 problem: every HTTP error, and a failed job's `error` in the API view.
