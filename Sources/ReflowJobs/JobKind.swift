@@ -111,7 +111,12 @@ public struct AnyJobKind: Sendable {
         outputs = K.outputs
         trainingPhases = K.trainingPhases
         decodeUser = { try K.decode($0) }
-        decodeStored = { try K.Input(from: $0) }
+        // Stored inputs are decoded like user inputs (over the defaults), so records written by
+        // an older release, which lack newer fields, still load.
+        decodeStored = { decoder in
+            let tree = try ResultValue(from: decoder)
+            return try K.decode(try JSONSerialization.jsonObject(with: JSONEncoder().encode(tree), options: [.fragmentsAllowed]))
+        }
         prepareInput = { (i, r) throws(SpecError) in try K.prepare(i as! K.Input, resolver: r) }
         estimateInput = { (i, r, t) throws(SpecError) in try K.estimate(i as! K.Input, resolver: r, threads: t) }
         runInput = { try K.run($0 as! K.Input, job: $1) }

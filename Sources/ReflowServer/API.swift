@@ -94,6 +94,10 @@ public final class API: Sendable {
             if !FileManager.default.isWritableFile(atPath: jobs.jobsDir) {
                 throw Problem(status: 503, code: "storage_unavailable", title: "Not ready", detail: "the data directory is not writable")
             }
+            if jobs.storage.isBelowFloor {
+                throw Problem(status: 503, code: "insufficient_storage", title: "Not ready",
+                              detail: "free space on the data directory's file system is below minFreeBytes (\(jobs.storage.minFreeBytes) bytes)")
+            }
             return .now(json(200, #"{"status":"ready"}"#))
         case "/metrics":
             route = "/metrics"; try allow("GET")
@@ -219,7 +223,7 @@ public final class API: Sendable {
         var r = json(p.status, p)
         r.headers.set("Content-Type", "application/problem+json")
         if p.status == 405, let allowed = p.detail.components(separatedBy: "allowed: ").last { r.headers.add("Allow", allowed) }
-        if p.status == 429 || p.status == 503 { r.headers.add("Retry-After", "5") }
+        if p.status == 429 || p.status == 503 || p.status == 507 { r.headers.add("Retry-After", "5") }
         if p.status == 401 { r.headers.add("WWW-Authenticate", "Bearer realm=\"reflowd\"") }
         return r
     }
@@ -234,21 +238,6 @@ public final class API: Sendable {
         for (a, b) in zip(digest, tokenDigest) { diff |= a ^ b }
         guard diff == 0, !given.isEmpty else {
             throw Problem(status: 401, code: "unauthorized", title: "Unauthorized", detail: "send Authorization: Bearer <token>")
-        }
-    }
-
-    /// A job as the API shows it: the record plus its queue position and links.
-    struct JobView: Encodable {
-        let record: JobRecord
-        let queuePosition: Int?
-        enum Keys: String, CodingKey { case queuePosition, urls }
-        func encode(to encoder: any Encoder) throws {
-            try record.encode(to: encoder)
-            var c = encoder.container(keyedBy: Keys.self)
-            try c.encode(queuePosition, forKey: .queuePosition)
-            let base = "/v1/jobs/" + record.id
-            try c.encode(["self": base, "cancel": base + "/cancel", "events": base + "/events", "logs": base + "/logs",
-                          "images": base + "/images", "artifacts": base + "/artifacts"], forKey: .urls)
         }
     }
 
@@ -300,7 +289,7 @@ public final class API: Sendable {
         let prepared: JobSpec
         do { prepared = try JobRunner.prepare(spec, resolver: ServerResolver(service: jobs)) } catch {
             throw Problem(status: 422, code: "validation_failed", title: "Request validation failed",
-                          detail: "\(error.pointer): \(error.message)", pointer: error.pointer)
+                          detail: "\(error.pointer): \(jobs.redact(error.message))", pointer: error.pointer)
         }
         let key = req.headers["Idempotency-Key"]
         if let key, key.isEmpty || key.utf8.count > 255 {
@@ -477,7 +466,7 @@ public final class API: Sendable {
                     if monotonicSeconds() - doneSince! > 2 {
                         let e = JSONEncoder()
                         e.outputFormatting = [.sortedKeys]
-                        let data = String(decoding: (try? e.encode(r)) ?? Data(), as: UTF8.self)
+                        let data = String(decoding: (try? e.encode(JobView(record: r, queuePosition: nil))) ?? Data(), as: UTF8.self)
                         _ = writer.write(Array("event: completed\ndata: \(data)\n\n".utf8))
                         return
                     }
@@ -599,7 +588,7 @@ public final class API: Sendable {
 
     // MARK: checkpoints
 
-    struct CheckpointInfo: Encodable {
+    struct CheckpointInfo: Encodable, Sendable {
         let id: String
         let type: String
         let bytes: Int
@@ -612,14 +601,29 @@ public final class API: Sendable {
 
     func checkpointInfo(_ r: JobRecord) throws(Problem) -> HTTPResponse { json(200, describe(r)) }
 
+    /// Checkpoint metadata by job id, valid while the record version and the file (inode, size,
+    /// mtime) are unchanged: listing checkpoints reads and hashes no file it has seen before.
+    let checkpointCache = Mutex<[String: (key: String, info: CheckpointInfo)]>([:])
+    /// Checkpoint files read for their metadata (the cache's misses; tests check it).
+    let checkpointReads = Atomic<Int>(0)
+
     func describe(_ r: JobRecord) -> CheckpointInfo {
         let path = jobs.directory(r.id) + "/" + JobDirectory.Name.model
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        var st = stat()
+        let found = stat(path, &st) == 0
+        let key = found ? "\(r.version):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)" : "missing"
+        if let hit = checkpointCache.withLock({ $0[r.id] }), hit.key == key { return hit.info }
+        checkpointReads.add(1, ordering: .relaxed)
+        let size = found ? Int(st.st_size) : 0
         let sha = (try? AtomicFile.read(path: path + ".sha256", maxBytes: 200)).map { String(decoding: $0.prefix(64), as: UTF8.self) }
         let art = try? ModelArtifact.read(path: path)
-        let model = art?.model
-        return CheckpointInfo(id: r.id, type: r.type, bytes: size, sha256: sha, step: art?.snapshot.step, model: model,
-                              createdAt: r.createdAt, url: "/v1/checkpoints/\(r.id)/file")
+        let info = CheckpointInfo(id: r.id, type: r.type, bytes: size, sha256: sha, step: art?.snapshot.step, model: art?.model,
+                                  createdAt: r.createdAt, url: "/v1/checkpoints/\(r.id)/file")
+        checkpointCache.withLock { cache in
+            if cache.count >= 4096 { cache.removeAll(keepingCapacity: true) }
+            cache[r.id] = (key, info)
+        }
+        return info
     }
 
     func checkpoints() throws(Problem) -> HTTPResponse {
@@ -635,17 +639,15 @@ public final class API: Sendable {
         guard !req.body.isEmpty else {
             throw Problem(status: 422, code: "invalid_checkpoint", title: "Invalid checkpoint", detail: "the body is empty; send the file with curl --data-binary @model.safetensors")
         }
-        let tmp = jobs.settings.dataDir + "/upload-\(UUID().uuidString).safetensors"
-        defer { try? FileManager.default.removeItem(atPath: tmp) }
-        do {
-            try AtomicFile.write(req.body, to: tmp)
-            _ = try ModelArtifact.read(path: tmp)
-        } catch {
-            throw Problem(status: 422, code: "invalid_checkpoint", title: "Invalid checkpoint", detail: "\(error)")
-        }
         let r: JobRecord
         do { r = try jobs.importCheckpoint(bytes: req.body) } catch {
-            throw Problem(status: 503, code: "storage_unavailable", title: "Storage unavailable", detail: "the checkpoint could not be stored")
+            switch error {
+            case .invalid(let message):
+                throw Problem(status: 422, code: "invalid_checkpoint", title: "Invalid checkpoint", detail: message)
+            case .outOfSpace: throw JobService.insufficientStorage("the checkpoint")
+            case .storage:
+                throw Problem(status: 503, code: "storage_unavailable", title: "Storage unavailable", detail: "the checkpoint could not be stored")
+            }
         }
         var resp = json(201, describe(r))
         resp.headers.add("Location", "/v1/checkpoints/\(r.id)")

@@ -85,11 +85,12 @@ public enum Serve {
         settings.queueLimit = config.queueLimit
         settings.maxAttempts = config.maxAttempts
         settings.computeNice = Int32(config.computeNice)
+        settings.minFreeBytes = config.minFreeBytes
         let jobs: JobService
         do { jobs = try JobService(settings: settings) } catch {
             // An unreadable store stops the server loudly (RELIABILITY.md D7).
             log("cannot open the job store in \(config.dataDir): \(error)")
-            exit(1)
+            _exit(1)
         }
         let serverBox = Mutex<HTTPServer?>(nil)
         let api = API(jobs: jobs, token: token, openConnections: { serverBox.withLock { $0?.openConnections ?? 0 } })
@@ -114,12 +115,16 @@ public enum Serve {
                 server.stopAccepting()
                 server.drain()
                 let clean = jobs.shutdown(timeout: config.shutdownTimeoutSeconds)
-                if !clean { jobs.forgiveRunningAttempts() }
+                // Jobs still inside a long solve go back to the queue on disk (attempt given back).
+                if !clean { jobs.requeueRunningForExit() }
                 log(clean ? "jobs stopped" : "jobs did not stop within \(config.shutdownTimeoutSeconds) s; exiting anyway (they resume from their last checkpoint)")
                 // Let in-flight responses go out, then exit.
                 let deadline = monotonicSeconds() + 2
                 while server.openConnections > 0 && monotonicSeconds() < deadline { usleep(20_000) }
-                exit(0)
+                // Every record is durable now. _exit, not exit: exit() runs atexit handlers and
+                // static destructors (OpenBLAS frees its buffers) while a compute thread may still
+                // be inside a GEMM, which crashed with SIGSEGV (exit 139) in 2 of 4 tries.
+                _exit(0)
             }
             let registered = DispatchSemaphore(value: 0)
             s.setRegistrationHandler { registered.signal() }

@@ -13,6 +13,9 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var queueLimit = 64
     public var maxAttempts = 3
     public var shutdownTimeoutSeconds = 30.0
+    /// Free-space floor of the data directory's file system, in bytes (0 disables it): below it
+    /// `/readyz` is 503, submissions and uploads get 507 and queued jobs wait.
+    public var minFreeBytes = 100 << 20
     /// File holding the bearer token (first line); null disables auth. `REFLOWD_TOKEN` sets the token directly.
     public var authTokenFile: String?
     public var tls: TLSConfig?
@@ -76,7 +79,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case host, port, dataDir, workers, computeThreads, computeNice, queueLimit, maxAttempts, shutdownTimeoutSeconds
+        case host, port, dataDir, workers, computeThreads, computeNice, queueLimit, maxAttempts, shutdownTimeoutSeconds, minFreeBytes
         case authTokenFile, tls, http
     }
 
@@ -92,6 +95,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         queueLimit = try c.decodeIfPresent(Int.self, forKey: .queueLimit) ?? d.queueLimit
         maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? d.maxAttempts
         shutdownTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .shutdownTimeoutSeconds) ?? d.shutdownTimeoutSeconds
+        minFreeBytes = try c.decodeIfPresent(Int.self, forKey: .minFreeBytes) ?? d.minFreeBytes
         authTokenFile = try c.decodeIfPresent(String.self, forKey: .authTokenFile)
         tls = try c.decodeIfPresent(TLSConfig.self, forKey: .tls)
         http = try c.decodeIfPresent(HTTPSettings.self, forKey: .http) ?? d.http
@@ -103,6 +107,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         try c.encode(workers, forKey: .workers); try c.encode(computeThreads, forKey: .computeThreads)
         try c.encode(computeNice, forKey: .computeNice); try c.encode(queueLimit, forKey: .queueLimit)
         try c.encode(maxAttempts, forKey: .maxAttempts); try c.encode(shutdownTimeoutSeconds, forKey: .shutdownTimeoutSeconds)
+        try c.encode(minFreeBytes, forKey: .minFreeBytes)
         try c.encode(authTokenFile, forKey: .authTokenFile); try c.encode(tls, forKey: .tls); try c.encode(http, forKey: .http)
     }
 
@@ -117,6 +122,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         if queueLimit < 1 || queueLimit > 100_000 { return ("/queueLimit", "must be in [1, 100000], got \(queueLimit)") }
         if maxAttempts < 1 || maxAttempts > 100 { return ("/maxAttempts", "must be in [1, 100], got \(maxAttempts)") }
         if !(shutdownTimeoutSeconds >= 0 && shutdownTimeoutSeconds <= 3600) { return ("/shutdownTimeoutSeconds", "must be in [0, 3600]") }
+        if minFreeBytes < 0 || minFreeBytes > 1 << 50 { return ("/minFreeBytes", "must be in [0, 2^50], got \(minFreeBytes)") }
         if let t = tls, !(t.handshakeTimeoutSeconds > 0 && t.handshakeTimeoutSeconds <= 300) { return ("/tls/handshakeTimeoutSeconds", "must be in (0, 300]") }
         let h = http
         if h.backlog < 128 || h.backlog > 65535 { return ("/http/backlog", "must be in [128, 65535], got \(h.backlog)") }

@@ -22,6 +22,25 @@ struct SystemdUnitTests {
         #expect(lines.contains("NotifyAccess=main"))
     }
 
+    @Test("computeNice works under the unit: setpriority is allowed after @resources is denied; the comment admits setrlimit")
+    func niceAllowed() throws {
+        let text = try #require(Self.readFile(Self.unitPath), "cannot read \(Self.unitPath)")
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters() }
+        let filters = lines.filter { $0.hasPrefix("SystemCallFilter=") }.map { String($0.dropFirst("SystemCallFilter=".count)) }
+        // systemd merges the settings in order: a later allow entry takes a call back out of a deny.
+        let deny = try #require(filters.lastIndex { $0.hasPrefix("~") && $0.contains("@resources") }, "no ~@resources")
+        let allow = try #require(filters.lastIndex { !$0.hasPrefix("~") && $0.split(separator: " ").contains("setpriority") },
+                                 "setpriority is not allowed: computeNice would be ignored")
+        #expect(allow > deny)
+        #expect(!filters[(allow + 1)...].contains { $0.hasPrefix("~") && ($0.contains("setpriority") || $0.contains("@resources")) })
+        // The old comment claimed reflowd calls nothing in @resources.
+        #expect(!text.contains("reflowd itself calls nothing in @resources"))
+        #expect(text.contains("setrlimit"))
+        if access(Self.analyzer, X_OK) == 0, let (_, output) = Self.run([Self.analyzer, "security", "--offline=yes", Self.unitPath]) {
+            #expect(output.contains("setpriority is allowed") || output.contains("@resources is included"), "systemd-analyze does not see setpriority allowed")
+        }
+    }
+
     @Test("systemd-analyze security exposure <= 2.0")
     func exposure() throws {
         guard access(Self.analyzer, X_OK) == 0 else { return }   // tool absent: skip

@@ -12,12 +12,14 @@ final class TestServer {
     let http: HTTPServer
     var port: Int { http.port }
 
-    init(token: String? = nil, queueLimit: Int = 64, dir: String? = nil, start: Bool = true) throws {
+    init(token: String? = nil, queueLimit: Int = 64, dir: String? = nil, start: Bool = true,
+         configure: (inout JobSettings) -> Void = { _ in }) throws {
         self.dir = dir ?? NSTemporaryDirectory() + "reflowd-api-\(UUID().uuidString)"
         var settings = JobSettings(dataDir: self.dir)
         settings.computeThreads = 1
         settings.queueLimit = queueLimit
         settings.computeNice = 0
+        configure(&settings)
         jobs = try JobService(settings: settings)
         let api = API(jobs: jobs, token: token)
         self.api = api
@@ -39,11 +41,11 @@ final class TestServer {
         throw ClientError("job \(id) did not finish")
     }
 
-    func stop() {
+    func stop(keepFiles: Bool = false) {
         http.stopAccepting()
         http.closeAll()
         jobs.shutdown(timeout: 30)
-        try? FileManager.default.removeItem(atPath: dir)
+        if !keepFiles { try? FileManager.default.removeItem(atPath: dir) }
     }
 }
 

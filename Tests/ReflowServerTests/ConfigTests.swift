@@ -38,6 +38,8 @@ struct ConfigTests {
             var r = JobRecord(id: id, type: "train", input: spec, createdAt: "2026-11-29T00:00:00.000Z")
             r.state = state
             r.attempts = attempts
+            // Every attempt before the last one died without checkpoint progress.
+            r.crashes = max(0, attempts - 1)
             try FileManager.default.createDirectory(atPath: dir + "/jobs/" + id, withIntermediateDirectories: true)
             try JSONEncoder().encode(r).write(to: URL(fileURLWithPath: dir + "/jobs/\(id)/job.json"))
             usleep(2000)
@@ -46,12 +48,20 @@ struct ConfigTests {
         let poisoned = try store(.running, attempts: 3)
         let retried = try store(.running, attempts: 1)
         let canceling = try store(.canceling, attempts: 1)
+        // Killed 5 times, but its checkpoint changed since the last attempt started: not a crash loop.
+        let progressing = try store(.running, attempts: 5)
+        var p = try JSONDecoder().decode(JobRecord.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/jobs/\(progressing)/job.json")))
+        p.crashes = 2
+        p.attemptMarker = "checkpoint.safetensors:1:1:1.0"
+        try JSONEncoder().encode(p).write(to: URL(fileURLWithPath: dir + "/jobs/\(progressing)/job.json"))
+        try Data("newer checkpoint".utf8).write(to: URL(fileURLWithPath: dir + "/jobs/\(progressing)/checkpoint.safetensors"))
         var settings = JobSettings(dataDir: dir)
         settings.maxAttempts = 3
         let service = try JobService(settings: settings)
         #expect(service.record(poisoned)?.state == .failed && service.record(poisoned)?.error?.code == "crash_loop")
         #expect(service.record(retried)?.state == .queued && service.queuePosition(retried) == 0)
         #expect(service.record(canceling)?.state == .canceled)
+        #expect(service.record(progressing)?.state == .queued && service.record(progressing)?.crashes == 2)
         // The recovery was written back.
         let onDisk = try JSONDecoder().decode(JobRecord.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/jobs/\(poisoned)/job.json")))
         #expect(onDisk.state == .failed)

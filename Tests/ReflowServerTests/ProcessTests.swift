@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Glibc
+import ReflowJobs
 @testable import ReflowServer
 
 /// The repository root (this file is Tests/ReflowServerTests/ProcessTests.swift).
@@ -129,6 +130,42 @@ struct ProcessTests {
         #expect(second.terminate() == 0)
         let after = try JSONDecoder().decode(JobRecord.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/jobs/\(ids[1])/job.json")))
         #expect(after.state == .queued || after.state == .succeeded)
+    }
+
+    @Test("SIGTERM during a long solve with a short drain timeout: exit 0 (no crash in OpenBLAS teardown), the job is queued again on restart")
+    func drainTimeout() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-drain-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = dir + "-config.json"
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        try Data(#"{"shutdownTimeoutSeconds": 0.5}"#.utf8).write(to: URL(fileURLWithPath: config))
+        for round in 0..<2 {
+            let server = try ServerProcess(dataDir: dir, extra: ["--config", config])
+            let c = try TestClient(port: server.port)
+            let train = #"{"type": "train", "input": {"model": {"width": 64, "depth": 2}, "batchSize": 32, "steps": 20, "previewPoints": 0}}"#
+            let model = try #require(try c.json("POST", "/v1/jobs", train, headers: [("Prefer", "wait=60")]).json()["id"] as? String)
+            let sample = #"{"type": "sample", "input": {"model": {"job": "\#(model)"}, "n": 1000000, "trajectories": 0, "solver": {"kind": "rk45", "rtol": 1e-6, "atol": 1e-6, "maxNFE": 100000}}}"#
+            let r = try c.json("POST", "/v1/jobs", sample)
+            #expect(r.status == 202, "\(r.text)")
+            let id = try #require(try r.json()["id"] as? String)
+            var state = ""
+            let deadline = Date().addingTimeInterval(60)
+            while state != "running" && Date() < deadline {
+                state = try c.request("GET", "/v1/jobs/\(id)?wait=1").json()["state"] as? String ?? ""
+            }
+            #expect(state == "running")
+            let status = server.terminate()
+            #expect(status == 0, "round \(round): exit status \(status)\n\(server.log)")
+            let stored = try JSONDecoder().decode(JobRecord.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/jobs/\(id)/job.json")))
+            #expect(stored.state == .queued && stored.attempts == 0, "round \(round): \(stored.state) attempts \(stored.attempts)")
+            // On restart the job is queued (or already running again) and was not failed.
+            let again = try ServerProcess(dataDir: dir, extra: ["--config", config])
+            let c2 = try TestClient(port: again.port)
+            let s = try c2.request("GET", "/v1/jobs/\(id)").json()["state"] as? String
+            #expect(s == "queued" || s == "running")
+            _ = try c2.request("POST", "/v1/jobs/\(id)/cancel")
+            #expect(again.terminate() == 0)
+        }
     }
 
     @Test("the README's curl session runs as written: train, reflow, distill, sample, download the PNG")
