@@ -71,6 +71,8 @@ public final class JobService: Sendable {
     let workersDone = DispatchGroup()
     /// Called after every record change (metrics, tests).
     let onChange: @Sendable (JobRecord) -> Void
+    /// Pushes every appended event to the job's SSE subscribers.
+    public let eventHub = JobEventHub()
 
     /// Loads every record under `dataDir/jobs` and requeues interrupted jobs. Throws (and the
     /// server must not start) when a record cannot be read.
@@ -367,6 +369,7 @@ public final class JobService: Sendable {
             list.append(JobEvent(seq: seq, name: name, data: data))
             if list.count > 1024 { list.removeFirst(list.count - 1024) }
             s.events[id] = list
+            eventHub.publish(id, list[list.count - 1])  // under the lock: subscribers see seq order
         }
     }
 
