@@ -2,8 +2,8 @@ import Glibc
 import Synchronization
 
 /// A response. `body` is either bytes (sent with `Content-Length`) or a stream (sent with
-/// `Transfer-Encoding: chunked` to HTTP/1.1 clients, close-delimited to HTTP/1.0 ones) for
-/// large files and server-sent events.
+/// `Transfer-Encoding: chunked` to HTTP/1.1 clients, close-delimited to HTTP/1.0 ones): a
+/// blocking writer for large files, or a push sink for server-sent events.
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders

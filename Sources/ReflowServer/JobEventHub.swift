@@ -39,7 +39,8 @@ public final class JobEventHub: Sendable {
     /// lock, once per event and in sequence order; never blocks.
     func publish(_ id: String, _ event: JobEvent) {
         guard let list = subscribers.withLock({ $0[id].map { Array($0.values) } }) else { return }
-        for s in list { s.deliver(event) }
+        let frame = Array(JobEventStream.frame(event).utf8)  // encoded once for every subscriber
+        for s in list { s.deliver(event, frame: frame) }
     }
 
     func subscribe(_ stream: JobEventStream) {
@@ -185,8 +186,9 @@ final class JobEventStream: Sendable {
         if go { catchUp(start: false) }
     }
 
-    /// A live event of this job (from the hub, under the job service's lock: in order).
-    func deliver(_ e: JobEvent) {
+    /// A live event of this job and its encoded frame (from the hub, under the job service's
+    /// lock: in order).
+    func deliver(_ e: JobEvent, frame: [UInt8]) {
         let stop = state.withLock { st -> Bool in
             switch st.mode {
             case .catchingUp(var queued):
@@ -195,7 +197,7 @@ final class JobEventStream: Sendable {
                 return false
             case .live:
                 guard e.seq > st.lastSeq else { return false }
-                sink.send(Array(Self.frame(e).utf8))
+                sink.send(frame)
                 st.lastSeq = e.seq
                 st.lastWrite = monotonicSeconds()
                 if e.name == "completed" {
