@@ -214,7 +214,7 @@ def main():
             time.sleep(0.05)
         time.sleep(1)
         r = wrk(base + f"/v1/jobs/{jid}", 64, a.duration)
-        rate = get(base, f"/v1/jobs/{busy}")["progress"]["stepsPerSecond"]
+        rate = (get(base, f"/v1/jobs/{busy}").get("progress") or {}).get("stepsPerSecond")
         results.append({"bench": "http", "server": "reflowd", "route": "/v1/jobs/{id}", "conns": 64, "while_training": True,
                         "train_steps_per_s": rate, **r})
         print(json.dumps(results[-1]), flush=True)
