@@ -15,6 +15,12 @@ import Darwin
 /// - Request line `method SP request-target SP HTTP-version` (RFC 9112 §3), single spaces, method a
 ///   token, target visible ASCII; HTTP/1.0 and HTTP/1.1 (other versions → 505). Empty lines before
 ///   a request line are ignored (RFC 9112 §2.2).
+/// - Request targets in origin-form (`/path?query`), asterisk-form (`*`), authority-form (CONNECT)
+///   and absolute-form (`http://host:port/path?query`, RFC 9112 §3.2.2). An absolute-form target
+///   must use the `http` or `https` scheme (case-insensitive), have a valid non-empty host and no
+///   userinfo (RFC 9110 §4.2.1, §4.2.4) and no fragment; it is reduced to its origin-form (an empty
+///   path becomes `/`) and its authority is reported in ``HTTPRequestHead/authority``, taking
+///   precedence over `Host` (RFC 9112 §3.2.2, §7.2). `Host` is still required and checked.
 /// - Lines end in CRLF; in the head a bare LF is also accepted (RFC 9112 §2.2), a bare CR is not.
 ///   Inside a chunked body (chunk-size lines, trailers) only CRLF is accepted.
 /// - Field lines `name ":" OWS value OWS` (RFC 9112 §5); no obs-fold, no whitespace before the
@@ -28,6 +34,10 @@ import Darwin
 ///   100 Continue then is harmless). Other expectations → 417 (RFC 9110 §10.1.1).
 /// - Limits from ``HTTPLimits``: request line → 414, header (and trailer) section bytes or field
 ///   count → 431, body → 413 (from Content-Length before any body byte, or while reading chunks).
+/// - An optional head gate (``init(limits:headGate:)``) judges each complete, well-framed head before
+///   any of its body is accepted and before `100 Continue`: a response from it becomes
+///   ``HTTPParseEvent/rejected(_:_:)``, after which the parser takes no more input, so the body of a
+///   refused request (an unauthenticated upload) is never buffered.
 ///
 /// The parser never traps on input: no force-unwraps, every size is overflow-checked.
 public struct HTTPParser: Sendable {
@@ -54,6 +64,7 @@ public struct HTTPParser: Sendable {
     }
 
     private let limits: HTTPLimits
+    private let headGate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)?
     private var state = State.requestLine
     /// The unfinished line carried over to the next feed (never body bytes: those are consumed).
     private var pending: [UInt8] = []
@@ -63,6 +74,8 @@ public struct HTTPParser: Sendable {
     // The head being read.
     private var method = ""
     private var target = ""
+    /// The authority of an absolute-form target (nil for the other forms).
+    private var targetAuthority: String?
     private var version = HTTPVersion.http11
     private var headers = HTTPHeaders()
     private var facts = Facts()
@@ -75,6 +88,9 @@ public struct HTTPParser: Sendable {
     private var body: [UInt8] = []
     /// Body bytes still to come (Content-Length) or left in the current chunk.
     private var remaining = 0
+    /// Body bytes stored so far over the parser's life (all requests): what a refused request
+    /// did not cost is visible here (tests, metrics).
+    public private(set) var bodyBytesBuffered = 0
 
     /// The longest chunk-size line (size plus extensions) accepted; longer → 400.
     private static var maxChunkLine: Int { 4096 }
@@ -83,9 +99,16 @@ public struct HTTPParser: Sendable {
     private static var maxReserve: Int { 1 << 20 }
 
     /// A parser for one connection.
-    /// - Parameter limits: the sizes beyond which requests are refused (414, 431, 413).
-    public init(limits: HTTPLimits = HTTPLimits()) {
+    /// - Parameters:
+    ///   - limits: the sizes beyond which requests are refused (414, 431, 413).
+    ///   - headGate: called once per request when its head is complete and validly framed, before
+    ///     any body byte is accepted and before `Expect: 100-continue` is acknowledged. Returning a
+    ///     response refuses the request: the parser emits ``HTTPParseEvent/rejected(_:_:)`` and
+    ///     stops, so the body is never buffered. It must be fast and must not block (it runs on the
+    ///     connection's queue).
+    public init(limits: HTTPLimits = HTTPLimits(), headGate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil) {
         self.limits = limits
+        self.headGate = headGate
     }
 
     /// True when no partial request is buffered (between requests): the server applies the
@@ -101,8 +124,8 @@ public struct HTTPParser: Sendable {
         }
     }
 
-    /// True after an ``HTTPParseEvent/error(_:)`` event: no further input is accepted
-    /// (`feed(_:)` returns `[]`).
+    /// True after an ``HTTPParseEvent/error(_:)`` or ``HTTPParseEvent/rejected(_:_:)`` event: no
+    /// further input is accepted (`feed(_:)` returns `[]`).
     public var failed: Bool { state == .failed }
 
     /// Consumes `bytes` (any split, down to one byte at a time) and returns the events they
@@ -189,12 +212,14 @@ public struct HTTPParser: Sendable {
             case .body:
                 let take = min(remaining, n - i)
                 body.append(contentsOf: UnsafeBufferPointer(start: s + i, count: take))
+                bodyBytesBuffered += take
                 i += take
                 remaining -= take
                 if remaining == 0 { completeRequest(&events) }
             case .chunkData:
                 let take = min(remaining, n - i)
                 body.append(contentsOf: UnsafeBufferPointer(start: s + i, count: take))
+                bodyBytesBuffered += take
                 i += take
                 remaining -= take
                 if remaining == 0 { state = .chunkCR }
@@ -286,7 +311,20 @@ public struct HTTPParser: Sendable {
             return HTTPParseError(status: 505, message: "HTTP version \(major).\(minor) not supported")
         }
         method = Self.knownMethod(s, a, methodEnd - a) ?? Self.string(s, a, methodEnd)
-        target = Self.string(s, targetStart, targetEnd)
+        targetAuthority = nil
+        // RFC 9112 §3.2: origin-form starts with "/", asterisk-form is "*" and authority-form is
+        // only for CONNECT; anything else must be absolute-form (§3.2.2).
+        if s[targetStart] != slash && !(targetEnd - targetStart == 1 && s[targetStart] == star) && method != "CONNECT" {
+            switch Self.absoluteForm(s, targetStart, targetEnd) {
+            case .success(let parts):
+                target = parts.origin
+                targetAuthority = parts.authority
+            case .failure(let error):
+                return error
+            }
+        } else {
+            target = Self.string(s, targetStart, targetEnd)
+        }
         version = minor == 1 ? .http11 : .http10
         headers = HTTPHeaders()
         facts = Facts()
@@ -294,6 +332,50 @@ public struct HTTPParser: Sendable {
         sectionCount = 0
         state = .headers
         return nil
+    }
+
+    /// Splits an absolute-form request-target (RFC 9112 §3.2.2) `s[a..<b]` into its authority and
+    /// the equivalent origin-form (`path-abempty [ "?" query ]`, an empty path as `/`).
+    ///
+    /// Only the `http` and `https` schemes are served (RFC 9110 §4.2.1, §4.2.2; scheme names are
+    /// case-insensitive, RFC 3986 §3.1). The authority must be a valid `uri-host [ ":" port ]`
+    /// without userinfo (RFC 9110 §4.2.4: a recipient treats userinfo as an error) and with a
+    /// non-empty host (§4.2.1: such a URI MUST be rejected as invalid). A request-target carries no
+    /// fragment (RFC 9112 §3.2).
+    private static func absoluteForm(_ s: UnsafePointer<UInt8>, _ a: Int, _ b: Int)
+        -> Result<(authority: String, origin: String), HTTPParseError> {
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (RFC 3986 §3.1)
+        var k = a
+        while k < b, s[k] != colon {
+            let c = s[k] | 0x20
+            let alpha = c >= 0x61 && c <= 0x7A
+            guard alpha || (k > a && (s[k] &- 0x30 <= 9 || s[k] == 0x2B || s[k] == 0x2D || s[k] == 0x2E)) else {
+                return .failure(bad("invalid request-target"))
+            }
+            k += 1
+        }
+        guard k < b, k > a else { return .failure(bad("invalid request-target")) }
+        let scheme = k - a
+        guard (scheme == 4 && equalsLower(s, a, "http")) || (scheme == 5 && equalsLower(s, a, "https")) else {
+            return .failure(bad("unsupported URI scheme in request-target (only http and https)"))
+        }
+        k += 1
+        guard b - k >= 2, s[k] == slash, s[k + 1] == slash else {
+            return .failure(bad("absolute-form request-target without authority"))
+        }
+        k += 2
+        if memchr(s + k, Int32(hash), b - k) != nil { return .failure(bad("fragment in request-target")) }
+        let authorityStart = k
+        while k < b && s[k] != slash && s[k] != question {
+            if s[k] == at { return .failure(bad("userinfo in request-target")) }
+            k += 1
+        }
+        guard k > authorityStart, s[authorityStart] != colon, validHost(s, authorityStart, k) else {
+            return .failure(bad("invalid authority in request-target"))
+        }
+        let authority = string(s, authorityStart, k)
+        let origin = k == b || s[k] == question ? "/" + string(s, k, b) : string(s, k, b)
+        return .success((authority, origin))
     }
 
     /// 400 for a bad request line, naming a bare CR when that is the cause.
@@ -449,15 +531,25 @@ public struct HTTPParser: Sendable {
         }
         if f.contentLengthInvalid { return Self.bad("invalid Content-Length") }
         let length = f.contentLength
+        // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
+        let keepAlive = http11 ? !f.close : (f.keepAlive && !f.close)
+        let head = HTTPRequestHead(method: method, target: target, version: version,
+                                   headers: headers, keepAlive: keepAlive, authority: targetAuthority)
+        // The gate sees the head before any body byte is stored and before 100 Continue, so a
+        // refused upload costs its header section only.
+        if let headGate, let refusal = headGate(head) {
+            events.append(.rejected(head, refusal))
+            state = .failed
+            self.head = nil
+            body = []
+            headers = HTTPHeaders()
+            return nil
+        }
         if length > limits.maxBodyBytes {
             return HTTPParseError(status: 413, message: "body larger than \(limits.maxBodyBytes) bytes")
         }
         // RFC 9110 §10.1.1: 417 for an expectation the server cannot meet.
         if f.unknownExpectation { return HTTPParseError(status: 417, message: "unsupported expectation") }
-        // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
-        let keepAlive = http11 ? !f.close : (f.keepAlive && !f.close)
-        let head = HTTPRequestHead(method: method, target: target, version: version,
-                                   headers: headers, keepAlive: keepAlive)
         headers = HTTPHeaders()
         // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in HTTP/1.0.
         let expect = f.expectContinue && http11
@@ -764,6 +856,11 @@ private let quote: UInt8 = 0x22
 private let backslash: UInt8 = 0x5C
 private let bracketOpen: UInt8 = 0x5B
 private let bracketClose: UInt8 = 0x5D
+private let slash: UInt8 = 0x2F
+private let star: UInt8 = 0x2A
+private let hash: UInt8 = 0x23
+private let question: UInt8 = 0x3F
+private let at: UInt8 = 0x40
 
 /// Classes of the 128 ASCII bytes, one character per byte: 0x40 | flags, where flag 1 is tchar
 /// (RFC 9110 §5.6.2), 2 a reg-name character (unreserved / sub-delims / "%", RFC 3986 §3.2.2) and

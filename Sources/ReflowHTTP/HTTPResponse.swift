@@ -2,8 +2,8 @@ import Glibc
 import Synchronization
 
 /// A response. `body` is either bytes (sent with `Content-Length`) or a stream (sent with
-/// `Transfer-Encoding: chunked` to HTTP/1.1 clients, close-delimited to HTTP/1.0 ones) for
-/// large files and server-sent events.
+/// `Transfer-Encoding: chunked` to HTTP/1.1 clients, close-delimited to HTTP/1.0 ones): a
+/// blocking writer for large files, or a push sink for server-sent events.
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
@@ -14,6 +14,10 @@ public struct HTTPResponse: Sendable {
         /// Called once on a background thread with a writer; it writes the body and returns
         /// (or calls ``HTTPBodyWriter/finish()`` earlier). Writes block while the client is slow.
         case stream(@Sendable (HTTPBodyWriter) -> Void)
+        /// Called once on the connection's queue with a sink, right after the head is queued; it
+        /// must not block. The producer keeps the sink and pushes chunks from any thread (server-sent
+        /// events); an open push stream holds no thread. See ``HTTPStreamSink``.
+        case push(@Sendable (HTTPStreamSink) -> Void)
     }
 
     public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
@@ -26,6 +30,14 @@ public struct HTTPResponse: Sendable {
         self.status = status
         self.headers = headers
         self.body = .stream(stream)
+    }
+
+    /// A push-streamed response: `start` receives the ``HTTPStreamSink`` and returns at once; the
+    /// body is whatever is sent through the sink until ``HTTPStreamSink/finish()``.
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), push start: @escaping @Sendable (HTTPStreamSink) -> Void) {
+        self.status = status
+        self.headers = headers
+        self.body = .push(start)
     }
 
     /// A response with a UTF-8 text body and its content type.

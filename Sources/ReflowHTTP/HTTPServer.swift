@@ -23,8 +23,16 @@ public struct HTTPServerConfig: Sendable {
     public var serverName = "reflowd"
     /// A connection whose pending output makes no progress for this long is closed (slow readers).
     public var writeTimeout: Double = 30
-    /// Streamed responses (SSE, large files) open at once; more get 503 (each holds a thread).
+    /// Blocking streamed responses (``HTTPResponse/Body/stream(_:)``: large files) open at once;
+    /// more get 503 (each holds a thread while it runs).
     public var maxStreams = 64
+    /// Push streams (``HTTPResponse/Body/push(_:)``: server-sent events) open at once; more get 503.
+    /// They hold no thread, only their connection's buffers, so the cap is a memory bound.
+    public var maxPushStreams = 4096
+    /// Judges each request head before its body is read (authentication before the body): a
+    /// response is sent with `Connection: close` and the connection is closed; the body is never
+    /// buffered and `100 Continue` is never sent. See ``HTTPParser/init(limits:headGate:)``.
+    public var headGate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil
     /// Speak TLS (HTTPS) on every accepted connection; nil is plain HTTP.
     public var tls: TLSContext? = nil
     /// A TLS connection whose handshake hasn't finished this long after accept is closed (TLS slowloris).
@@ -102,12 +110,165 @@ public final class HTTPBodyWriter: Sendable {
     }
 }
 
+/// A push-streamed response body (``HTTPResponse/Body/push(_:)``): the producer sends chunks from
+/// any thread and never blocks.
+///
+/// - ``send(_:)`` queues one chunk and returns at once; it returns false once the stream is
+///   finished or the client has gone away.
+/// - Backpressure: ``isWritable`` turns false while more than ``highWaterMark`` bytes wait to be
+///   written to the client. A producer that sees it stops sending and calls ``whenWritable(_:)``,
+///   which fires once the backlog has drained below ``lowWaterMark`` (or at once if it already
+///   has). Nothing forces a producer to stop, but one that keeps sending to a client that does not
+///   read is bounded by the server's write timeout, which closes the connection.
+/// - ``onClose(_:)`` handlers run once, when the client disconnects or the connection closes
+///   (also when it had closed before the handler was added); not after a normal ``finish()``.
+/// - ``finish()`` ends the body (chunked: the last chunk; HTTP/1.0: the connection closes).
+///
+/// Chunks sent from several threads are written in the order the `send` calls happened; a
+/// producer that needs a global order serialises its sends itself.
+public final class HTTPStreamSink: Sendable {
+    /// Above this many unsent bytes the sink is not writable.
+    public static let highWaterMark = 256 * 1024
+    /// ``whenWritable(_:)`` fires once the unsent bytes are at or below this.
+    public static let lowWaterMark = 64 * 1024
+
+    let connection: Connection
+    let chunked: Bool
+    private struct State {
+        var finished = false
+        var closed = false
+        var onClose: [@Sendable () -> Void] = []
+        var onWritable: [@Sendable () -> Void] = []
+    }
+    private let state = Mutex(State())
+    /// Whether ``whenWritable(_:)`` handlers are waiting (read on every flush of the connection).
+    let wantsWritable = Atomic<Bool>(false)
+    /// The stream's slot in `maxPushStreams`, released once (finish or close).
+    private let released = Atomic<Bool>(false)
+
+    init(connection: Connection, chunked: Bool) {
+        self.connection = connection
+        self.chunked = chunked
+    }
+
+    /// Queues `bytes` as one chunk (an empty array sends nothing). Never blocks.
+    /// - Returns: false once the stream is finished or the client has gone away.
+    @discardableResult
+    public func send(_ bytes: [UInt8]) -> Bool {
+        guard !connection.closedFlag.load(ordering: .relaxed) else { return false }
+        let framed = bytes.isEmpty ? [] : chunked ? Array((String(bytes.count, radix: 16) + "\r\n").utf8) + bytes + [13, 10] : bytes
+        // Under the lock, so a chunk can never be queued behind the end of the body by a
+        // concurrent finish().
+        return state.withLock { st -> Bool in
+            guard !st.finished, !st.closed else { return false }
+            guard !framed.isEmpty else { return true }
+            connection.inTransit.add(framed.count, ordering: .relaxed)
+            connection.queue.async { [connection] in
+                connection.inTransit.subtract(framed.count, ordering: .relaxed)
+                connection.enqueue(framed)
+            }
+            return true
+        }
+    }
+
+    /// False once the body is finished or the client has gone away.
+    public var isOpen: Bool {
+        !connection.closedFlag.load(ordering: .relaxed) && !state.withLock { $0.finished }
+    }
+
+    /// Bytes sent but not yet written to the socket.
+    public var backlog: Int {
+        connection.unsent.load(ordering: .relaxed) + connection.inTransit.load(ordering: .relaxed)
+    }
+
+    /// Whether the backlog is at most ``highWaterMark`` bytes.
+    public var isWritable: Bool { backlog <= Self.highWaterMark }
+
+    /// Calls `handler` once (on the connection's queue) when the backlog has drained to
+    /// ``lowWaterMark`` or less; at once (asynchronously) if it already has. Never called if the
+    /// stream closes first: ``onClose(_:)`` handlers run instead.
+    public func whenWritable(_ handler: @escaping @Sendable () -> Void) {
+        let added = state.withLock { st -> Bool in
+            guard !st.closed, !st.finished else { return false }
+            st.onWritable.append(handler)
+            return true
+        }
+        guard added else { return }
+        wantsWritable.store(true, ordering: .relaxed)
+        // The backlog may already be small (or drain before the flag was seen): check on the queue.
+        connection.queue.async { [self] in connection.checkWritable(self) }
+    }
+
+    /// Calls `handler` once when the client disconnects or the connection closes before the
+    /// stream is finished; at once (asynchronously) if that has already happened.
+    public func onClose(_ handler: @escaping @Sendable () -> Void) {
+        let now = state.withLock { st -> Bool in
+            if st.closed { return true }
+            if st.finished { return false }
+            st.onClose.append(handler)
+            return false
+        }
+        if now { DispatchQueue.global().async(execute: handler) }
+    }
+
+    /// Ends the body (idempotent).
+    public func finish() {
+        let first = state.withLock { st -> Bool in
+            guard !st.finished else { return false }
+            st.finished = true
+            st.onClose = []
+            st.onWritable = []
+            connection.queue.async { [self] in connection.finishPush(self) }
+            return true
+        }
+        if first { release() }
+    }
+
+    /// The connection closed (on its queue): run the close handlers.
+    func connectionClosed() {
+        let handlers = state.withLock { st -> [@Sendable () -> Void] in
+            guard !st.closed else { return [] }
+            st.closed = true
+            let h = st.finished ? [] : st.onClose
+            st.onClose = []
+            st.onWritable = []
+            return h
+        }
+        release()
+        for h in handlers { h() }
+    }
+
+    /// The backlog drained (on the connection's queue): run the writable handlers.
+    func drained() {
+        wantsWritable.store(false, ordering: .relaxed)
+        let handlers = state.withLock { st -> [@Sendable () -> Void] in
+            let h = st.onWritable
+            st.onWritable = []
+            return h
+        }
+        for h in handlers { h() }
+    }
+
+    private func release() {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        connection.server.activePushStreams.subtract(1, ordering: .relaxed)
+    }
+}
+
 /// Counters for metrics and tests.
 public struct HTTPServerStats: Sendable {
     public var accepted: Int
     public var open: Int
     public var requests: Int
     public var acceptErrors: Int
+    /// Request body bytes stored by the parsers of all connections (a request refused by the
+    /// head gate adds nothing).
+    public var bodyBytesBuffered: Int = 0
+    /// Requests refused by ``HTTPServerConfig/headGate``.
+    public var rejectedHeads: Int = 0
+    /// Times accept ran out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM) and the listener
+    /// backed off.
+    public var acceptBackoffs: Int = 0
 }
 
 /// A hand-written HTTP/1.1 server over non-blocking POSIX sockets and Dispatch.
@@ -143,6 +304,11 @@ public final class HTTPServer: Sendable {
     let draining = Atomic<Bool>(false)
     /// Streamed responses in progress (bounded by `maxStreams`).
     let activeStreams = Atomic<Int>(0)
+    /// Push streams in progress (bounded by `maxPushStreams`).
+    let activePushStreams = Atomic<Int>(0)
+    /// Tests only: while true, accept(2) is not called and fails with EMFILE instead, as when the
+    /// descriptor table is full (the pending connections stay in the kernel's backlog).
+    let simulateDescriptorExhaustion = Atomic<Bool>(false)
 
     /// Binds and starts accepting. Throws ``HTTPServerError`` with the failing call and errno.
     public init(config: HTTPServerConfig, handler: @escaping HTTPHandler) throws {
@@ -173,6 +339,9 @@ public final class HTTPServer: Sendable {
     }
 
     public var stats: HTTPServerStats { counters.withLock { $0 } }
+
+    /// Push streams (server-sent events) open now.
+    public var openPushStreams: Int { activePushStreams.load(ordering: .relaxed) }
 
     /// Stops accepting and closes the listening socket; open connections continue.
     public func stopAccepting() {
@@ -205,7 +374,13 @@ public final class HTTPServer: Sendable {
 
     func acceptReady() {
         while true {
-            let fd = accept(listenFD, nil, nil)
+            let fd: Int32
+            if simulateDescriptorExhaustion.load(ordering: .relaxed) {
+                fd = -1
+                errno = EMFILE
+            } else {
+                fd = accept(listenFD, nil, nil)
+            }
             if fd < 0 {
                 let e = errno
                 if e == EAGAIN || e == EWOULDBLOCK { return }
@@ -214,11 +389,13 @@ public final class HTTPServer: Sendable {
                 if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
                     // Out of descriptors: stop polling the listener for 100 ms instead of spinning
                     // (RELIABILITY.md S8); connections finishing meanwhile free descriptors.
-                    acceptState.withLock { st in
-                        guard let source = st.source, !st.suspended else { return }
+                    let suspended = acceptState.withLock { st -> Bool in
+                        guard let source = st.source, !st.suspended else { return false }
                         source.suspend()
                         st.suspended = true
+                        return true
                     }
+                    if suspended { counters.withLock { $0.acceptBackoffs += 1 } }
                     acceptQueue.asyncAfter(deadline: .now() + 0.1) { [self] in
                         acceptState.withLock { st in
                             guard let source = st.source, st.suspended else { return }
@@ -341,7 +518,13 @@ final class Connection: @unchecked Sendable {
     private var timer: (any DispatchSourceTimer)?
     private var out: [UInt8] = []
     private var outOffset = 0
-    private enum Pending { case request(HTTPRequest), error(HTTPParseError) }
+    private enum Pending {
+        case request(HTTPRequest), error(HTTPParseError), rejected(HTTPRequestHead, HTTPResponse)
+        /// An error or a refusal: the connection closes after answering it.
+        var isFinal: Bool { if case .request = self { false } else { true } }
+    }
+    /// The push stream being sent, if any (its sink learns about drains and the close).
+    private var pushSink: HTTPStreamSink?
     private var pending: [Pending] = []
     private var pendingHead = 0
     private var inFlight = false
@@ -379,7 +562,7 @@ final class Connection: @unchecked Sendable {
         // work (a private serial queue targets an overcommit pool by default, which spawns a thread
         // per busy queue under load).
         queue = DispatchQueue(label: "reflowd.http.conn", target: HTTPServer.connectionPool)
-        parser = HTTPParser(limits: server.config.limits)
+        parser = HTTPParser(limits: server.config.limits, headGate: server.config.headGate)
         lastActivity = monotonicNow()
         acceptedAt = lastActivity
     }
@@ -449,18 +632,29 @@ final class Connection: @unchecked Sendable {
     private func received(_ n: Int) {
         if n == 0 {
             // Peer closed (or half-closed). Responses already owed can no longer be read reliably.
-            if lingering || (!inFlight && pendingCount == 0) { close() } else { pauseReading(); closeAfterFlush = true }
+            // An event stream never ends by itself, so a client that closes its side is gone:
+            // close now so that the producer hears of it (RFC 9112 §9.6 lets a server close).
+            if lingering || (!inFlight && pendingCount == 0) || pushSink != nil { close() } else { pauseReading(); closeAfterFlush = true }
             return
         }
         lastActivity = monotonicNow()
         if lingering { return }  // discarding input after an error response
         // The header deadline runs from the first byte of a request, not from the last byte.
         if parser.isIdle { requestStart = lastActivity }
+        let bufferedBefore = parser.bodyBytesBuffered
         let events = readBuffer.withUnsafeBytes { parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         if parser.isIdle { requestStart = nil }
+        let buffered = parser.bodyBytesBuffered - bufferedBefore
+        if buffered > 0 { server.counters.withLock { $0.bodyBytesBuffered += buffered } }
         for e in events {
             switch e {
             case .request(let r): pending.append(.request(r))
+            case .rejected(let head, let response):
+                // Refused from its head (authentication): answered in order, then closed; the
+                // parser took none of the body and lingering discards whatever follows.
+                server.counters.withLock { $0.rejectedHeads += 1 }
+                pending.append(.rejected(head, response))
+                pauseReading()
             case .error(let err):
                 pending.append(.error(err))
                 pauseReading()
@@ -505,6 +699,16 @@ final class Connection: @unchecked Sendable {
                 inFlightKeepAlive = false
                 write(.problem(status: e.status, code: "http_\(e.status)", detail: e.message), head: nil, keepAlive: false)
                 finishResponse(keepAlive: false)
+            case .rejected(let head, let response):
+                inFlight = true
+                inFlightVersion = head.version
+                inFlightKeepAlive = false
+                if case .bytes = response.body {
+                    write(response, head: head, keepAlive: false)
+                } else {
+                    write(.problem(status: 500, code: "http_500", detail: "a head gate answered with a streamed body"), head: head, keepAlive: false)
+                }
+                finishResponse(keepAlive: false)
             case .request(let r):
                 server.counters.withLock { $0.requests += 1 }
                 inFlight = true
@@ -515,7 +719,7 @@ final class Connection: @unchecked Sendable {
             }
         }
         if readPaused && pendingCount <= 8 && !closeAfterFlush && !closed && !lingering {
-            if case .error = pending.last {} else { resumeReading() }
+            if pending.last?.isFinal != true { resumeReading() }
         }
     }
 
@@ -560,7 +764,48 @@ final class Connection: @unchecked Sendable {
                 writer.finish()
                 server.activeStreams.subtract(1, ordering: .relaxed)
             }
+        case .push(let start):
+            if head.method == "HEAD" {
+                // Same head, no body (RFC 9110 §9.3.2); the producer is never started.
+                let keep = keepAlive && head.version == .http11
+                enqueue(response.head(version: head.version, contentLength: nil, keepAlive: keep, serverName: server.config.serverName))
+                finishResponse(keepAlive: keep)
+                return
+            }
+            let active = server.activePushStreams.add(1, ordering: .relaxed).newValue
+            if active > server.config.maxPushStreams {
+                server.activePushStreams.subtract(1, ordering: .relaxed)
+                var busy = HTTPResponse.problem(status: 503, code: "too_many_streams", detail: "\(server.config.maxPushStreams) event streams are open; retry later")
+                busy.headers.add("Retry-After", "5")
+                write(busy, head: head, keepAlive: keepAlive)
+                finishResponse(keepAlive: keepAlive)
+                return
+            }
+            let chunked = head.version == .http11
+            let keep = keepAlive && chunked  // an HTTP/1.0 stream ends by closing
+            enqueue(response.head(version: head.version, contentLength: nil, keepAlive: keep, serverName: server.config.serverName))
+            inFlightKeepAlive = keep
+            let sink = HTTPStreamSink(connection: self, chunked: chunked)
+            if closed {
+                sink.connectionClosed()  // releases the slot; nothing to start
+                return
+            }
+            pushSink = sink
+            start(sink)
         }
+    }
+
+    /// The producer finished a push stream (on the queue).
+    func finishPush(_ sink: HTTPStreamSink) {
+        guard pushSink === sink else { return }
+        pushSink = nil
+        finishStream(chunked: sink.chunked)
+    }
+
+    /// Runs the sink's writable handlers if the backlog is small enough (on the queue).
+    func checkWritable(_ sink: HTTPStreamSink) {
+        guard !closed, pushSink === sink, sink.wantsWritable.load(ordering: .relaxed) else { return }
+        if (out.count - outOffset) + inTransit.load(ordering: .relaxed) <= HTTPStreamSink.lowWaterMark { sink.drained() }
     }
 
     private func write(_ response: HTTPResponse, head: HTTPRequestHead?, keepAlive: Bool) {
@@ -630,6 +875,7 @@ final class Connection: @unchecked Sendable {
             lastWriteProgress = monotonicNow()
         }
         unsent.store(0, ordering: .relaxed)
+        if let sink = pushSink, sink.wantsWritable.load(ordering: .relaxed) { checkWritable(sink) }
         if closeAfterFlush && !inFlight { startLingering() }
     }
 
@@ -717,6 +963,10 @@ final class Connection: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         closedFlag.store(true, ordering: .relaxed)
+        if let sink = pushSink {
+            pushSink = nil
+            sink.connectionClosed()
+        }
         tls?.shutdown()  // close_notify (once; the descriptor is closed after the sources are cancelled)
         timer?.cancel()
         if let w = writeSource {

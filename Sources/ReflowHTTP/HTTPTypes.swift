@@ -54,21 +54,34 @@ public struct HTTPVersion: Sendable, Equatable, CustomStringConvertible {
 public struct HTTPRequestHead: Sendable, Equatable {
     /// The method token as sent (methods are case-sensitive: RFC 9110 §9.1).
     public var method: String
-    /// The request-target exactly as sent (origin-form `/path?query` for everything reflowd serves).
+    /// The request-target in origin-form (`/path?query`) for routing: exactly as sent, except that
+    /// an absolute-form target (`http://host:port/path?query`) is reduced to its path and query
+    /// (RFC 9112 §3.2.2; its authority is in ``authority``). Asterisk-form (`*`) and authority-form
+    /// (CONNECT) targets are kept as sent.
     public var target: String
+    /// The authority of an absolute-form request-target, or nil for the other forms. When present
+    /// it takes precedence over `Host` as the target's host (RFC 9112 §3.2.2, §7.2).
+    public var authority: String?
     public var version: HTTPVersion
     public var headers: HTTPHeaders
     /// Whether the connection stays open after the response (HTTP/1.1 unless `Connection: close`;
     /// HTTP/1.0 only with `Connection: keep-alive`).
     public var keepAlive: Bool
 
-    public init(method: String, target: String, version: HTTPVersion, headers: HTTPHeaders, keepAlive: Bool) {
+    public init(method: String, target: String, version: HTTPVersion, headers: HTTPHeaders, keepAlive: Bool,
+                authority: String? = nil) {
         self.method = method
         self.target = target
+        self.authority = authority
         self.version = version
         self.headers = headers
         self.keepAlive = keepAlive
     }
+
+    /// The host the request is for: the absolute-form authority when the target had one,
+    /// otherwise the `Host` field (RFC 9112 §3.2.2, §7.2); nil for an HTTP/1.0 request without
+    /// either.
+    public var effectiveAuthority: String? { authority ?? headers["Host"] }
 
     /// The path part of the target (before `?`), not percent-decoded.
     public var path: Substring {
@@ -125,6 +138,9 @@ public struct HTTPParseError: Error, Sendable, Equatable, CustomStringConvertibl
 
 /// What the parser found in the bytes fed so far.
 public enum HTTPParseEvent: Sendable, Equatable {
+    /// The head gate refused a request (``HTTPParser/init(limits:headGate:)``): send the response
+    /// and close the connection. Nothing of the body was read; the parser accepts no more input.
+    case rejected(HTTPRequestHead, HTTPResponse)
     /// A request's head arrived with `Expect: 100-continue` and its body is still to come: the
     /// server sends `100 Continue` (or a final status decided from the head; RFC 9110 §10.1.1).
     case expectContinue(HTTPRequestHead)
@@ -132,4 +148,21 @@ public enum HTTPParseEvent: Sendable, Equatable {
     case request(HTTPRequest)
     /// The input is invalid; answer `status` and close. The parser accepts no more input.
     case error(HTTPParseError)
+}
+
+extension HTTPParseEvent {
+    /// Events compare by value; a rejection compares its head and the response's status, header
+    /// fields and byte body (a streamed body never comes from a gate).
+    public static func == (a: HTTPParseEvent, b: HTTPParseEvent) -> Bool {
+        switch (a, b) {
+        case let (.expectContinue(x), .expectContinue(y)): return x == y
+        case let (.request(x), .request(y)): return x == y
+        case let (.error(x), .error(y)): return x == y
+        case let (.rejected(h1, r1), .rejected(h2, r2)):
+            guard h1 == h2, r1.status == r2.status, r1.headers == r2.headers else { return false }
+            if case .bytes(let x) = r1.body, case .bytes(let y) = r2.body { return x == y }
+            return false
+        default: return false
+        }
+    }
 }

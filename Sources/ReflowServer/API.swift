@@ -230,15 +230,45 @@ public final class API: Sendable {
 
     /// Bearer-token check; the digests are compared in constant time (RELIABILITY.md S4).
     func authorize(_ req: HTTPRequest) throws(Problem) {
-        guard let tokenDigest else { return }
-        let header = req.headers["Authorization"] ?? ""
-        let given = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+        guard let problem = authorizationProblem(req.headers) else { return }
+        throw problem
+    }
+
+    /// Whether a request for `path` needs the token: `/metrics` and everything under `/v1/`.
+    /// `/healthz`, `/readyz`, `/` and unknown paths (404) stay open, as in ``route``.
+    static func needsToken(path: Substring) -> Bool {
+        path == "/metrics" || path.hasPrefix("/v1/")
+    }
+
+    /// The 401 for headers without the right `Authorization: Bearer <token>`, or nil. The scheme
+    /// is matched case-insensitively (RFC 9110 §11.1), the credentials after one or more spaces
+    /// (§11.4); the token's SHA-256 is compared with the configured one in constant time.
+    func authorizationProblem(_ headers: HTTPHeaders) -> Problem? {
+        guard let tokenDigest else { return nil }
+        let header = headers["Authorization"] ?? ""
+        var given = ""
+        if let space = header.firstIndex(of: " "), header[..<space].lowercased() == "bearer" {
+            given = String(header[space...].drop { $0 == " " })
+        }
         let digest = Array(SHA256.hex(of: given.utf8).utf8)
         var diff: UInt8 = 0
         for (a, b) in zip(digest, tokenDigest) { diff |= a ^ b }
         guard diff == 0, !given.isEmpty else {
-            throw Problem(status: 401, code: "unauthorized", title: "Unauthorized", detail: "send Authorization: Bearer <token>")
+            return Problem(status: 401, code: "unauthorized", title: "Unauthorized", detail: "send Authorization: Bearer <token>")
         }
+        return nil
+    }
+
+    /// The ``HTTPServerConfig/headGate`` of the server: answers 401 from the request head alone,
+    /// before any body byte is read, so an unauthenticated upload is never buffered; the
+    /// connection is then closed. Requests that pass are checked again by ``authorize(_:)``.
+    @Sendable public func headGate(_ head: HTTPRequestHead) -> HTTPResponse? {
+        guard tokenDigest != nil, Self.needsToken(path: head.path), let p = authorizationProblem(head.headers) else { return nil }
+        let requestID = "req_" + String(requestCounter.add(1, ordering: .relaxed).newValue, radix: 36)
+        var r = problem(p, instance: String(head.path.prefix(200)))
+        r.headers.add("X-Request-Id", requestID)
+        metrics.record(method: head.method, route: "unauthenticated", code: 401, seconds: 0)
+        return r
     }
 
     func view(_ r: JobRecord) -> JobView { JobView(record: r, queuePosition: r.state == .queued ? jobs.queuePosition(r.id) : nil) }
@@ -429,6 +459,9 @@ public final class API: Sendable {
         }
     }
 
+    /// Server-sent events (docs/API.md): the buffered events after `Last-Event-ID` are replayed,
+    /// then live events are pushed by the job service through its ``JobEventHub``. The stream is
+    /// a push body: it holds no thread while it waits (see ``JobEventStream``).
     func events(_ req: HTTPRequest, _ id: String) throws(Problem) -> HTTPResponse {
         if let accept = req.headers["Accept"], !accept.contains("text/event-stream"), !accept.contains("*/*") {
             throw Problem(status: 406, code: "not_acceptable", title: "Not acceptable", detail: "this route sends text/event-stream")
@@ -438,46 +471,10 @@ public final class API: Sendable {
         h.add("Content-Type", "text/event-stream")
         h.add("Cache-Control", "no-cache")
         let jobs = self.jobs
-        return HTTPResponse(status: 200, headers: h) { writer in
-            var seq = last
-            var lastWrite = monotonicSeconds()
-            let (_, gap) = jobs.events(id, after: seq)
-            if gap && !writer.write(Array("event: error\ndata: {\"code\":\"history_dropped\"}\n\n".utf8)) { return }
-            var doneSince: Double?
-            while writer.isOpen {
-                let (events, _) = jobs.events(id, after: seq)
-                var out = ""
-                var completed = false
-                for e in events {
-                    out += "id: \(e.seq)\nevent: \(e.name)\ndata: \(e.data)\n\n"
-                    seq = e.seq
-                    if e.name == "completed" { completed = true }
-                }
-                if !out.isEmpty {
-                    if !writer.write(Array(out.utf8)) { return }
-                    lastWrite = monotonicSeconds()
-                }
-                if completed { return }
-                guard let r = jobs.record(id) else { return }
-                if r.done && events.isEmpty {
-                    // The final events follow the state change by a durable write; wait for them
-                    // briefly, then (history lost in a restart) send `completed` from the record.
-                    if doneSince == nil { doneSince = monotonicSeconds() }
-                    if monotonicSeconds() - doneSince! > 2 {
-                        let e = JSONEncoder()
-                        e.outputFormatting = [.sortedKeys]
-                        let data = String(decoding: (try? e.encode(JobView(record: r, queuePosition: nil))) ?? Data(), as: UTF8.self)
-                        _ = writer.write(Array("event: completed\ndata: \(data)\n\n".utf8))
-                        return
-                    }
-                }
-                if monotonicSeconds() - lastWrite > 15 {
-                    if !writer.write(Array(": keep-alive\n\n".utf8)) { return }
-                    lastWrite = monotonicSeconds()
-                }
-                usleep(100_000)
-            }
-        }
+        return HTTPResponse(status: 200, headers: h, push: { sink in
+            JobEventStream.start(hub: jobs.eventHub, jobID: id, after: last, sink: sink,
+                                 history: { jobs.events(id, after: $0) }, record: { jobs.record(id) })
+        })
     }
 
     func images(_ r: JobRecord) throws(Problem) -> HTTPResponse {

@@ -90,6 +90,8 @@ public final class JobService: Sendable {
     let writer: RecordWriter
     /// Called when the store is broken (a record write failed with anything but "no space").
     let onFatal: @Sendable (String) -> Void
+    /// Pushes every appended event to the job's SSE subscribers.
+    public let eventHub = JobEventHub()
 
     /// Loads every record under `dataDir/jobs`, removes temporary files left by a kill, and
     /// requeues interrupted jobs. Throws (and the server must not start) when a record cannot be read.
@@ -503,6 +505,7 @@ public final class JobService: Sendable {
             list.append(JobEvent(seq: seq, name: name, data: data))
             if list.count > 1024 { list.removeFirst(list.count - 1024) }
             s.events[id] = list
+            eventHub.publish(id, list[list.count - 1])  // under the lock: subscribers see seq order
         }
     }
 

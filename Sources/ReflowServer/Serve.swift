@@ -94,6 +94,9 @@ public enum Serve {
         }
         let serverBox = Mutex<HTTPServer?>(nil)
         let api = API(jobs: jobs, token: token, openConnections: { serverBox.withLock { $0?.openConnections ?? 0 } })
+        // Authentication from the head: an unauthenticated request is answered 401 and closed
+        // before its body is read (a large upload without a token costs nothing).
+        httpConfig.headGate = api.headGate
         let server: HTTPServer
         do { server = try HTTPServer(config: httpConfig) { req, responder in api.handle(req, responder) } } catch {
             log("cannot listen on \(config.host):\(config.port): \(error)")

@@ -20,8 +20,9 @@ private struct SplitMix {
 
 /// Feeds `input` in the given pieces to a fresh parser; returns the concatenated events and the
 /// final parser.
-private func feedPieces(_ input: [UInt8], _ cuts: [Int], _ limits: HTTPLimits) -> ([HTTPParseEvent], HTTPParser) {
-    var parser = HTTPParser(limits: limits)
+private func feedPieces(_ input: [UInt8], _ cuts: [Int], _ limits: HTTPLimits,
+                        _ gate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil) -> ([HTTPParseEvent], HTTPParser) {
+    var parser = HTTPParser(limits: limits, headGate: gate)
     var events: [HTTPParseEvent] = []
     var start = 0
     for cut in cuts + [input.count] {
@@ -41,29 +42,32 @@ private func randomCuts(_ count: Int, _ rng: inout SplitMix) -> [Int] {
 /// events and the same final parser state every time. Returns the events.
 @discardableResult
 private func parse(_ input: [UInt8], limits: HTTPLimits = HTTPLimits(), splits: Int = 8, seed: UInt64 = 1,
+                   gate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil,
                    sourceLocation: SourceLocation = #_sourceLocation) -> [HTTPParseEvent] {
-    var whole = HTTPParser(limits: limits)
+    var whole = HTTPParser(limits: limits, headGate: gate)
     let expected = whole.feed(input)
     func same(_ events: [HTTPParseEvent], _ parser: HTTPParser, _ how: String) {
         #expect(events == expected, "\(how) differs from a whole feed", sourceLocation: sourceLocation)
         #expect(parser.failed == whole.failed && parser.isIdle == whole.isIdle
-                && parser.isReadingBody == whole.isReadingBody, "\(how): final state differs",
+                && parser.isReadingBody == whole.isReadingBody
+                && parser.bodyBytesBuffered == whole.bodyBytesBuffered, "\(how): final state differs",
                 sourceLocation: sourceLocation)
     }
-    let (bytewise, p1) = feedPieces(input, input.indices.map { $0 }, limits)
+    let (bytewise, p1) = feedPieces(input, input.indices.map { $0 }, limits, gate)
     same(bytewise, p1, "byte-at-a-time")
     var rng = SplitMix(seed)
     for _ in 0..<splits {
-        let (events, parser) = feedPieces(input, randomCuts(input.count, &rng), limits)
+        let (events, parser) = feedPieces(input, randomCuts(input.count, &rng), limits, gate)
         same(events, parser, "random split")
     }
     return expected
 }
 
 @discardableResult
-private func parse(_ text: String, limits: HTTPLimits = HTTPLimits(), sourceLocation: SourceLocation = #_sourceLocation)
-    -> [HTTPParseEvent] {
-    parse(Array(text.utf8), limits: limits, sourceLocation: sourceLocation)
+private func parse(_ text: String, limits: HTTPLimits = HTTPLimits(),
+                   gate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil,
+                   sourceLocation: SourceLocation = #_sourceLocation) -> [HTTPParseEvent] {
+    parse(Array(text.utf8), limits: limits, gate: gate, sourceLocation: sourceLocation)
 }
 
 private func requests(_ events: [HTTPParseEvent]) -> [HTTPRequest] {
@@ -461,6 +465,111 @@ struct HTTPParserTests {
             #expect(events == expected, "round \(round): \(bytes)")
             #expect(parser.failed == whole.failed && parser.isIdle == whole.isIdle)
         }
+    }
+
+    // MARK: absolute-form (RFC 9112 §3.2.2)
+
+    @Test("absolute-form targets are routed by their path and query; their authority wins over Host")
+    func absoluteForm() throws {
+        let cases: [(target: String, origin: String, authority: String)] = [
+            ("http://127.0.0.1:8080/healthz", "/healthz", "127.0.0.1:8080"),
+            ("http://example.com/v1/jobs?state=queued&limit=5", "/v1/jobs?state=queued&limit=5", "example.com"),
+            ("HTTP://Example.COM:80/a/b", "/a/b", "Example.COM:80"),
+            ("https://h/x", "/x", "h"),
+            ("HtTpS://h:443/x?", "/x?", "h:443"),
+            ("http://h", "/", "h"),
+            ("http://h?q=1", "/?q=1", "h"),
+            ("http://[::1]:9/p", "/p", "[::1]:9"),
+            ("http://h:/p", "/p", "h:"),
+        ]
+        for c in cases {
+            let r = try #require(single("GET \(c.target) HTTP/1.1\r\nHost: other.example\r\n\r\n"), "\(c.target)")
+            #expect(r.target == c.origin && r.head.authority == c.authority, "\(c.target) → \(r.target) @ \(r.head.authority ?? "nil")")
+            #expect(r.head.effectiveAuthority == c.authority)
+        }
+        let q = try #require(single("GET http://h:1/healthz?x=1&y=%20 HTTP/1.1\r\nHost: h:1\r\n\r\n"))
+        #expect(q.head.path == "/healthz" && q.head.query == "x=1&y=%20")
+        // Origin-form keeps Host as the authority; HTTP/1.0 may leave Host out.
+        let o = try #require(single("GET /a HTTP/1.1\r\nHost: h:2\r\n\r\n"))
+        #expect(o.head.authority == nil && o.head.effectiveAuthority == "h:2")
+        #expect(try #require(single("GET http://h/a HTTP/1.0\r\n\r\n")).target == "/a")
+        // A body and pipelining work as with origin-form.
+        let events = parse("POST http://h/u HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET http://h/v?w HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(requests(events).map(\.target) == ["/u", "/v?w"] && requests(events).first?.body == Array("abc".utf8))
+        // Asterisk-form and CONNECT's authority-form are left as sent.
+        #expect(try #require(single("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")).target == "*")
+        #expect(try #require(single("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n")).target == "h:443")
+    }
+
+    static let absoluteRejects: [RejectCase] = [
+        RejectCase(name: "ftp scheme", input: "GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "httpx scheme", input: "GET httpx://h/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "mailto URI", input: "GET mailto:a@b HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "relative path", input: "GET healthz HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "scheme without //", input: "GET http:/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "empty scheme", input: "GET ://h/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "empty authority", input: "GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "only a port", input: "GET http://:80/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "userinfo", input: "GET http://u:p@h/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "fragment", input: "GET http://h/x#f HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "bad port", input: "GET http://h:123456/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "bad host character", input: "GET http://h<x>/ HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "unclosed IP literal", input: "GET http://[::1/x HTTP/1.1\r\nHost: h\r\n\r\n", status: 400),
+        RejectCase(name: "absolute-form without Host", input: "GET http://h/x HTTP/1.1\r\n\r\n", status: 400),
+        RejectCase(name: "absolute-form with an invalid Host", input: "GET http://h/x HTTP/1.1\r\nHost: a b\r\n\r\n", status: 400),
+        RejectCase(name: "absolute-form with two Hosts", input: "GET http://h/x HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", status: 400),
+    ]
+
+    @Test("invalid absolute-form targets and other schemes are 400", arguments: absoluteRejects)
+    func absoluteFormRejects(_ c: RejectCase) {
+        #expect(errorStatus(parse(c.input, limits: c.limits)) == c.status, "\(parse(c.input, limits: c.limits))")
+    }
+
+    // MARK: head gate
+
+    /// Refuses any head without `Authorization` (as the API's bearer check does).
+    static let gate: @Sendable (HTTPRequestHead) -> HTTPResponse? = { head in
+        head.headers["Authorization"] == nil ? .problem(status: 401, code: "unauthorized", detail: "token") : nil
+    }
+
+    @Test("a refused head stops the parser before the body: no byte of it is buffered, no 100 Continue")
+    func headGateStopsBeforeBody() throws {
+        let body = String(repeating: "x", count: 3000)
+        let unauthenticated = "POST /v1/checkpoints HTTP/1.1\r\nHost: h\r\nContent-Length: 61865984\r\n\r\n" + body
+        let events = parse(unauthenticated, limits: limits(body: 64 << 20), gate: Self.gate)
+        guard case .rejected(let head, let response)? = events.first else {
+            Issue.record("expected a rejection, got \(events)")
+            return
+        }
+        #expect(events.count == 1 && head.target == "/v1/checkpoints" && response.status == 401)
+        var p = HTTPParser(limits: limits(body: 64 << 20), headGate: Self.gate)
+        _ = p.feed(Array(unauthenticated.utf8))
+        #expect(p.failed && p.bodyBytesBuffered == 0 && p.feed(Array(body.utf8)).isEmpty && p.bodyBytesBuffered == 0)
+        // Under Expect: 100-continue the refusal comes instead of the expectation.
+        let expecting = parse("PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                              gate: Self.gate)
+        #expect(expecting.count == 1 && { if case .rejected = expecting[0] { true } else { false } }())
+        // A refused request after an accepted one (pipelining): the first is delivered whole.
+        let pipelined = parse("POST /a HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\nokGET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+                              gate: Self.gate)
+        #expect(requests(pipelined).map(\.body) == [Array("ok".utf8)] && pipelined.count == 2)
+        if case .rejected(let h, _)? = pipelined.last { #expect(h.target == "/b") } else { Issue.record("\(pipelined)") }
+        // Framing errors are still found first (the gate only sees well-framed heads).
+        #expect(errorStatus(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", gate: Self.gate)) == 400)
+    }
+
+    @Test("an accepted head reads its body as usual, and the buffered-bytes counter counts it")
+    func headGateAccepts() throws {
+        let chunked = "POST /a HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n"
+        let events = parse(chunked, gate: Self.gate)
+        #expect(events.count == 2 && requests(events).first?.body == Array("helloabc".utf8))
+        if case .expectContinue? = events.first {} else { Issue.record("expected 100-continue first: \(events)") }
+        var p = HTTPParser(headGate: Self.gate)
+        _ = p.feed(Array(chunked.utf8))
+        #expect(p.bodyBytesBuffered == 8)
+        var q = HTTPParser(headGate: Self.gate)
+        _ = q.feed(Array("POST /a HTTP/1.1\r\nHost: h\r\nAuthorization: x\r\nContent-Length: 10\r\n\r\n0123".utf8))
+        #expect(q.bodyBytesBuffered == 4 && q.isReadingBody)
     }
 
     /// Prints the time to parse the small GET (best of several batches; no assertion on time).
