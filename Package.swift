@@ -50,7 +50,7 @@ let package = Package(
                 dependencies: ["ReflowEngine", "ReflowAutograd", "ReflowNN", "ReflowFlow", "ReflowStore",
                                "ReflowCodec", "ReflowJobs"],
                 swiftSettings: strict),
-        .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowServer", "ReflowEngine"],
+        .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowServer", "ReflowJobs", "ReflowEngine"],
                           swiftSettings: strict),
 
         // Test helpers shared by the test targets (finite differences, tolerances, temp dirs).

@@ -15,7 +15,7 @@ public enum RunCommand {
         let f = try Flags(Array(args.dropFirst()), allowed: ["out", "threads", "jobs-dir"])
         guard let out = f.values["out"] else { throw CLIError("run needs --out DIR (the job's directory)") }
         let threads = try f.int("threads", default: 2, min: 1, max: 64)
-        let spec = try load(specPath, jobsDir: f.values["jobs-dir"] ?? parent(of: out))
+        let spec = try load(specPath, jobsDir: f.values["jobs-dir"] ?? parent(of: out), threads: threads)
         BLAS.setLibraryThreads(1)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try AtomicFile.write(SpecParser.canonicalJSON(spec.prepared), to: out + "/" + JobDirectory.Name.spec)
@@ -44,17 +44,26 @@ public enum RunCommand {
         return url.deletingLastPathComponent().path
     }
 
-    static func load(_ path: String, jobsDir: String) throws -> (prepared: JobSpec, resolver: DirectoryResolver) {
+    static func load(_ path: String, jobsDir: String, threads: Int = 2) throws -> (prepared: JobSpec, resolver: DirectoryResolver) {
         let bytes: [UInt8]
         do { bytes = try AtomicFile.read(path: path, maxBytes: SpecParser.maxBytes) } catch {
             throw CLIError("cannot read spec '\(path)': \(error)")
         }
         let resolver = DirectoryResolver(jobsDirectory: jobsDir, allowPaths: true)
+        let prepared: JobSpec, estimate: ResourceEstimate
         do {
-            let spec = try SpecParser.parse(bytes)
-            return (try JobRunner.prepare(spec, resolver: resolver), resolver)
+            prepared = try JobRunner.prepare(try SpecParser.parse(bytes), resolver: resolver)
+            estimate = try JobRunner.estimate(prepared, resolver: resolver, threads: threads)
         } catch {
             throw CLIError("spec '\(path)': \(error)")
         }
+        // The server's memory budget applies offline too: a spec that cannot fit is refused
+        // before it allocates (REFLOWD_MEMORY_BUDGET_BYTES overrides the default).
+        let budget = ProcessInfo.processInfo.environment["REFLOWD_MEMORY_BUDGET_BYTES"].flatMap { Int($0) }
+            ?? MemoryBudget.defaultBytes(workers: 1)
+        if estimate.peakBytes > budget {
+            throw CLIError("spec '\(path)': /input: \(MemoryBudget.refusal(estimate, budget: budget))")
+        }
+        return (prepared, resolver)
     }
 }

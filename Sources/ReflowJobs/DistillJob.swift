@@ -49,6 +49,7 @@ public struct DistillSpec: StudentInput {
 public enum DistillJob: JobKind {
     public static let name = "distill"
     public static let summary = "Distill a teacher into a k-step (default one-step) student on its pairs, with t on the k-step grid."
+    public static let phases = ["pairs", "distill"]
     public static let outputs = ReflowJob.outputs.map {
         $0.name == "samples.png" ? JobOutput("samples.png", "k-step Euler samples over the data (2-D models)") : $0
     }

@@ -40,6 +40,7 @@ public struct EvaluateSpec: JobInput {
 public enum EvaluateJob: JobKind {
     public static let name = "evaluate"
     public static let summary = "Straightness, transport cost, sliced W2, energy distance, coverage and an NFE table of a model."
+    public static let phases = ["evaluate"]
     public static let outputs = [JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)")]
 
     public static func prepare(_ input: EvaluateSpec, resolver: any ArtifactResolver) throws(SpecError) -> EvaluateSpec {

@@ -94,6 +94,7 @@ public struct InvertSpec: JobInput {
 public enum InvertJob: JobKind {
     public static let name = "invert"
     public static let summary = "Integrate data back to noise (inversion / encoding) and check the round trip."
+    public static let phases = ["invert"]
     public static let outputs = [
         JobOutput("latents.npy", "the inverted points (noise), [n, D] (format npy)"),
         JobOutput("latents.csv", "the inverted points as CSV (format csv)"),

@@ -68,7 +68,9 @@ public protocol JobKind: Sendable {
     static var summary: String { get }
     /// The files this kind may write (besides `result.json`, `spec.json` and the server's own).
     static var outputs: [JobOutput] { get }
-    /// The phase names its progress reports use; phases in `trainingPhases` count optimizer steps.
+    /// The phase names its progress reports use, in order.
+    static var phases: [String] { get }
+    /// The phases whose progress counts optimizer steps (the server's `steps_total` metric).
     static var trainingPhases: [String] { get }
 
     /// Decodes the user's `input` object (parsed, possibly partial). The default merges it over
@@ -97,6 +99,7 @@ public struct AnyJobKind: Sendable {
     public let name: String
     public let summary: String
     public let outputs: [JobOutput]
+    public let phases: [String]
     public let trainingPhases: [String]
     let decodeUser: @Sendable (Any) throws -> any JobInput
     let decodeStored: @Sendable (any Decoder) throws -> any JobInput
@@ -109,6 +112,7 @@ public struct AnyJobKind: Sendable {
         name = K.name
         summary = K.summary
         outputs = K.outputs
+        phases = K.phases
         trainingPhases = K.trainingPhases
         decodeUser = { try K.decode($0) }
         // Stored inputs are decoded like user inputs (over the defaults), so records written by
@@ -139,6 +143,9 @@ public enum JobKinds {
     public static var names: [String] { all.map(\.name) }
 
     public static func named(_ name: String) -> AnyJobKind? { all.first { $0.name == name } }
+
+    /// Whether progress of `phase` counts optimizer steps for some kind.
+    public static func isTrainingPhase(_ phase: String) -> Bool { all.contains { $0.trainingPhases.contains(phase) } }
 
     /// Every output file name any kind may write (the artifact names the API serves).
     public static var outputNames: [String] {
@@ -206,5 +213,27 @@ public struct JobSpec: Codable, Sendable, Equatable {
     /// The first invalid field as (JSON pointer from the document root, message), or nil.
     public func validationError() -> FieldError? {
         input.validationError().map { ("/input" + $0.pointer, $0.message) }
+    }
+}
+
+extension JobKinds {
+    /// The registry as Markdown: the block between `<!-- registry:begin -->` and
+    /// `<!-- registry:end -->` in docs/JOBS.md (`reflowd docs jobs` prints it; a test checks
+    /// that the document matches).
+    public static var referenceMarkdown: String {
+        var out = "| `type` | what it does | files it writes | progress phases |\n|---|---|---|---|\n"
+        for k in all {
+            let files = k.outputs.map { "`\($0.name)`" }.joined(separator: ", ")
+            let phases = k.phases.map { "`\($0)`" }.joined(separator: ", ")
+            out += "| `\(k.name)` | \(k.summary) | \(files) | \(phases) |\n"
+        }
+        out += "\nWhat each file holds:\n\n"
+        var seen = Set<String>()
+        for k in all {
+            for o in k.outputs where seen.insert(o.name).inserted {
+                out += "- `\(o.name)` (\(k.name)\(all.filter { $0.name != k.name && $0.outputs.contains { $0.name == o.name } }.map { ", " + $0.name }.joined())): \(o.description)\n"
+            }
+        }
+        return out
     }
 }

@@ -36,6 +36,7 @@ public struct ReflowSpec: StudentInput {
 public enum ReflowJob: JobKind {
     public static let name = "reflow"
     public static let summary = "Generate (z0, z1) pairs with a teacher's ODE and train the next rectified flow on them."
+    public static let phases = ["pairs", "reflow"]
     public static let outputs = [
         JobOutput(JobDirectory.Name.pairs, "the (z0, z1) pairs (z1 and the noise generator state, or both tensors)"),
         JobOutput(JobDirectory.Name.model, "the trained student"),

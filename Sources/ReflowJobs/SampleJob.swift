@@ -30,6 +30,7 @@ public struct SampleSpec: JobInput {
 public enum SampleJob: JobKind {
     public static let name = "sample"
     public static let summary = "Draw samples (noise → data) from a model with a chosen ODE solver."
+    public static let phases = ["sample"]
     public static let outputs = [
         JobOutput("samples.npy", "the samples, [n, D] float32 (format npy)"),
         JobOutput("samples.csv", "the samples as CSV (format csv)"),

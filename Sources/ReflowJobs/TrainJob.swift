@@ -29,6 +29,7 @@ public struct TrainSpec: JobInput {
 public enum TrainJob: JobKind {
     public static let name = "train"
     public static let summary = "Train a 1-rectified flow on independent draws from the source (noise) and the data."
+    public static let phases = ["train"]
     public static let outputs = [
         JobOutput(JobDirectory.Name.model, "the trained model (weights, EMA, optimizer state; spec and training config in the metadata)"),
         JobOutput(JobDirectory.Name.lossLog, "step,loss records every logEvery steps"),

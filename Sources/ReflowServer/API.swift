@@ -310,7 +310,8 @@ public final class API: Sendable {
         }
         let spec: JobSpec
         do { spec = try SpecParser.parse(req.body) } catch {
-            let malformed = error.pointer.isEmpty
+            // Not one strict RFC 8259 document, or not an object at all: 400; otherwise 422.
+            let malformed = error.malformed || error.pointer.isEmpty
             throw Problem(status: malformed ? 400 : 422, code: malformed ? "malformed_json" : "validation_failed",
                           title: malformed ? "Malformed request body" : "Request validation failed",
                           detail: error.pointer.isEmpty ? error.message : "\(error.pointer): \(error.message)",
@@ -320,6 +321,21 @@ public final class API: Sendable {
         do { prepared = try JobRunner.prepare(spec, resolver: ServerResolver(service: jobs)) } catch {
             throw Problem(status: 422, code: "validation_failed", title: "Request validation failed",
                           detail: "\(error.pointer): \(jobs.redact(error.message))", pointer: error.pointer)
+        }
+        // The memory budget (docs/JOBS.md): refuse now what would kill the process later.
+        let budget = jobs.settings.memoryBudgetBytes
+        let estimate: ResourceEstimate
+        do { estimate = try JobRunner.estimate(prepared, resolver: ServerResolver(service: jobs), threads: jobs.settings.computeThreads) } catch {
+            throw Problem(status: 422, code: "validation_failed", title: "Request validation failed",
+                          detail: "\(error.pointer): \(jobs.redact(error.message))", pointer: error.pointer)
+        }
+        if estimate.peakBytes > budget {
+            var p = Problem(status: 422, code: "memory_budget", title: "Job exceeds the memory budget",
+                            detail: MemoryBudget.refusal(estimate, budget: budget), pointer: "/input")
+            p.estimateBytes = estimate.peakBytes
+            p.budgetBytes = budget
+            p.estimate = estimate.terms
+            throw p
         }
         let key = req.headers["Idempotency-Key"]
         if let key, key.isEmpty || key.utf8.count > 255 {

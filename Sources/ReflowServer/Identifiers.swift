@@ -1,4 +1,4 @@
-import ReflowJobs
+public import ReflowJobs
 import Foundation
 
 /// An RFC 9457 problem: every HTTP error, and a failed job's `error` in the API view.
@@ -11,6 +11,10 @@ public struct Problem: Codable, Sendable, Equatable, Error {
     public var code: String
     public var pointer: String?
     public var instance: String?
+    /// For `memory_budget`: the job's estimated peak, the budget, and the estimate's terms.
+    public var estimateBytes: Int?
+    public var budgetBytes: Int?
+    public var estimate: [ResourceEstimate.Term]?
 
     public init(status: Int, code: String, title: String, detail: String, pointer: String? = nil, instance: String? = nil) {
         self.type = "about:blank#" + code

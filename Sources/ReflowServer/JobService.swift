@@ -27,6 +27,8 @@ public struct JobSettings: Sendable {
     /// Size of the emergency reserve file (`dataDir/.reserve`), released to write final records
     /// when the disk is full (0: no reserve).
     public var reserveBytes = 1 << 20
+    /// Peak memory one job may plan to use; a submission whose estimate exceeds it gets 422.
+    public var memoryBudgetBytes = Int.max
 
     public init(dataDir: String) { self.dataDir = dataDir }
 
@@ -642,7 +644,7 @@ public final class JobService: Sendable {
             if let prev = s.rate[id], prev.step < p.done, t > prev.time {
                 rate = Double(p.done - prev.step) / (t - prev.time)
             }
-            if p.phase != "pairs" && p.phase != "evaluate" && p.phase != "sample" && p.phase != "invert" {
+            if JobKinds.isTrainingPhase(p.phase) {
                 let last = s.lastCountedStep[id] ?? p.done
                 s.stepsTotal += max(0, p.done - last)
                 s.lastCountedStep[id] = p.done

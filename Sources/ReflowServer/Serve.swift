@@ -1,5 +1,6 @@
 import ReflowHTTP
 import ReflowEngine
+import ReflowJobs
 import Foundation
 import Synchronization
 
@@ -86,6 +87,7 @@ public enum Serve {
         settings.maxAttempts = config.maxAttempts
         settings.computeNice = Int32(config.computeNice)
         settings.minFreeBytes = config.minFreeBytes
+        settings.memoryBudgetBytes = config.memoryBudgetBytes ?? MemoryBudget.defaultBytes(workers: config.workers)
         let jobs: JobService
         do { jobs = try JobService(settings: settings) } catch {
             // An unreadable store stops the server loudly (RELIABILITY.md D7).

@@ -16,6 +16,10 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     /// Free-space floor of the data directory's file system, in bytes (0 disables it): below it
     /// `/readyz` is 503, submissions and uploads get 507 and queued jobs wait.
     public var minFreeBytes = 100 << 20
+    /// Peak memory one job may plan to use (bytes), checked against its estimate at submit
+    /// (422 `memory_budget` above it). Null: 75 % of the smaller of the cgroup limit and the
+    /// physical memory, divided by `workers`.
+    public var memoryBudgetBytes: Int?
     /// File holding the bearer token (first line); null disables auth. `REFLOWD_TOKEN` sets the token directly.
     public var authTokenFile: String?
     public var tls: TLSConfig?
@@ -80,6 +84,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case host, port, dataDir, workers, computeThreads, computeNice, queueLimit, maxAttempts, shutdownTimeoutSeconds, minFreeBytes
+        case memoryBudgetBytes
         case authTokenFile, tls, http
     }
 
@@ -96,6 +101,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? d.maxAttempts
         shutdownTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .shutdownTimeoutSeconds) ?? d.shutdownTimeoutSeconds
         minFreeBytes = try c.decodeIfPresent(Int.self, forKey: .minFreeBytes) ?? d.minFreeBytes
+        memoryBudgetBytes = try c.decodeIfPresent(Int.self, forKey: .memoryBudgetBytes)
         authTokenFile = try c.decodeIfPresent(String.self, forKey: .authTokenFile)
         tls = try c.decodeIfPresent(TLSConfig.self, forKey: .tls)
         http = try c.decodeIfPresent(HTTPSettings.self, forKey: .http) ?? d.http
@@ -108,6 +114,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         try c.encode(computeNice, forKey: .computeNice); try c.encode(queueLimit, forKey: .queueLimit)
         try c.encode(maxAttempts, forKey: .maxAttempts); try c.encode(shutdownTimeoutSeconds, forKey: .shutdownTimeoutSeconds)
         try c.encode(minFreeBytes, forKey: .minFreeBytes)
+        try c.encode(memoryBudgetBytes, forKey: .memoryBudgetBytes)
         try c.encode(authTokenFile, forKey: .authTokenFile); try c.encode(tls, forKey: .tls); try c.encode(http, forKey: .http)
     }
 
@@ -122,6 +129,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         if queueLimit < 1 || queueLimit > 100_000 { return ("/queueLimit", "must be in [1, 100000], got \(queueLimit)") }
         if maxAttempts < 1 || maxAttempts > 100 { return ("/maxAttempts", "must be in [1, 100], got \(maxAttempts)") }
         if !(shutdownTimeoutSeconds >= 0 && shutdownTimeoutSeconds <= 3600) { return ("/shutdownTimeoutSeconds", "must be in [0, 3600]") }
+        if let m = memoryBudgetBytes, m < 1 << 20 || m > 1 << 50 { return ("/memoryBudgetBytes", "must be in [2^20, 2^50] or null, got \(m)") }
         if minFreeBytes < 0 || minFreeBytes > 1 << 50 { return ("/minFreeBytes", "must be in [0, 2^50], got \(minFreeBytes)") }
         if let t = tls, !(t.handshakeTimeoutSeconds > 0 && t.handshakeTimeoutSeconds <= 300) { return ("/tls/handshakeTimeoutSeconds", "must be in (0, 300]") }
         let h = http
@@ -151,6 +159,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         if let v = try int("REFLOWD_WORKERS") { workers = v }
         if let v = try int("REFLOWD_COMPUTE_THREADS") { computeThreads = v }
         if let v = try int("REFLOWD_QUEUE_LIMIT") { queueLimit = v }
+        if let v = try int("REFLOWD_MEMORY_BUDGET_BYTES") { memoryBudgetBytes = v }
         if let v = env["REFLOWD_TOKEN_FILE"] { authTokenFile = v }
     }
 

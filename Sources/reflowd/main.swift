@@ -1,6 +1,7 @@
 import Foundation
 import ReflowBench
 import ReflowServer
+import ReflowJobs
 
 // reflowd command line: the HTTP job server, offline jobs, benchmarks and the demo.
 let usage = """
@@ -46,6 +47,10 @@ do {
         })
     case "validate":
         print(try RunCommand.validate(Array(args.dropFirst())))
+    case "docs":
+        // The job-kind registry as Markdown (the generated block of docs/JOBS.md).
+        guard args.dropFirst().first == "jobs" else { fail("usage: reflowd docs jobs") }
+        print(JobKinds.referenceMarkdown, terminator: "")
     case "help", "--help", "-h", nil:
         print(usage)
     default:

@@ -105,6 +105,26 @@ struct APITests {
         #expect(try c.request("GET", "/healthz").status == 200)
     }
 
+    @Test("the audit's regressions: strict JSON (trailing comma, duplicate key) is 400 and nothing is queued; the memory budget refuses an oversized spec with its estimate")
+    func auditRegressions() throws {
+        let s = try TestServer { $0.memoryBudgetBytes = 1 << 30 }
+        defer { s.stop() }
+        let c = try s.client()
+        for body in [#"{"type": "train", "input": {"steps": 5,}}"#, #"{"type": "train", "input": {"steps": 5, "steps": 9999999}}"#] {
+            let r = try c.json("POST", "/v1/jobs", body)
+            #expect(try r.status == 400 && r.json()["code"] as? String == "malformed_json", "\(body)")
+        }
+        let huge = try c.json("POST", "/v1/jobs", #"{"type":"train","input":{"steps":10,"model":{"width":16384,"depth":64},"batchSize":1048576}}"#)
+        let p = try huge.json()
+        #expect(huge.status == 422 && p["code"] as? String == "memory_budget", "\(p)")
+        #expect((p["estimateBytes"] as? Int ?? 0) > (p["budgetBytes"] as? Int ?? Int.max) && p["budgetBytes"] as? Int == 1 << 30)
+        #expect((p["estimate"] as? [[String: Any]])?.isEmpty == false)
+        #expect(try c.request("GET", "/v1/jobs").json()["items"] as? [Any] == nil
+                || (try c.request("GET", "/v1/jobs").json()["items"] as? [Any])?.isEmpty == true, "nothing was queued")
+        // A small job fits the same budget.
+        #expect(try c.json("POST", "/v1/jobs", tinyTrain).status == 202)
+    }
+
     @Test("a train job runs to success: 202 + Location, progress, long poll, artifacts, images, logs, events, delete")
     func trainLifecycle() throws {
         let s = try TestServer()

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import ReflowJobs
+import ReflowFlow
 @testable import ReflowServer
 
 /// Drift tests between docs/openapi.json and the routes the server actually serves.
@@ -114,5 +116,49 @@ struct OpenAPITests {
     func validates() throws {
         let r = try Self.python(["-m", "openapi_spec_validator", Self.documentPath])
         #expect(r.status == 0, "\(r.output)")
+    }
+}
+
+/// The registry is the one source of job kinds: the OpenAPI enumerations and docs/JOBS.md's
+/// generated block must say what it says.
+@Suite("Docs against the job-kind registry")
+struct RegistryDocsTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func openAPI() throws -> [String: Any] {
+        let data = try Data(contentsOf: Self.root.appendingPathComponent("docs/openapi.json"))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    func value(_ doc: Any, _ path: [Any]) -> Any? {
+        var v: Any? = doc
+        for p in path {
+            if let k = p as? String { v = (v as? [String: Any])?[k] } else if let i = p as? Int { v = (v as? [Any]).flatMap { i < $0.count ? $0[i] : nil } }
+        }
+        return v
+    }
+
+    @Test("OpenAPI enumerations of types, images and artifacts equal the registry's")
+    func openAPIEnumerations() throws {
+        let doc = try openAPI()
+        let names = JobKinds.names
+        #expect(value(doc, ["components", "schemas", "JobType", "enum"]) as? [String] == names)
+        #expect(value(doc, ["components", "schemas", "Job", "properties", "type", "enum"]) as? [String] == names + ["upload"])
+        #expect(value(doc, ["paths", "/", "get", "responses", "200", "content", "application/json", "example", "jobTypes"]) as? [String] == names)
+        let images = Set(API.imageNames)
+        #expect(Set(value(doc, ["components", "schemas", "ImageList", "properties", "items", "items", "properties", "name", "enum"]) as? [String] ?? []) == images)
+        #expect(Set(value(doc, ["paths", "/v1/jobs/{id}/images/{name}", "parameters", 1, "schema", "enum"]) as? [String] ?? []) == images.union(["grid.png"]))
+        #expect(Set(value(doc, ["paths", "/v1/jobs/{id}/artifacts/{name}", "parameters", 1, "schema", "enum"]) as? [String] ?? []) == Set(API.artifactNames))
+        #expect(value(doc, ["components", "schemas", "ArtifactRef", "oneOf", 0, "properties", "artifact", "enum"]) as? [String] == ArtifactRef.artifactNames)
+    }
+
+    @Test("docs/JOBS.md's registry block is what `reflowd docs jobs` prints, and every kind has its own section")
+    func jobsMarkdown() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("docs/JOBS.md"), encoding: .utf8)
+        let begin = try #require(text.range(of: "<!-- registry:begin -->\n"))
+        let end = try #require(text.range(of: "<!-- registry:end -->"))
+        #expect(String(text[begin.upperBound..<end.lowerBound]) == JobKinds.referenceMarkdown,
+                "regenerate the block with `reflowd docs jobs`")
+        for name in JobKinds.names { #expect(text.contains("`\(name)`"), "docs/JOBS.md does not describe \(name)") }
     }
 }
