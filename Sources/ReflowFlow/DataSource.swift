@@ -149,8 +149,12 @@ public struct DataSampler: Sendable {
     public let pointShape: [Int]
     /// Floats per point.
     public var pointSize: Int { pointShape.reduce(1, *) }
-    /// Number of classes of a labelled source; nil when the source has no labels.
-    public var classCount: Int? { nil }
+    /// Number of classes of a labelled source (the modes of a built-in 2-D distribution); nil
+    /// when the source has no labels (normal noise, point files).
+    public var classCount: Int? {
+        if case .distribution(let d) = storage { return d.classCount }
+        return nil
+    }
 
     /// True when draws are exactly `rng.normal([n, d])` (pairs can then store the generator
     /// state instead of z0).
@@ -162,12 +166,13 @@ public struct DataSampler: Sendable {
         }
     }
 
-    /// Fills `x` ([rows, pointSize], rows = x.count / pointSize) with independent draws.
-    /// Point sets are drawn uniformly with replacement.
-    public func sample(into x: UnsafeMutableBufferPointer<Float>, rng: inout Random) {
+    /// Fills `x` ([rows, pointSize], rows = x.count / pointSize) with independent draws and,
+    /// when given and the source is labelled, `labels` ([rows]) with their classes. Point sets
+    /// are drawn uniformly with replacement. The draws do not depend on `labels`.
+    public func sample(into x: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutablePointer<Int32>? = nil, rng: inout Random) {
         let d = pointSize
         switch storage {
-        case .distribution(let dist): dist.sample(into: x, rng: &rng)
+        case .distribution(let dist): dist.sample(into: x, labels: labels, rng: &rng)
         case .normal(let std):
             rng.fillNormal(x, mean: 0, std: std)
         case .points(let p):

@@ -170,11 +170,28 @@ public enum Distribution2D: Codable, Sendable, Equatable {
 
     // MARK: Sampling
 
-    /// Fills `out` ([n, 2] row-major) with n samples.
+    /// The number of labelled modes (the mixture component, moon, spiral arm, ring or
+    /// checkerboard square a sample is drawn from); nil for the single Gaussian.
+    public var classCount: Int? {
+        switch self {
+        case .gaussian: return nil
+        case .gaussianRing(let count, _, _): return count
+        case .twoGaussians: return 2
+        case .threeGaussians: return 3
+        case .gaussianMixture(let centers, _): return centers.count
+        case .twoMoons, .spirals: return 2
+        case .rings(let radii, _): return radii.count
+        case .checkerboard(let squares, _): return (squares * squares + 1) / 2
+        }
+    }
+
+    /// Fills `out` ([n, 2] row-major) with n samples and, when given, `labels` ([n]) with each
+    /// sample's mode (see ``classCount``; 0 for the single Gaussian). The random draws are the
+    /// same with or without labels.
     ///
     /// Preconditions (programmer errors): `out.count` is even and ``validationError()`` is nil —
     /// validate user-supplied distributions at the boundary first.
-    public func sample(into out: UnsafeMutableBufferPointer<Float>, rng: inout Random) {
+    public func sample(into out: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutablePointer<Int32>? = nil, rng: inout Random) {
         precondition(out.count % 2 == 0, "Distribution2D.sample: buffer must hold [n, 2], got \(out.count) floats")
         if let e = validationError() {
             preconditionFailure("Distribution2D.sample: invalid \(kind) at \(e.pointer): \(e.message) (validate first)")
@@ -184,15 +201,18 @@ public enum Distribution2D: Codable, Sendable, Equatable {
         case .gaussian(let mean, let std):
             let (mx, my) = (mean[0], mean[1])
             for i in 0..<n {
+                labels?[i] = 0
                 out[2 * i] = mx + std * Float(rng.normal())
                 out[2 * i + 1] = my + std * Float(rng.normal())
             }
         case .gaussianRing(let count, let radius, let std):
-            GaussianRing(count: count, radius: radius, std: std).sample(into: out, rng: &rng)
+            GaussianRing(count: count, radius: radius, std: std).sample(into: out, labels: labels, rng: &rng)
         case .twoGaussians, .threeGaussians, .gaussianMixture:
             let centers = modeCenters!, std = modeStd!
             for i in 0..<n {
-                let c = centers[rng.int(below: centers.count)]
+                let k = rng.int(below: centers.count)
+                labels?[i] = Int32(k)
+                let c = centers[k]
                 out[2 * i] = c.0 + std * Float(rng.normal())
                 out[2 * i + 1] = c.1 + std * Float(rng.normal())
             }
@@ -200,6 +220,7 @@ public enum Distribution2D: Codable, Sendable, Equatable {
             let s = Double(scale), sd = Double(noise)
             for i in 0..<n {
                 let moon = rng.int(below: 2)
+                labels?[i] = Int32(moon)
                 let theta = Double.pi * rng.uniformDouble()
                 let (cx, cy) = (Foundation.cos(theta), Foundation.sin(theta))
                 let (x, y) = moon == 0 ? (cx, cy) : (1 - cx, 0.5 - cy)
@@ -210,7 +231,9 @@ public enum Distribution2D: Codable, Sendable, Equatable {
         case .checkerboard(let squares, let extent):
             let geometry = Checkerboard(squares: squares, extent: extent)
             for i in 0..<n {
-                let (col, row) = geometry.square(rng.int(below: geometry.filledCount))
+                let k = rng.int(below: geometry.filledCount)
+                labels?[i] = Int32(k)
+                let (col, row) = geometry.square(k)
                 let u = rng.uniformDouble(), v = rng.uniformDouble()
                 out[2 * i] = Float(-geometry.extent + (Double(col) + u) * geometry.side)
                 out[2 * i + 1] = Float(-geometry.extent + (Double(row) + v) * geometry.side)
@@ -220,6 +243,7 @@ public enum Distribution2D: Codable, Sendable, Equatable {
             let sd = Double(noise)
             for i in 0..<n {
                 let arm = rng.int(below: 2)
+                labels?[i] = Int32(arm)
                 let phi = spiral.maxAngle * rng.uniformDouble().squareRoot()
                 let p = spiral.point(arm: arm, phi: phi)
                 let nx = sd * rng.normal(), ny = sd * rng.normal()
@@ -229,7 +253,9 @@ public enum Distribution2D: Codable, Sendable, Equatable {
         case .rings(let radii, let noise):
             let sd = Double(noise)
             for i in 0..<n {
-                let r = Double(radii[rng.int(below: radii.count)])
+                let k = rng.int(below: radii.count)
+                labels?[i] = Int32(k)
+                let r = Double(radii[k])
                 let a = 2 * Double.pi * rng.uniformDouble()
                 let nx = sd * rng.normal(), ny = sd * rng.normal()
                 out[2 * i] = Float(r * Foundation.cos(a) + nx)

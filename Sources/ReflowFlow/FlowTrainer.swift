@@ -85,6 +85,8 @@ public final class FlowTrainer {
     let data: DataSampler?, source: DataSampler?
     /// The current batch: x0, x1 → x_t and targets [B, D]; times [B].
     private var batchX0: [Float], batchX1: [Float], batchXt: [Float], batchTarget: [Float], batchT: [Float]
+    /// Class labels of the batch rows, for a labelled data source ([B]); empty otherwise.
+    private var batchLabels: [Int32]
     private var shardLoss: [Float]
     /// Parameters per worker for the gradient sum and the update (balanced by size).
     private let bins: [[Int]]
@@ -165,6 +167,7 @@ public final class FlowTrainer {
         batchXt = [Float](repeating: 0, count: b * d)
         batchTarget = [Float](repeating: 0, count: b * d)
         batchT = [Float](repeating: 0, count: b)
+        batchLabels = [Int32](repeating: 0, count: data?.classCount != nil ? b : 0)
         shardLoss = [Float](repeating: 0, count: threads)
         bins = optimizer.parallelBins(threads: threads)
         partialNorm = [Double](repeating: 0, count: bins.count)
@@ -205,9 +208,11 @@ public final class FlowTrainer {
         shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
         batchXt.withUnsafeBufferPointer { xt in
         batchT.withUnsafeBufferPointer { tb in
+        batchLabels.withUnsafeBufferPointer { lb in
             batchTarget.withUnsafeBufferPointer { tgt in
                 let losses = SendableMutablePointer(lossBuffer.baseAddress)
                 let pX = SendablePointer(xt.baseAddress), pT = SendablePointer(tb.baseAddress), pTg = SendablePointer(tgt.baseAddress)
+                let pL = SendablePointer(lb.isEmpty ? nil : lb.baseAddress)
                 parallelChunks(count: threads, threads: threads) { range in
                     for w in range {
                         let lo = b * w / threads, hi = b * (w + 1) / threads
@@ -218,7 +223,8 @@ public final class FlowTrainer {
                         let target = g.constant(shape: [rows, d]) {
                             $0.baseAddress!.update(from: pTg.base! + lo * d, count: rows * d)
                         }
-                        let v = shared.value.model.velocity(g, x: pX.base! + lo * d, t: pT.base! + lo, labels: nil, rows: rows)
+                        let v = shared.value.model.velocity(g, x: pX.base! + lo * d, t: pT.base! + lo,
+                                                            labels: pL.base.map { $0 + lo }, rows: rows)
                         // Shard loss · rows/B: the shard gradients then add up to the batch gradient.
                         let loss = g.affine(shared.value.loss(v, target), scale: Float(rows) / Float(b))
                         g.backward(loss)
@@ -226,6 +232,7 @@ public final class FlowTrainer {
                     }
                 }
             }
+        }
         }
         }
         }
@@ -302,7 +309,7 @@ public final class FlowTrainer {
                     }
                 }
             } else {
-                data!.sample(into: x1, rng: &rng)
+                batchLabels.withUnsafeMutableBufferPointer { l in data!.sample(into: x1, labels: l.isEmpty ? nil : l.baseAddress, rng: &rng) }
                 source!.sample(into: x0, rng: &rng)
                 for r in 0..<b { t[r] = sampler.sample(&rng) }
             }

@@ -175,7 +175,7 @@ public final class API: Sendable {
             route = rest.count == 2 ? "/v1/checkpoints/{id}" : "/v1/checkpoints/{id}/file"
             try allow("GET")
             guard Identifiers.isJobID(id), let r = jobs.record(id), r.state == .succeeded,
-                  FileManager.default.fileExists(atPath: jobs.directory(id) + "/" + JobDirectory.Name.model) else {
+                  FileManager.default.fileExists(atPath: jobs.jobDirectory(id).model) else {
                 throw Problem(status: 404, code: "checkpoint_not_found", title: "Checkpoint not found", detail: "no checkpoint '\(id.prefix(64))'")
             }
             if rest.count == 2 { return .now(try checkpointInfo(r)) }
@@ -494,10 +494,9 @@ public final class API: Sendable {
     }
 
     func images(_ r: JobRecord) throws(Problem) -> HTTPResponse {
-        let dir = jobs.directory(r.id)
         // The job kind's own image manifest (uploads have none).
         let manifest = JobKinds.named(r.type)?.outputs.filter(\.isImage).map(\.name) ?? []
-        let present = manifest.filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }
+        let present = manifest.filter { FileManager.default.fileExists(atPath: jobs.jobDirectory(r.id).file($0)) }
         struct Item: Encodable { let name: String; let url: String }
         struct List: Encodable { let items: [Item] }
         return json(200, List(items: present.map { Item(name: $0, url: "/v1/jobs/\(r.id)/images/\($0)") }))
@@ -509,7 +508,7 @@ public final class API: Sendable {
         struct Item: Encodable { let name: String; let bytes: Int; let url: String }
         struct List: Encodable { let items: [Item] }
         let items = names.map { n -> Item in
-            let size = (try? FileManager.default.attributesOfItem(atPath: dir + "/" + n)[.size] as? Int) ?? 0
+            let size = (try? FileManager.default.attributesOfItem(atPath: jobs.jobDirectory(id).file(n))[.size] as? Int) ?? 0
             return Item(name: n, bytes: size, url: "/v1/jobs/\(id)/artifacts/\(n)")
         }
         return json(200, List(items: items))
@@ -520,7 +519,7 @@ public final class API: Sendable {
     /// (RFC 9110 §14) so `curl -C -` resumes. Files up to 4 MiB are sent whole, larger ones streamed.
     func file(_ req: HTTPRequest, id: String, name: String, contentType: String, disposition: String? = nil,
               missingOK: Bool = false) throws(Problem) -> HTTPResponse {
-        let path = jobs.directory(id) + "/" + name
+        let path = jobs.jobDirectory(id).file(name)
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             if missingOK { return HTTPResponse.text(200, "", contentType: contentType) }
@@ -621,7 +620,7 @@ public final class API: Sendable {
     let checkpointReads = Atomic<Int>(0)
 
     func describe(_ r: JobRecord) -> CheckpointInfo {
-        let path = jobs.directory(r.id) + "/" + JobDirectory.Name.model
+        let path = jobs.jobDirectory(r.id).model
         var st = stat()
         let found = stat(path, &st) == 0
         let key = found ? "\(r.version):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)" : "missing"
@@ -641,7 +640,7 @@ public final class API: Sendable {
 
     func checkpoints() throws(Problem) -> HTTPResponse {
         let page = jobs.list(states: [.succeeded], types: nil, limit: 500, after: nil)
-        let items = page.items.filter { FileManager.default.fileExists(atPath: jobs.directory($0.id) + "/" + JobDirectory.Name.model) }
+        let items = page.items.filter { FileManager.default.fileExists(atPath: jobs.jobDirectory($0.id).model) }
         struct List: Encodable { let items: [CheckpointInfo] }
         return json(200, List(items: items.map(describe)))
     }

@@ -145,11 +145,11 @@ public final class JobService: Sendable {
         let names = try FileManager.default.contentsOfDirectory(atPath: jobsDir).sorted()
         var records = [JobRecord]()
         for name in names {
-            let dir = jobsDir + "/" + name
+            let jd = JobDirectory(jobsRoot: jobsDir, id: name), dir = jd.path
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else { continue }
             leftovers += Self.removeLeftovers(in: dir)
-            let path = dir + "/job.json"
+            let path = jd.record
             guard FileManager.default.fileExists(atPath: path) else {
                 // A directory without a record is a submission that was never acknowledged.
                 try? FileManager.default.removeItem(atPath: dir)
@@ -198,7 +198,9 @@ public final class JobService: Sendable {
 
     // MARK: persistence
 
-    func directory(_ id: String) -> String { jobsDir + "/" + id }
+    /// The layout of a job's directory (``JobDirectory`` owns every file name).
+    func jobDirectory(_ id: String) -> JobDirectory { JobDirectory(jobsRoot: jobsDir, id: id) }
+    func directory(_ id: String) -> String { jobDirectory(id).path }
 
     /// Fingerprint of a job's progress files (checkpoint, pairs, model): name, inode, size and
     /// mtime. An attempt whose fingerprint changed made progress (the crash-loop rule).
@@ -206,7 +208,7 @@ public final class JobService: Sendable {
         var parts = [String]()
         for name in [JobDirectory.Name.checkpoint, JobDirectory.Name.pairs, JobDirectory.Name.model] {
             var st = stat()
-            if stat(directory(id) + "/" + name, &st) == 0 {
+            if stat(jobDirectory(id).file(name), &st) == 0 {
                 parts.append("\(name):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)")
             }
         }
@@ -219,7 +221,7 @@ public final class JobService: Sendable {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let bytes = Array(try e.encode(r))
-        let path = directory(r.id) + "/job.json"
+        let path = jobDirectory(r.id).record
         try persistLock.withLock { written in
             if state.withLock({ $0.deleted.contains(r.id) }) { return }
             if let prev = written[r.id], prev > r.version { return }
@@ -389,7 +391,7 @@ public final class JobService: Sendable {
             try FileManager.default.createDirectory(atPath: directory(id), withIntermediateDirectories: true)
             // The canonical spec (the docs promise spec.json in every job directory), then the
             // record; the directory fsync of the record write covers both entries.
-            try AtomicFile.write(SpecParser.canonicalJSON(spec), to: directory(id) + "/" + JobDirectory.Name.spec)
+            try AtomicFile.write(SpecParser.canonicalJSON(spec), to: jobDirectory(id).spec)
             try persist(record)
             // The new directory's entry in jobs/ must be durable too.
             try AtomicFile.syncDirectory(jobsDir)
@@ -427,7 +429,7 @@ public final class JobService: Sendable {
         r.state = .succeeded
         r.transitions = [JobTransition(state: .succeeded, at: now)]
         let dir = directory(id)
-        let path = dir + "/" + JobDirectory.Name.model
+        let path = jobDirectory(id).model
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try AtomicFile.write(bytes, to: path)
@@ -485,7 +487,7 @@ public final class JobService: Sendable {
             // removal. The record goes first so a crash mid-delete never leaves a record without files.
             persistLock.withLock { _ in
                 state.withLock { _ = $0.deleted.insert(id) }
-                try? FileManager.default.removeItem(atPath: directory(id) + "/job.json")
+                try? FileManager.default.removeItem(atPath: jobDirectory(id).record)
                 try? FileManager.default.removeItem(atPath: directory(id))
             }
         }
@@ -514,7 +516,7 @@ public final class JobService: Sendable {
     /// Appends a timestamped line to the job's `log.txt` (and an SSE `log` event).
     func log(_ id: String, _ line: String) {
         let text = Clock.now() + " " + line + "\n"
-        let path = directory(id) + "/log.txt"
+        let path = jobDirectory(id).log
         // O_APPEND: lines from the API and worker threads never overwrite each other. The log is
         // informational: a failed write is dropped, never fatal.
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
@@ -716,7 +718,7 @@ struct ServerResolver: ArtifactResolver {
                 throw SpecError(pointer: "/job", message: "job \(id) is \(r.state.rawValue); it must have succeeded")
             }
             let wanted = artifact ?? (kind == .points ? "samples" : kind.rawValue)
-            guard let path = JobDirectory(path: service.directory(id)).artifactFile(wanted),
+            guard let path = service.jobDirectory(id).artifactFile(wanted),
                   FileManager.default.fileExists(atPath: path) else {
                 throw SpecError(pointer: "/job", message: "job \(id) (\(r.type)) has no \(wanted)")
             }

@@ -38,12 +38,15 @@ public struct GaussianRing: Sendable, Equatable, Codable {
         return (radius * Float(Foundation.cos(a)), radius * Float(Foundation.sin(a)))
     }
 
-    /// Fills `out` ([n, 2] row-major) with samples.
-    public func sample(into out: UnsafeMutableBufferPointer<Float>, rng: inout Random) {
+    /// Fills `out` ([n, 2] row-major) with samples and, when given, `labels` ([n]) with each
+    /// sample's mode index (the same draws either way).
+    public func sample(into out: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutablePointer<Int32>? = nil, rng: inout Random) {
         precondition(out.count % 2 == 0, "GaussianRing.sample: buffer must hold [n, 2]")
         let centers = (0..<count).map(center)
         for i in 0..<(out.count / 2) {
-            let c = centers[rng.int(below: count)]
+            let k = rng.int(below: count)
+            labels?[i] = Int32(k)
+            let c = centers[k]
             out[2 * i] = c.0 + std * Float(rng.normal())
             out[2 * i + 1] = c.1 + std * Float(rng.normal())
         }
