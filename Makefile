@@ -36,8 +36,14 @@ build: deps
 
 # Numeric tests run in release mode (debug builds of array loops are 10-50x slower). The
 # executable is built first: the server tests start it (crash and restart, curl session).
+# The test binaries link OpenBLAS but cannot re-execute themselves the way reflowd does, so the
+# kernel correction is made here: `reflowd blas-core --coretype` prints the OPENBLAS_CORETYPE this
+# CPU needs (nothing when OpenBLAS's own choice is right). A value set by the caller is kept.
 test: deps
 	$(SWIFT) build -c release $(CPU_FLAGS)
+	@core="$$($(BIN) blas-core --coretype)"; \
+	if [ -n "$$core" ]; then export OPENBLAS_CORETYPE="$$core"; echo "make test: OPENBLAS_CORETYPE=$$core (from reflowd blas-core)"; fi; \
+	echo "$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports"; \
 	$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports
 
 test-debug: deps
@@ -50,7 +56,9 @@ bench-deps:
 	@dpkg-query -W -f='$${Status}\n' wrk 2>/dev/null | grep -q '^install ok installed' || \
 	  ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk)
 
+# Each line carries `blas_kernel`: the OpenBLAS kernel used and whether reflowd corrected it.
 bench: build bench-deps
+	@$(BIN) blas-core
 	@$(BIN) bench toy
 	@$(BIN) bench toy --width 1024 --depth 4 --batch 1024 --steps 20 --warmup 3 --sample-steps 1 --sample-reps 2
 	@$(BIN) bench gemm --m 512 --n 256 --k 256 --op NT

@@ -47,7 +47,7 @@ public enum KernelBenchmark {
             g.append(flop * Double(iters) / (monotonicSeconds() - t0) / 1e9)
         }
         g.sort()
-        return jsonLine(["bench": "gemm", "M": m, "N": n, "K": k, "op": op, "threads": threads,
+        return benchLine(["bench": "gemm", "M": m, "N": n, "K": k, "op": op, "threads": threads,
                          "median_gflops": g[g.count / 2], "min": g[0], "max": g[g.count - 1]])
     }
 
@@ -75,7 +75,7 @@ public enum KernelBenchmark {
         }
         out["bench"] = "kernels"
         out["count"] = count
-        return jsonLine(out)
+        return benchLine(out)
     }
 }
 
@@ -107,7 +107,7 @@ public enum PairsBenchmark {
         let flop = 2.0 * Double(n) * Double(steps) * Double(zip(config.sizes, config.sizes.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 })
         st["pairs_per_s"] = Double(n) / median
         st["gflops"] = flop / median / 1e9
-        return jsonLine(["bench": "pairs", "peer_equivalent": "rf_torch.py --quality reflow_pair_gen_s", "threads": threads,
+        return benchLine(["bench": "pairs", "peer_equivalent": "rf_torch.py --quality reflow_pair_gen_s", "threads": threads,
                          "pairs": n, "euler_steps": steps, "generate": st, "foreign_load_cores": load.cores()])
     }
 }

@@ -186,7 +186,7 @@ public enum QualityBenchmark {
         quality["data"] = ["swd": try Metrics.slicedWasserstein2(a: second, b: reference, projections: 256, seed: 7),
                            "mean_dist_to_mode": baseCov.meanDistance, "frac_within_3std": baseCov.fractionWithin,
                            "modes_covered": baseCov.modesCovered, "mode_fractions": baseCov.fractions]
-        return jsonLine([
+        return benchLine([
             "bench": "toy-quality", "peer_equivalent": "rf_torch.py toy --quality", "threads": threads,
             "config": ["data": data.kind, "distill_steps": distillSteps, "rf3_steps": rf3Steps, "train_steps": trainSteps, "reflow_pairs": nPairs, "reflow_ode_steps": odeSteps,
                        "reflow_steps": reflowSteps, "sample_n": sampleN, "seed": Int(seed), "batch": config.batchSize,

@@ -13,6 +13,15 @@ public func statsMs(_ samples: [Double]) -> [String: Double] {
             "min_ms": xs[0] * 1e3, "max_ms": xs[n - 1] * 1e3, "n": Double(n)]
 }
 
+/// A benchmark's JSON line: `object` plus `blas_kernel`, the OpenBLAS kernel the numbers were
+/// measured with (``BLASKernel/Report``). Prescott and Cooperlake kernels differ by up to 9× in
+/// sgemm speed on the same machine, so a figure without its kernel cannot be compared.
+public func benchLine(_ object: [String: Any]) -> String {
+    var o = object
+    o["blas_kernel"] = BLASKernel.current.jsonObject
+    return jsonLine(o)
+}
+
 /// One JSON line with sorted keys. Non-finite numbers (a diverged run) become `null`, since
 /// JSON has no NaN or infinity.
 public func jsonLine(_ object: [String: Any]) -> String {

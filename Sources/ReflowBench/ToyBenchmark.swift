@@ -80,7 +80,7 @@ public enum ToyBenchmark {
             "train_step": train, "sample": sample, "final_loss": Double(loss),
             "foreign_load_cores": load.cores(),
         ]
-        return jsonLine(out)
+        return benchLine(out)
     }
 
     /// FLOPs of the GEMMs in one training step: forward, dW for every layer, dX for all but the

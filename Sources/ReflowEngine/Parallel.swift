@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Synchronization
+internal import COpenBLAS  // reflowd_spin_hint (PAUSE), see shim.h
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,7 +56,19 @@ public func parallelChunks(count: Int, threads: Int, grain: Int = 1,
 /// worker that arrives late can only ever touch the region it joined. A region's closure is
 /// cleared once no worker holds it, which is what lets `run` take a non-escaping closure.
 /// Sleeping uses one flag and one semaphore per worker; waker and sleeper settle the flag with a
-/// compare-and-swap, so every signal is matched by exactly one wait.
+/// compare-and-swap, so every signal is matched by exactly one wait. The caller waiting for the
+/// workers' last tasks sleeps the same way, on a flag and semaphore of the region.
+///
+/// **Spinning backs off under contention.** Spinning is free while the machine has an idle core
+/// and costly when another process wants it: on 2 cores with one busy process, a spinning thread
+/// takes a third of the CPU time from the threads doing the work, and a caller spinning for a
+/// preempted worker keeps that worker off the core. So every spin (a worker waiting for the next
+/// region, the caller waiting for the workers) is bounded by time, not iterations, and each
+/// thread adapts its bound: the bound halves whenever the thread was preempted involuntarily
+/// during a spin (`ru_nivcsw` of `getrusage(RUSAGE_THREAD)` went up: another runnable thread
+/// wanted this core) and doubles back, up to ``maxSpinNanos``, when it was not. Under contention
+/// the threads therefore sleep almost at once and leave the cores to the work; on a quiet machine
+/// they spin as before. Spins use the PAUSE hint.
 public final class ComputePool: Sendable {
     /// The process-wide pool, with one worker per core beyond the first.
     public static let shared = ComputePool(workers: max(0, ProcessInfo.processInfo.activeProcessorCount - 1))
@@ -65,6 +78,9 @@ public final class ComputePool: Sendable {
     private let generation = Atomic<Int>(0)
     private let current = Mutex<Region?>(nil)
     private let slots: [Slot]
+    /// The caller's adaptive spin bound before it sleeps (ns). One region runs at a time, so one
+    /// value serves whichever thread is the caller.
+    private let callerSpin = Atomic<Int>(ComputePool.maxSpinNanos)
 
     private final class Region: Sendable {
         let count: Int
@@ -72,6 +88,10 @@ public final class ComputePool: Sendable {
         let remaining: Atomic<Int>
         let holders = Atomic<Int>(0)
         let body: Mutex<(@Sendable (Int) -> Void)?>
+        /// Set by the caller before it sleeps; the thread that finishes the last task claims it
+        /// with a compare-and-swap and signals `done`.
+        let callerSleeping = Atomic<Bool>(false)
+        let done = DispatchSemaphore(value: 0)
 
         init(count: Int, body: @escaping @Sendable (Int) -> Void) {
             self.count = count
@@ -85,7 +105,10 @@ public final class ComputePool: Sendable {
                 let i = next.add(1, ordering: .relaxed).oldValue
                 if i >= count { return }
                 f(i)
-                remaining.subtract(1, ordering: .releasing)
+                if remaining.subtract(1, ordering: .sequentiallyConsistent).newValue == 0,
+                   callerSleeping.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged {
+                    done.signal()
+                }
             }
         }
     }
@@ -95,8 +118,12 @@ public final class ComputePool: Sendable {
         let wake = DispatchSemaphore(value: 0)
     }
 
-    /// Spin iterations (one atomic load each, a few ns) before a worker sleeps: ~50–100 µs.
-    static let spinLimit = 20_000
+    /// Upper bound of a spin (ns). It covers the gaps between the parallel regions of a training
+    /// step (the batch draw, ~70 µs, is the longest) so that workers are awake when a step's
+    /// first region starts.
+    static let maxSpinNanos = 100_000
+    /// What a bound grows by at least when it doubles, so that a bound of 0 probes again.
+    static let spinGrowNanos = 2_000
 
     public init(workers: Int) {
         workerCount = max(0, workers)
@@ -127,12 +154,9 @@ public final class ComputePool: Sendable {
                 toWake -= 1
             }
             region.drain(body)
-            var spins = 0
-            while region.remaining.load(ordering: .acquiring) > 0 {
-                spins += 1
-                if spins & 4095 == 0 { sched_yield() }  // a preempted worker needs the core
-            }
+            if region.remaining.load(ordering: .acquiring) > 0 { waitForWorkers(region) }
             // No worker can join from now on; wait for those that did to let go of the closure.
+            // (They are past their last task, a few instructions from done.)
             current.withLock { $0 = nil }
             while region.holders.load(ordering: .acquiring) > 0 { sched_yield() }
             region.body.withLock { $0 = nil }
@@ -140,25 +164,67 @@ public final class ComputePool: Sendable {
         busy.store(false, ordering: .releasing)
     }
 
+    /// The caller has run out of tasks while workers still run theirs: spin within the adaptive
+    /// bound, then sleep until the last task's thread signals.
+    private func waitForWorkers(_ region: Region) {
+        let bound = callerSpin.load(ordering: .relaxed)
+        let switches = involuntarySwitches()
+        let finished = spin(nanos: bound) { region.remaining.load(ordering: .acquiring) == 0 }
+        if !finished {
+            region.callerSleeping.store(true, ordering: .sequentiallyConsistent)
+            if region.remaining.load(ordering: .sequentiallyConsistent) > 0 {
+                region.done.wait()
+            } else if !region.callerSleeping.compareExchange(expected: true, desired: false,
+                                                              ordering: .sequentiallyConsistent).exchanged {
+                region.done.wait()  // the last task's thread claimed the flag and signalled: consume it
+            }
+        }
+        callerSpin.store(Self.adapted(bound, preempted: involuntarySwitches() > switches), ordering: .relaxed)
+    }
+
     private func workerLoop(_ slot: Slot) {
         var seen = 0  // not the current generation: a region started before this thread ran is still joined
+        var bound = ComputePool.maxSpinNanos
         while true {
-            var spins = 0
-            while generation.load(ordering: .acquiring) == seen {
-                spins += 1
-                guard spins >= ComputePool.spinLimit else { continue }
-                spins = 0
-                slot.sleeping.store(true, ordering: .sequentiallyConsistent)
-                if generation.load(ordering: .sequentiallyConsistent) == seen {
-                    slot.wake.wait()
-                } else if !slot.sleeping.compareExchange(expected: true, desired: false,
-                                                         ordering: .sequentiallyConsistent).exchanged {
-                    slot.wake.wait()  // a waker claimed the flag first and signalled: consume it
+            if generation.load(ordering: .acquiring) == seen {
+                let switches = involuntarySwitches()
+                let found = spin(nanos: bound) { generation.load(ordering: .acquiring) != seen }
+                bound = Self.adapted(bound, preempted: involuntarySwitches() > switches)
+                while !found && generation.load(ordering: .acquiring) == seen {
+                    slot.sleeping.store(true, ordering: .sequentiallyConsistent)
+                    if generation.load(ordering: .sequentiallyConsistent) == seen {
+                        slot.wake.wait()
+                    } else if !slot.sleeping.compareExchange(expected: true, desired: false,
+                                                             ordering: .sequentiallyConsistent).exchanged {
+                        slot.wake.wait()  // a waker claimed the flag first and signalled: consume it
+                    }
                 }
             }
             seen = generation.load(ordering: .acquiring)
             joinCurrentRegion()
         }
+    }
+
+    /// Spins until `done()` or until `nanos` have passed (checked every 16 PAUSEs, ~1 µs).
+    /// Returns whether `done()` became true.
+    @inline(__always)
+    private func spin(nanos: Int, _ done: () -> Bool) -> Bool {
+        if done() { return true }
+        guard nanos > 0 else { return false }
+        let deadline = monotonicNanos() + nanos
+        var i = 0
+        while !done() {
+            i &+= 1
+            if i & 15 == 0 && monotonicNanos() >= deadline { return false }
+            reflowd_spin_hint()
+        }
+        return true
+    }
+
+    /// The next spin bound: halved after an involuntary preemption (another thread wanted the
+    /// core), otherwise doubled (at least ``spinGrowNanos`` more), capped at ``maxSpinNanos``.
+    static func adapted(_ bound: Int, preempted: Bool) -> Int {
+        preempted ? bound / 2 : min(maxSpinNanos, max(bound * 2, bound + spinGrowNanos))
     }
 
     /// Joins the current region, if any, and leaves it again.
@@ -179,6 +245,22 @@ public final class ComputePool: Sendable {
         guard let f = region.body.withLock({ $0 }) else { return }
         region.drain(f)
     }
+}
+
+/// Involuntary context switches of the calling thread so far (`ru_nivcsw`): the kernel took the
+/// core away because another runnable thread wanted it.
+@inline(__always)
+func involuntarySwitches() -> Int {
+    var u = rusage()
+    getrusage(1 /* RUSAGE_THREAD; Glibc's Swift overlay does not name it */, &u)
+    return u.ru_nivcsw
+}
+
+@inline(__always)
+func monotonicNanos() -> Int {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// Hands non-Sendable state (a model's parameters, per-worker graphs) to `parallelChunks`

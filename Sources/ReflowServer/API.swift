@@ -671,6 +671,7 @@ public final class API: Sendable {
     func renderMetrics() -> String {
         var out = ""
         out += "# HELP reflowd_build_info Build information.\n# TYPE reflowd_build_info gauge\nreflowd_build_info{version=\"\(version)\"} 1\n"
+        out += BLASKernel.current.prometheus  // OpenBLAS kernel in use and whether reflowd corrected it (ReflowEngine/BLASKernel.swift)
         out += "# HELP reflowd_jobs Jobs by state.\n# TYPE reflowd_jobs gauge\n"
         let counts = jobs.counts
         for s in JobState.allCases { out += "reflowd_jobs{state=\"\(s.rawValue)\"} \(counts[s] ?? 0)\n" }

@@ -1,5 +1,6 @@
 import Foundation
 import ReflowBench
+import ReflowEngine
 import ReflowServer
 import ReflowJobs
 
@@ -14,6 +15,7 @@ usage: reflowd serve [--config FILE --host H --port P --data-dir DIR --workers N
        reflowd demo [--out DIR --steps N --threads N --config FILE --resume]
        reflowd run SPEC.json --out DIR [--threads N --jobs-dir DIR]
        reflowd validate SPEC.json [--jobs-dir DIR]
+       reflowd blas-core [--coretype]
        reflowd help
 """
 
@@ -23,6 +25,18 @@ func fail(_ message: String, code: Int32 = 2) -> Never {
 }
 
 let args = Array(CommandLine.arguments.dropFirst())
+
+// OpenBLAS chose its kernels before main ran. If it chose kernels below what the CPU can run
+// (Debian 12's 0.3.21 falls back to Prescott/SSE3 on cores it does not know), this re-executes
+// the process with OPENBLAS_CORETYPE set and does not return. Every command that computes
+// (serve, run, bench, demo, validate) goes through it; `blas-core` must see OpenBLAS's own
+// choice, and `help` computes nothing.
+if !["blas-core", "help", "--help", "-h"].contains(args.first ?? "help") {
+    BLASKernel.ensureBestKernel(arguments: CommandLine.unsafeArgv) { line in
+        FileHandle.standardError.write(Data(("reflowd: " + line + "\n").utf8))
+    }
+}
+
 do {
     switch args.first {
     case "bench":
@@ -51,6 +65,21 @@ do {
         // The job-kind registry as Markdown (the generated block of docs/JOBS.md).
         guard args.dropFirst().first == "jobs" else { fail("usage: reflowd docs jobs") }
         print(JobKinds.referenceMarkdown, terminator: "")
+    case "blas-core":
+        // `--coretype` prints the OPENBLAS_CORETYPE value other processes on this machine should
+        // use (the Makefile exports it for the test binaries), or nothing when OpenBLAS's own
+        // choice is right or the environment already sets one.
+        let f = try Flags(Array(args.dropFirst()), allowed: [], booleans: ["coretype"])
+        let cpu = CPUFeatures.current(), core = BLASKernel.openblasCore
+        let action = BLASKernel.decide(cpu: cpu, openblasCore: core, environment: ProcessInfo.processInfo.environment)
+        if f.bool("coretype") {
+            if case .reexec(let target) = action { print(target) }
+        } else {
+            var actionText = "keep"
+            if case .reexec(let target) = action { actionText = "set OPENBLAS_CORETYPE=\(target)" }
+            print(jsonLine(["openblas_core": core, "cpu": cpu.description, "cpu_best": BLASKernel.bestCore(for: cpu) ?? NSNull(),
+                            "action": actionText, "openblas": BLAS.libraryConfig]))
+        }
     case "help", "--help", "-h", nil:
         print(usage)
     default:
