@@ -59,8 +59,13 @@ public enum RunCommand {
         }
         // The server's memory budget applies offline too: a spec that cannot fit is refused
         // before it allocates (REFLOWD_MEMORY_BUDGET_BYTES overrides the default).
-        let budget = ProcessInfo.processInfo.environment["REFLOWD_MEMORY_BUDGET_BYTES"].flatMap { Int($0) }
-            ?? MemoryBudget.defaultBytes(workers: 1)
+        var budget = MemoryBudget.defaultBytes(workers: 1)
+        if let v = ProcessInfo.processInfo.environment["REFLOWD_MEMORY_BUDGET_BYTES"] {
+            guard let b = Int(v), b >= 1 << 20, b <= 1 << 50 else {
+                throw CLIError("REFLOWD_MEMORY_BUDGET_BYTES=\(v.prefix(40)): must be an integer in [2^20, 2^50]")
+            }
+            budget = b
+        }
         if estimate.peakBytes > budget {
             throw CLIError("spec '\(path)': /input: \(MemoryBudget.refusal(estimate, budget: budget))")
         }

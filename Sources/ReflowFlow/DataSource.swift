@@ -54,7 +54,7 @@ public enum DataSource: Codable, Sendable, Equatable, Validatable {
         switch self {
         case .distribution(let d): return d.validationError()
         case .normal(let d, let std):
-            if let d, d < 1 || d > 1 << 20 { return ("/dimension", "must be in [1, 1048576], got \(d)") }
+            if let d, d < 1 || d > PointFiles.maxColumns { return ("/dimension", "must be in [1, \(PointFiles.maxColumns)], got \(d)") }
             if !(std > 0 && std <= Distribution2D.maxMagnitude) { return ("/std", "must be a positive number ≤ 1e6, got \(std)") }
             return nil
         case .points(let ref): return ref.validationError()

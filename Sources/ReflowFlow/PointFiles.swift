@@ -35,7 +35,7 @@ public struct PointFileError: Error, CustomStringConvertible, Sendable, Equatabl
 
 /// The two supported point-file formats.
 public enum PointFileFormat: String, Codable, Sendable, CaseIterable {
-    /// Text: one point per line, two numbers separated by a comma or by whitespace.
+    /// Text: one point per line, d numbers separated by commas or by whitespace.
     case csv
     /// NumPy `.npy`: a `(n, d)` array of `<f4` or `<f8` in C order.
     case npy
@@ -137,7 +137,7 @@ public enum PointFiles {
 
     // MARK: CSV
 
-    /// Parses CSV / whitespace-separated text (see ``PointFiles``) into `[n, 2]`.
+    /// Parses CSV / whitespace-separated text (see ``PointFiles``) into `[n, d]`.
     public static func parseCSV(_ bytes: [UInt8], name: String) throws(PointFileError) -> Tensor {
         var values = [Float]()
         var columns: Int?
@@ -268,7 +268,7 @@ public enum PointFiles {
     /// Headers longer than this are rejected.
     public static let maxNPYHeaderBytes = 65_536
 
-    /// Parses an NPY file (see ``PointFiles``) into `[n, 2]`.
+    /// Parses an NPY file (see ``PointFiles``) into `[n, d]`.
     public static func parseNPY(_ bytes: [UInt8], name: String) throws(PointFileError) -> Tensor {
         func fail(_ at: Int, _ m: String) -> PointFileError { PointFileError(file: name, byteOffset: at, message: m) }
         guard bytes.count >= 6, bytes.starts(with: npyMagic) else {

@@ -43,8 +43,12 @@ public enum EvaluateJob: JobKind {
     public static let phases = ["evaluate"]
     public static let outputs = [JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)")]
 
+    /// Fills a null `target` with the model's training data (the echo names what is compared
+    /// against) and checks a given one.
     public static func prepare(_ input: EvaluateSpec, resolver: any ArtifactResolver) throws(SpecError) -> EvaluateSpec {
+        var input = input
         let m = try StudentTraining.model("/input/model", input.model, resolver: resolver)
+        if input.target == nil { input.target = m.training.data }
         if let t = input.target {
             let d = m.model.pointSize
             if let k = t.knownPointSize(modelPointSize: d), k != d {
@@ -61,8 +65,10 @@ public enum EvaluateJob: JobKind {
 
     public static func estimate(_ s: EvaluateSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
-        // reference, second reference, z, one solution at a time, and the metrics' projections.
-        var e = pointsEstimate(m, n: s.n, copies: 6, solver: .euler(steps: s.straightnessSteps), blockRows: s.n,
+        // reference, second reference, z, one solution at a time, and the metrics' projections;
+        // rk45 integrates all n rows as one block, fixed-step solvers 1,024 at a time.
+        let block = s.solvers.contains { $0.steps == nil } ? s.n : min(s.n, 1024)
+        var e = pointsEstimate(m, n: s.n, copies: 6, solver: .euler(steps: s.straightnessSteps), blockRows: block,
                                threads: threads, trajectoryRows: min(s.n, 2000))
         e.add("sliced-W2 projections", floats: s.n, 4, 2)
         return e

@@ -126,6 +126,11 @@ extension JobError {
             return .resourceLimit(clean(e.description))
         case let e as CocoaError where e.code == .fileWriteOutOfSpace:
             return .io("disk full (\(clean(e.localizedDescription)))")
+        // Files and values that do not fit the job (a corrupt or mismatched checkpoint or pairs
+        // file, weights of another shape, a trainer refusing its inputs): the input is at fault.
+        case is PairStoreError, is CheckpointError, is SafeTensorsError, is StateDictError, is TrainerError,
+             is MetricError, is DataSourceError, is PointFileError:
+            return .invalidInput(clean("\(error)"))
         default:
             return .io(clean("\(error)"))
         }
@@ -366,7 +371,7 @@ func trainingEstimate(_ config: TrainingConfig, threads: Int, into e: inout Reso
     let p = config.model.parameterCount, b = config.batchSize, d = config.model.pointSize
     // value + grad + per-worker grad + Adam m, v + EMA + three snapshot copies while checkpointing.
     e.add("parameters, gradients, optimizer state, EMA and checkpoint copies", floats: p, 8 + threads)
-    e.add("batch buffers (x0, x1, x_t, target)", floats: b, d, 5)
+    e.add("batch buffers (x0, x1, x_t, target, t)", floats: b, d + 1, 4)
     // Values and gradients of every recorded node, across all worker shards (they sum to B rows).
     e.add("activations and their gradients", floats: b, config.model.config.activationFloatsPerRow, 2)
 }
