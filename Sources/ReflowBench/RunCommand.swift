@@ -32,10 +32,21 @@ public enum RunCommand {
         }
     }
 
+    /// Prints the filled-in spec, or with `--estimate` its memory estimate (the numbers the
+    /// server's budget check uses) as JSON.
     public static func validate(_ args: [String]) throws -> String {
-        guard args.count == 1 || args.count == 3 else { throw CLIError("usage: reflowd validate SPEC.json [--jobs-dir DIR]") }
-        let f = try Flags(Array(args.dropFirst()), allowed: ["jobs-dir"])
-        let spec = try load(args[0], jobsDir: f.values["jobs-dir"] ?? ".")
+        guard let specPath = args.first, !specPath.hasPrefix("--") else {
+            throw CLIError("usage: reflowd validate SPEC.json [--jobs-dir DIR] [--threads N] [--estimate]")
+        }
+        let f = try Flags(Array(args.dropFirst()), allowed: ["jobs-dir", "threads"], booleans: ["estimate"])
+        let threads = try f.int("threads", default: 2, min: 1, max: 64)
+        let spec = try load(specPath, jobsDir: f.values["jobs-dir"] ?? ".", threads: threads)
+        if f.bool("estimate") {
+            let e = try JobRunner.estimate(spec.prepared, resolver: spec.resolver, threads: threads)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            return #"{"peakBytes":\#(e.peakBytes),"terms":\#(String(decoding: try enc.encode(e.terms), as: UTF8.self))}"#
+        }
         return String(decoding: SpecParser.canonicalJSON(spec.prepared), as: UTF8.self)
     }
 

@@ -186,8 +186,10 @@ extension VelocityMLPConfig: ModelConfig {
         return (0..<(s.count - 1)).reduce(0) { $0 + s[$1] * s[$1 + 1] + s[$1 + 1] }
     }
 
-    /// Input, each hidden layer's pre-activation and activation, output and loss terms.
-    public var activationFloatsPerRow: Int { inputWidth + 2 * width * depth + 3 * dimension }
+    /// Input; per hidden layer the pre-activation, the activation and the activation's saved
+    /// σ (SiLU and GELU keep it for backward); output and loss terms. Checked against the peak
+    /// RSS of training runs in docs/JOBS.md.
+    public var activationFloatsPerRow: Int { inputWidth + 3 * width * depth + 4 * dimension }
 
     public var forwardFlopsPerRow: Int { parameterCount }
 
