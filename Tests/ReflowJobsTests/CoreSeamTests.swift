@@ -54,12 +54,12 @@ struct CoreSeamTests {
         let huge = try estimate(#"{"type":"train","input":{"steps":10,"model":{"width":16384,"depth":64},"batchSize":1048576}}"#)
         #expect(huge > 1 << 40, "\(huge)")   // > 1 TiB: refused under any budget
         let small = try estimate(#"{"type":"train","input":{"steps":10,"model":{"width":64,"depth":2},"batchSize":256}}"#)
-        #expect(small < 64 << 20, "\(small)")
+        #expect(small < 128 << 20, "\(small)")   // mostly the 64 MiB process baseline
         #expect(try estimate(#"{"type":"train","input":{"model":{"width":64,"depth":2},"batchSize":512}}"#) > small)
         #expect(try estimate(#"{"type":"train","input":{"model":{"width":128,"depth":2},"batchSize":256}}"#) > small)
         // The activations term matches the model's declared floats per row.
         let cfg = VelocityMLPConfig(dimension: 2, width: 64, depth: 2)
-        #expect(cfg.activationFloatsPerRow == 3 + 2 * 64 * 2 + 6)
+        #expect(cfg.activationFloatsPerRow == 3 + 3 * 64 * 2 + 8)
         try dir.run("t", #"{"type": "train", "input": {\#(tinyModel), "steps": 2}}"#)
         let few = try estimate(#"{"type":"reflow","input":{"teacher":{"job":"t"},"pairs":1000}}"#)
         let many = try estimate(#"{"type":"reflow","input":{"teacher":{"job":"t"},"pairs":5000000}}"#)
