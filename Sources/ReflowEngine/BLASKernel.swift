@@ -124,13 +124,15 @@ public enum BLASKernel {
     /// The best kernel set of OpenBLAS 0.3.21 for a CPU, or `nil` when it has no AVX (SSE kernels
     /// are all it can run, and OpenBLAS finds those on its own).
     ///
-    /// 0.3.21 has no SapphireRapids (AMX) kernels, so AVX-512 tops out at Cooperlake. Its
-    /// `force_coretype` does not list "Cooperlake" (with `OPENBLAS_VERBOSE=2` it prints "Core not
-    /// found: Cooperlake"), then picks by features: AVX-512 BF16 gives Cooperlake (checked here with
-    /// `OPENBLAS_VERBOSE=2` and `openblas_get_corename()`; docs/NUMERICS.md). AMD CPUs with AVX2 get
-    /// the Zen kernels, the Haswell kernels with AMD's cache sizes.
+    /// 0.3.21 has no SapphireRapids (AMX) kernels. For AVX-512 the target is SkylakeX, a name its
+    /// `force_coretype` lists: "Cooperlake" is not listed (with `OPENBLAS_VERBOSE=2` it prints
+    /// "Core not found: Cooperlake") and only reaches the Cooperlake kernels through a fallback
+    /// selection, and its sgemm kernels are SkylakeX's anyway (Cooperlake adds bf16 routines,
+    /// which reflowd does not call). A CPU on which OpenBLAS picks Cooperlake itself is left
+    /// alone (level 4 ≥ 3). AMD CPUs with AVX2 get the Zen kernels, the Haswell kernels with AMD's
+    /// cache sizes.
     public static func bestCore(for cpu: CPUFeatures) -> String? {
-        if cpu.hasAVX512 { return cpu.avx512bf16 ? "Cooperlake" : "SkylakeX" }
+        if cpu.hasAVX512 { return "SkylakeX" }
         if cpu.avx2 && cpu.fma { return cpu.vendor == .amd ? "Zen" : "Haswell" }
         if cpu.avx { return "Sandybridge" }
         return nil

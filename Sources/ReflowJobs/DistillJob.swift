@@ -67,7 +67,7 @@ public enum DistillJob: JobKind {
     }
 
     public static func estimate(_ input: DistillSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
-        StudentTraining.estimate(input, resolver: resolver, threads: threads)
+        try StudentTraining.estimate(input, resolver: resolver, threads: threads)
     }
 
     public static func run(_ s: DistillSpec, job: JobExecution) throws -> JobResult.Sections {

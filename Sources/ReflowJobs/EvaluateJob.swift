@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 public import ReflowNN
 public import ReflowFlow
 import Foundation
@@ -54,11 +54,7 @@ public enum EvaluateJob: JobKind {
             if let k = t.knownPointSize(modelPointSize: d), k != d {
                 throw SpecError(pointer: "/input/target", message: "gives \(k)-D points, the model is \(d)-D")
             }
-            if case .points(let ref) = t {
-                do { _ = try resolver.path(for: ref, kind: .points) } catch {
-                    throw SpecError(pointer: "/input/target" + error.pointer, message: error.message)
-                }
-            }
+            if case .points(let ref) = t { try checkPointFile(ref, pointSize: d, pointer: "/input/target", resolver: resolver) }
         }
         return input
     }
@@ -70,7 +66,13 @@ public enum EvaluateJob: JobKind {
         let block = s.solvers.contains { $0.steps == nil } ? s.n : min(s.n, 1024)
         var e = pointsEstimate(m, n: s.n, copies: 6, solver: .euler(steps: s.straightnessSteps), blockRows: block,
                                threads: threads, trajectoryRows: min(s.n, 2000))
-        e.add("sliced-W2 projections", floats: s.n, 4, 2)
+        // Sliced W2: the projections of both sets (Doubles) and the random directions
+        // (projections × D Doubles); energy distance: subsamples of at most 2,048 points.
+        e.add("sliced-W2 projections and directions", floats: ResourceEstimate.add(ResourceEstimate.multiply(s.n, 4), ResourceEstimate.multiply(s.projections, m.pointSize)), 2)
+        e.add("energy-distance subsamples", floats: min(s.n, 2048), m.pointSize, 4)
+        if case .points(let ref)? = s.target, let bytes = resolver.fileSize(of: ref, kind: .points) {
+            e.add("target point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
+        }
         return e
     }
 

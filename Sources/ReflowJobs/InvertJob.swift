@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 public import ReflowNN
 public import ReflowFlow
 import Foundation
@@ -121,9 +121,7 @@ public enum InvertJob: JobKind {
                 throw SpecError(pointer: "/input/points/distribution", message: "gives \(k)-D points, the model is \(d)-D")
             }
             if case .points(let ref) = source {
-                do { _ = try resolver.path(for: ref, kind: .points) } catch {
-                    throw SpecError(pointer: "/input/points/distribution" + error.pointer, message: error.message)
-                }
+                try checkPointFile(ref, pointSize: d, pointer: "/input/points/distribution", resolver: resolver)
             }
         }
         return s
@@ -133,9 +131,14 @@ public enum InvertJob: JobKind {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
         var n = s.points?.knownCount ?? 1000
         if case .path(let p) = s.points, let bytes = resolver.fileSize(of: .path(p), kind: .points) {
-            n = bytes / 4 / max(1, m.pointSize) + 1   // at most one float per 4 bytes of NPY (CSV is sparser)
+            n = bytes / 2 / max(1, m.pointSize) + 1   // at most one float per 2 bytes ("1,2\n" in CSV)
         }
-        return pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: 1024, threads: threads, trajectoryRows: 0)
+        var e = pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: 1024, threads: threads, trajectoryRows: 0)
+        e.add("sliced-W2 directions and projections", floats: ResourceEstimate.add(ResourceEstimate.multiply(n, 4), ResourceEstimate.multiply(256, m.pointSize)), 2)
+        if case .distribution(.points(let ref), _, _)? = s.points, let bytes = resolver.fileSize(of: ref, kind: .points) {
+            e.add("point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
+        }
+        return e
     }
 
     public static func run(_ s: InvertSpec, job: JobExecution) throws -> JobResult.Sections {

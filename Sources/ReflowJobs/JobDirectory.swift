@@ -86,13 +86,19 @@ public struct JobDirectory: Sendable, Equatable {
         }
     }
 
-    /// Removes files left by an interrupted atomic write (`*.tmp-*`, see `AtomicFile`).
-    /// Returns the names removed.
+    /// Whether `name` is a temporary file of `AtomicFile` (`.<name>.tmp-<pid>-<hex>`) or an
+    /// upload staging file of earlier releases: what a kill can leave behind.
+    public static func isLeftover(_ name: String) -> Bool {
+        (name.hasPrefix(".") && name.contains(".tmp-")) || (name.hasPrefix("upload-") && name.hasSuffix(".safetensors"))
+    }
+
+    /// Removes what a kill left behind (``isLeftover(_:)``); returns the names removed. The
+    /// server runs it on every job directory and on the data directory at startup.
     @discardableResult
     public func removeTemporaries() -> [String] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return [] }
         var removed = [String]()
-        for n in names where n.contains(".tmp-") {
+        for n in names.sorted() where JobDirectory.isLeftover(n) {
             if (try? FileManager.default.removeItem(atPath: file(n))) != nil { removed.append(n) }
         }
         return removed

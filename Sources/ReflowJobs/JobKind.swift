@@ -1,5 +1,5 @@
 public import ReflowNN
-public import ReflowFlow
+import ReflowFlow
 import Foundation
 
 // The job-kind seam. A job kind is one type conforming to ``JobKind`` (its input spec with
@@ -107,6 +107,8 @@ public struct AnyJobKind: Sendable {
     let estimateInput: @Sendable (any JobInput, any ArtifactResolver, Int) throws(SpecError) -> ResourceEstimate
     let runInput: @Sendable (any JobInput, JobExecution) throws -> JobResult.Sections
     let equal: @Sendable (any JobInput, any JobInput) -> Bool
+    /// Whether an input is this kind's input type.
+    let accepts: @Sendable (any JobInput) -> Bool
 
     public init<K: JobKind>(_ kind: K.Type) {
         name = K.name
@@ -125,6 +127,7 @@ public struct AnyJobKind: Sendable {
         estimateInput = { (i, r, t) throws(SpecError) in try K.estimate(i as! K.Input, resolver: r, threads: t) }
         runInput = { try K.run($0 as! K.Input, job: $1) }
         equal = { a, b in (a as? K.Input) == (b as? K.Input) }
+        accepts = { $0 is K.Input }
     }
 }
 
@@ -165,7 +168,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
 
     /// A spec of a registered kind.
     public init<I: JobInput>(_ kindName: String, _ input: I) {
-        precondition(JobKinds.named(kindName) != nil, "JobSpec: unregistered kind \(kindName)")
+        precondition(JobKinds.named(kindName)?.accepts(input) == true, "JobSpec: \(I.self) is not the input of a registered kind \(kindName)")
         type = kindName
         self.input = input
     }

@@ -66,6 +66,34 @@ public enum JobRunner {
     /// SHA-256 of the canonical JSON of a prepared spec (recorded in checkpoints).
     public static func digest(_ spec: JobSpec) -> String { SHA256.hex(of: SpecParser.canonicalJSON(spec)) }
 
+    /// The digest the same spec had before the tagged model and the interpolant existed (the
+    /// canonical JSON without `model.kind`/`model.version` of a version-1 MLP and without a
+    /// `rectifiedFlow` interpolant), or nil when the spec uses anything newer. Checkpoints of a
+    /// job interrupted under the earlier release carry it; accepting it lets such a job resume
+    /// after an upgrade instead of failing.
+    public static func legacyDigest(_ spec: JobSpec) -> String? {
+        guard case .object(var root)? = try? JSONDecoder().decode(ResultValue.self, from: Data(SpecParser.canonicalJSON(spec))),
+              case .object(var input)? = root["input"] else { return nil }
+        var changed = false
+        if case .object(var model)? = input["model"] {
+            guard model["kind"] == .string("mlp"), model["version"] == .int(1) else { return nil }
+            model["kind"] = nil
+            model["version"] = nil
+            input["model"] = .object(model)
+            changed = true
+        }
+        if let i = input["interpolant"] {
+            guard i == .string(Interpolant.rectifiedFlow.rawValue) else { return nil }
+            input["interpolant"] = nil
+            changed = true
+        }
+        guard changed else { return nil }
+        root["input"] = .object(input)
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return (try? e.encode(ResultValue.object(root))).map { SHA256.hex(of: Array($0)) }
+    }
+
     /// Runs a prepared spec; writes its artifacts and `result.json` into `context.directory`.
     /// Every failure is a ``JobError`` whose message names no hidden path.
     public static func run(_ spec: JobSpec, context: JobContext) throws -> JobResult {
@@ -75,7 +103,8 @@ public enum JobRunner {
             try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: true)
             let start = monotonicSeconds()
             var result = JobResult(type: spec.type)
-            let job = JobExecution(context: context, directory: dir, digest: digest(spec), kindName: spec.type)
+            let job = JobExecution(context: context, directory: dir, digest: digest(spec), legacyDigest: legacyDigest(spec),
+                                   kindName: spec.type)
             result.sections = try spec.kind.runInput(spec.input, job)
             result.seconds = monotonicSeconds() - start
             result.artifacts = try listArtifacts(dir)
@@ -162,6 +191,9 @@ public struct JobExecution: Sendable {
     public let directory: JobDirectory
     /// SHA-256 of the prepared spec (owner of checkpoints in this directory).
     public let digest: String
+    /// The spec's digest under the earlier release (``JobRunner/legacyDigest(_:)``): its
+    /// checkpoints are this job's too.
+    public let legacyDigest: String?
     public let kindName: String
 
     public var threads: Int { context.threads }
@@ -245,7 +277,8 @@ public struct JobExecution: Sendable {
                           make: (TrainingSnapshot?) throws -> FlowTrainer) throws -> TrainingSummary {
         let meta = try checkpointMetadata(training)
         func owned(_ s: TrainingSnapshot, _ name: String) throws {
-            guard s.metadata[ArtifactMetadata.specDigest] == digest else {
+            let owner = s.metadata[ArtifactMetadata.specDigest]
+            guard owner == digest || (owner != nil && owner == legacyDigest) else {
                 throw JobError.invalidInput("\(name) belongs to a different job spec; use an empty directory")
             }
         }

@@ -11,6 +11,8 @@ public enum JobState: String, Codable, Sendable, CaseIterable {
     public func canMove(to next: JobState) -> Bool {
         switch (self, next) {
         case (.queued, .running), (.queued, .canceled): return true
+        // A queued record this build cannot run (its kind is unknown): failed at load.
+        case (.queued, .failed): return true
         case (.running, .succeeded), (.running, .failed), (.running, .canceling), (.running, .queued): return true
         case (.canceling, .canceled), (.canceling, .succeeded), (.canceling, .failed): return true
         default: return false

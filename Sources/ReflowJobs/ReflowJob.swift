@@ -58,7 +58,7 @@ public enum ReflowJob: JobKind {
     }
 
     public static func estimate(_ input: ReflowSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
-        StudentTraining.estimate(input, resolver: resolver, threads: threads)
+        try StudentTraining.estimate(input, resolver: resolver, threads: threads)
     }
 
     public static func run(_ s: ReflowSpec, job: JobExecution) throws -> JobResult.Sections {

@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 public import ReflowNN
 public import ReflowFlow
 import Foundation
@@ -68,7 +68,8 @@ public enum SampleJob: JobKind {
                 let start = Tensor(shape: [s.trajectories, d], data: Array(z.data.prefix(d * s.trajectories)))
                 // One block, so rk45 records one common time grid for all drawn trajectories.
                 let t = try job.solve(m.model, weights, start, s.solver, blockRows: s.trajectories, trajectory: true)
-                try job.write(Figures.trajectories((t.trajectory ?? []).map(\.x), reference: reference), "trajectories.png")
+                let picture = try Figures.trajectories((t.trajectory ?? []).map(\.x), reference: reference)
+                if !picture.isEmpty { try job.write(picture, "trajectories.png") }
             }
         }
         let (mean, std) = JobExecution.moments(sol.x)
@@ -88,7 +89,10 @@ func pointsEstimate(_ m: ModelSpec, n: Int, copies: Int, solver: ODEMethod, bloc
     e.add("points (inputs, outputs, file bytes)", floats: n, d, copies)
     e.add("solver blocks", floats: threads, min(blockRows, n), m.config.activationFloatsPerRow + 8 * d)
     if trajectoryRows > 0 {
-        e.add("recorded trajectory", floats: (solver.steps ?? 1000) + 1, trajectoryRows, d)
+        // Fixed-step: steps + 1 frames; rk45: at most one accepted step per 6 evaluations.
+        let frames: Int
+        if case .rk45(_, _, let maxNFE) = solver { frames = maxNFE / 6 + 2 } else { frames = (solver.steps ?? 1) + 1 }
+        e.add("recorded trajectory", floats: frames, trajectoryRows, d)
     }
     return e
 }

@@ -104,6 +104,12 @@ public struct Scheduler: Sendable {
                 r.transitions.append(JobTransition(state: .canceled, at: now))
                 r.version += 1
                 actions += [.persist(r), .completed(r)]
+            case .queued where r.input == nil:
+                // A record this build cannot run (a kind it does not know, from a newer
+                // release): failed loudly instead of queued forever.
+                _ = r.move(to: .failed, at: now)
+                r.error = JobFailure(code: "unknown_type", message: "this server has no job kind \"\(r.type)\" (one of \(JobKinds.names.joined(separator: ", ")))")
+                actions += [.persist(r), .log(id: r.id, line: "failed: \(r.error!.message)"), .completed(r)]
             default: break
             }
             records[r.id] = r

@@ -1,4 +1,4 @@
-public import ReflowNN
+import ReflowNN
 import ReflowCodec
 import Foundation
 
@@ -148,13 +148,20 @@ public enum SpecParser {
     /// ±3.4e38, an integer field's 2^63).
     static func locateNumberError(_ kind: AnyJobKind, _ raw: Any, _ strict: JSONValue?) -> (String, String)? {
         var candidates = [[Any]]()  // paths (String keys / Int indices) of suspicious numbers
+        // Each candidate costs full decodes of the document, so the search is bounded: at most
+        // 16 candidates, and of a long array (inline points) only its first and last 8 entries,
+        // where a number out of a field's range is a Float beyond ±3.4e38 (the only kind a
+        // list of floats can hold). A number the search does not reach gets the generic message.
         func walk(_ v: Any, _ path: [Any]) {
+            if candidates.count >= 16 { return }
             if let d = v as? [String: Any] { for k in d.keys.sorted() { walk(d[k]!, path + [k]) } }
-            else if let a = v as? [Any] { for (i, x) in a.enumerated() { walk(x, path + [i]) } }
+            else if let a = v as? [Any] {
+                let shown = a.count <= 16 ? Array(a.indices) : Array(0..<8) + Array((a.count - 8)..<a.count)
+                for i in shown { walk(a[i], path + [i]) }
+            }
             else if !(v is Bool), let n = v as? NSNumber {
                 let x = n.doubleValue
-                // At most 64 candidates: each costs a full decode (inline point lists hold many floats).
-                if (x != x.rounded() || x < 0 || abs(x) >= 3.4e38 || abs(x) >= 9.2e18) && candidates.count < 64 { candidates.append(path) }
+                if x != x.rounded() || x < 0 || abs(x) >= 3.4e38 || abs(x) >= 9.2e18 { candidates.append(path) }
             }
         }
         func replacing(_ v: Any, _ path: ArraySlice<Any>, with value: Any) -> Any {

@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 public import ReflowNN
 public import ReflowFlow
 import ReflowStore
@@ -94,10 +94,12 @@ enum StudentTraining {
         return s
     }
 
-    static func estimate<S: StudentInput>(_ s: S, resolver: any ArtifactResolver, threads: Int) -> ResourceEstimate {
+    /// The student's training plus the teacher's side: its checkpoint and its solver blocks are
+    /// sized by the teacher's own model (a scratch student may be much smaller).
+    static func estimate<S: StudentInput>(_ s: S, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         var e = ResourceEstimate()
         trainingEstimate(s.training, threads: threads, into: &e)
-        let m = s.training.model, d = m.pointSize
+        let m = try model("/input/teacher", s.student.teacher, resolver: resolver).model, d = m.pointSize
         e.add("teacher checkpoint (weights, EMA, optimizer state)", floats: m.parameterCount, 4)
         // z0 and z1, the generation buffer, and the file's bytes while it is written or read.
         e.add("pairs (z0, z1, generation buffer, file bytes)", floats: s.student.pairs, d, 6)

@@ -66,23 +66,28 @@ public enum TrainJob: JobKind {
 /// point files of the model's dimension (read once here, so a mismatch is a 422, not a failed job).
 func checkDataReferences(_ t: TrainingConfig, resolver: any ArtifactResolver) throws(SpecError) {
     for (pointer, source) in [("/input/data", t.data), ("/input/source", t.source)] {
-        guard case .points(let ref) = source else { continue }
-        let path: String
-        do { path = try resolver.path(for: ref, kind: .points) } catch {
-            throw SpecError(pointer: pointer + error.pointer, message: error.message)
-        }
-        let x: Tensor
-        do { x = try PointFiles.load(path: path) } catch {
-            throw SpecError(pointer: pointer, message: "cannot read the points: \(error.message)")
-        }
-        let name: String
-        switch ref {
-        case .path(let p): name = p
-        case .job(let id, let artifact): name = "job \(id)'s \(artifact ?? "samples")"
-        }
-        if x.shape[1] != t.model.pointSize {
-            throw SpecError(pointer: pointer, message: "\(name) holds \(x.shape[1])-D points, the model is \(t.model.pointSize)-D")
-        }
+        if case .points(let ref) = source { try checkPointFile(ref, pointSize: t.model.pointSize, pointer: pointer, resolver: resolver) }
+    }
+}
+
+/// Resolves a point-file reference and reads it once: unreadable files and points of another
+/// size are refused at submit (422 with `pointer`), not when the job runs.
+func checkPointFile(_ ref: ArtifactRef, pointSize: Int, pointer: String, resolver: any ArtifactResolver) throws(SpecError) {
+    let path: String
+    do { path = try resolver.path(for: ref, kind: .points) } catch {
+        throw SpecError(pointer: pointer + error.pointer, message: error.message)
+    }
+    let x: Tensor
+    do { x = try PointFiles.load(path: path) } catch {
+        throw SpecError(pointer: pointer, message: "cannot read the points: \(error.message)")
+    }
+    let name: String
+    switch ref {
+    case .path(let p): name = p
+    case .job(let id, let artifact): name = "job \(id)'s \(artifact ?? "samples")"
+    }
+    if x.shape[1] != pointSize {
+        throw SpecError(pointer: pointer, message: "\(name) holds \(x.shape[1])-D points, the model is \(pointSize)-D")
     }
 }
 

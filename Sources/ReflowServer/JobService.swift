@@ -124,21 +124,10 @@ public final class JobService: Sendable {
 
     // MARK: loading
 
-    /// Whether `name` is a temporary file of ``AtomicFile`` (`.<name>.tmp-<pid>-<hex>`) or an
-    /// upload staging file of earlier versions.
-    static func isLeftover(_ name: String) -> Bool {
-        (name.hasPrefix(".") && name.contains(".tmp-")) || (name.hasPrefix("upload-") && name.hasSuffix(".safetensors"))
-    }
-
-    /// Removes temporary files a kill left behind in `dir`; returns how many.
+    /// Removes temporary files a kill left behind in `dir` (``JobDirectory/isLeftover(_:)``);
+    /// returns how many.
     @discardableResult
-    static func removeLeftovers(in dir: String) -> Int {
-        var removed = 0
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where isLeftover(name) {
-            if unlink(dir + "/" + name) == 0 { removed += 1 }
-        }
-        return removed
-    }
+    static func removeLeftovers(in dir: String) -> Int { JobDirectory(path: dir).removeTemporaries().count }
 
     private func load() throws {
         var leftovers = Self.removeLeftovers(in: settings.dataDir)
@@ -217,7 +206,10 @@ public final class JobService: Sendable {
 
     /// Writes the record durably. Serialised, and never overwrites a newer version. A write that
     /// fails for lack of space releases the reserve and is tried once more.
-    func persist(_ r: JobRecord) throws {
+    /// `useReserve`: a write that fails for lack of space may release the emergency reserve.
+    /// Only state transitions may (a progress note is informational and must not use up the
+    /// space a final record needs).
+    func persist(_ r: JobRecord, useReserve: Bool = true) throws {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let bytes = Array(try e.encode(r))
@@ -226,7 +218,7 @@ public final class JobService: Sendable {
             if state.withLock({ $0.deleted.contains(r.id) }) { return }
             if let prev = written[r.id], prev > r.version { return }
             do { try writer(bytes, path) } catch where StorageGuard.isOutOfSpace(error) {
-                guard storage.releaseReserve() else { throw error }
+                guard useReserve, storage.releaseReserve() else { throw error }
                 Self.warn("disk full while writing the record of job \(r.id); released the \(settings.reserveBytes)-byte reserve")
                 try writer(bytes, path)
             }
@@ -605,7 +597,8 @@ public final class JobService: Sendable {
         log(id, "running (attempt \(r.attempts)) with \(settings.computeThreads) compute threads")
         let context = JobContext(directory: directory(id), threads: settings.computeThreads, resolver: ServerResolver(service: self),
                                  progress: { [self] p in progress(id, p) },
-                                 shouldStop: { [self] in stopFlags.withLock { $0.contains(id) } })
+                                 shouldStop: { [self] in stopFlags.withLock { $0.contains(id) } },
+                                 hiddenPaths: [jobsDir + "/", settings.dataDir + "/"])
         let outcome: Scheduler.Outcome
         do { outcome = .succeeded(try JobRunner.run(spec, context: context)) } catch JobError.interrupted {
             outcome = .interrupted
@@ -680,7 +673,7 @@ public final class JobService: Sendable {
             onChange(record)
         }
         // Progress is informational: a failed write is retried with the next one, never fatal.
-        if persistNow { try? persist(record) }
+        if persistNow { try? persist(record, useReserve: false) }
     }
 }
 

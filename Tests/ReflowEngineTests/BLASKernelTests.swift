@@ -30,7 +30,7 @@ import ReflowEngine
 
     static let table: [Row] = [
         Row(name: "Prescott fallback on AVX-512 BF16 (Xeon family 6 model 207)", cpu: sapphire, core: "Prescott",
-            env: [:], expected: .reexec(coreType: "Cooperlake")),
+            env: [:], expected: .reexec(coreType: "SkylakeX")),
         Row(name: "Prescott fallback on AVX-512 without BF16", cpu: skylakeX, core: "Prescott",
             env: [:], expected: .reexec(coreType: "SkylakeX")),
         Row(name: "Prescott fallback on AVX2-only Intel", cpu: haswell, core: "Prescott",
@@ -70,7 +70,7 @@ import ReflowEngine
         Row(name: "marker alone (environment variable removed): still no loop", cpu: sapphire, core: "Prescott",
             env: ["REFLOWD_BLAS_REEXEC": "Prescott"], expected: .keep(.alreadyReexecuted)),
         Row(name: "unrelated environment does not matter", cpu: sapphire, core: "Prescott",
-            env: ["OPENBLAS_NUM_THREADS": "1", "OPENBLAS_VERBOSE": "2"], expected: .reexec(coreType: "Cooperlake")),
+            env: ["OPENBLAS_NUM_THREADS": "1", "OPENBLAS_VERBOSE": "2"], expected: .reexec(coreType: "SkylakeX")),
     ]
 
     @Test("decision table", arguments: table)
@@ -104,7 +104,7 @@ import ReflowEngine
         """
         let cpu = CPUFeatures(cpuinfo: text)
         #expect(cpu == Self.sapphire)
-        #expect(BLASKernel.bestCore(for: cpu) == "Cooperlake")
+        #expect(BLASKernel.bestCore(for: cpu) == "SkylakeX")
         let amd = CPUFeatures(cpuinfo: "vendor_id\t: AuthenticAMD\nflags\t\t: sse avx avx2 fma\n")
         #expect(amd.vendor == .amd && BLASKernel.bestCore(for: amd) == "Zen")
         // "avx512f" must not be mistaken for "avx" or "avx2" (whole-word flags).

@@ -37,6 +37,14 @@ struct CoreSeamTests {
         let row = try #require(e.evaluation?.rows.first)
         #expect(row.swd.isFinite && row.modeCount == nil && e.evaluation?.target == "points")
         // A 2-D spec against the 3-D teacher's data is refused at prepare with a pointer.
+        // So are an invert distribution and an evaluate target of the wrong dimension.
+        try AtomicFile.write(Array("x,y\n1,2\n3,4\n".utf8), to: dir.path + "/flat.csv")
+        #expect(throws: SpecError(pointer: "/input/target", message: "flat.csv holds 2-D points, the model is 3-D")) {
+            try JobRunner.prepare(try SpecParser.parse(Array(#"{"type": "evaluate", "input": {"model": {"job": "t3"}, "target": {"kind": "points", "path": "flat.csv"}}}"#.utf8)), resolver: dir.resolver)
+        }
+        #expect(throws: SpecError(pointer: "/input/points/distribution", message: "flat.csv holds 2-D points, the model is 3-D")) {
+            try JobRunner.prepare(try SpecParser.parse(Array(#"{"type": "invert", "input": {"model": {"job": "t3"}, "points": {"distribution": {"kind": "points", "path": "flat.csv"}}}}"#.utf8)), resolver: dir.resolver)
+        }
         let mismatch = #"{"type": "train", "input": {"data": {"kind": "points", "path": "cloud.csv"}}}"#
         #expect(throws: SpecError(pointer: "/input/data", message: "cloud.csv holds 3-D points, the model is 2-D")) {
             try JobRunner.prepare(try SpecParser.parse(Array(mismatch.utf8)), resolver: dir.resolver)
@@ -64,6 +72,12 @@ struct CoreSeamTests {
         let few = try estimate(#"{"type":"reflow","input":{"teacher":{"job":"t"},"pairs":1000}}"#)
         let many = try estimate(#"{"type":"reflow","input":{"teacher":{"job":"t"},"pairs":5000000}}"#)
         #expect(many - few >= 4_999_000 * 2 * 4 * 6, "pairs dominate: \(few) → \(many)")
+        // A scratch student far smaller than its teacher: the teacher's side is sized by the
+        // teacher's own model (it generates the pairs), not the student's.
+        try dir.run("big", #"{"type": "train", "input": {"model": {"width": 512, "depth": 3}, "batchSize": 8, "steps": 1, "previewPoints": 0}}"#)
+        let scratch = try estimate(#"{"type":"reflow","input":{"teacher":{"job":"big"},"initialization":"scratch","model":{"width":8,"depth":1},"pairs":1000,"blockRows":65536}}"#)
+        let bigA = VelocityMLPConfig(dimension: 2, width: 512, depth: 3).activationFloatsPerRow
+        #expect(scratch >= 2 * 65536 * (bigA + 16) * 4, "teacher solver blocks: \(scratch)")
         let samples = try estimate(#"{"type":"sample","input":{"model":{"job":"t"},"n":1000000}}"#)
         #expect(samples >= 1_000_000 * 2 * 4 * 4)
         // Saturating arithmetic: absurd products estimate to Int.max instead of trapping.

@@ -111,7 +111,7 @@ struct JobRunnerTests {
         defer { dir.remove() }
         func prepareError(_ json: String) -> SpecError? {
             do { _ = try JobRunner.prepare(try SpecParser.parse(Array(json.utf8)), resolver: dir.resolver); return nil } catch {
-                return error as? SpecError
+                return error
             }
         }
         #expect(prepareError(#"{"type": "sample", "input": {"model": {"job": "none"}}}"#)?.pointer == "/input/model/job")

@@ -32,6 +32,17 @@ struct SchedulerTests {
         return r
     }
 
+    @Test("a queued record of a kind this build does not know fails at load with unknown_type instead of waiting forever")
+    func unknownKind() throws {
+        var r = JobRecord(id: "job_00000000000000000000000009", type: "prune", input: nil, createdAt: Self.t0)
+        r.version = 1
+        var s = Scheduler(settings: SchedulerSettings())
+        let actions = s.load([r], now: Self.t0, marker: { _ in nil })
+        let loaded = try #require(s.record(r.id))
+        #expect(loaded.state == .failed && loaded.error?.code == "unknown_type")
+        #expect(actions.contains(.persist(loaded)) && s.queuePosition(r.id) == nil)
+    }
+
     @Test("jobs run in submission order; each start counts an attempt and records the checkpoint marker")
     func queueOrder() throws {
         var s = Scheduler(settings: SchedulerSettings())
