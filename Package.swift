@@ -67,7 +67,7 @@ let package = Package(
                     dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowJobsTests",
-                    dependencies: ["ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowNN", "ReflowEngine", "ReflowTestSupport"],
+                    dependencies: ["ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowNN", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowHTTPTests", dependencies: ["ReflowHTTP"], swiftSettings: strict),
         .testTarget(name: "ReflowServerTests",

@@ -1,5 +1,6 @@
 public import ReflowEngine
 import Foundation
+import ReflowNN
 
 /// A built-in 2-D distribution: a training source or target for toy flows, with the geometry
 /// that the coverage metrics need.
@@ -386,13 +387,7 @@ public enum Distribution2D: Codable, Sendable, Equatable {
 
     // MARK: Codable
 
-    struct JSONKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ s: String) { stringValue = s }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
+    typealias JSONKey = AnyCodingKey
 
     /// Parameter keys of each kind (besides `kind`).
     static let parameterKeys: [String: [String]] = [

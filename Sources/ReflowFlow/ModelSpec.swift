@@ -141,13 +141,7 @@ public struct ModelSpec: Codable, Sendable, Equatable, Validatable, CustomString
 
     public static func == (a: ModelSpec, b: ModelSpec) -> Bool { a.canonicalJSON == b.canonicalJSON }
 
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ s: String) { stringValue = s }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
+    typealias Key = AnyCodingKey
 
     /// Decodes `{"kind": …, "version": …, config keys…}`. An absent `kind` means `"mlp"` (specs
     /// and checkpoints written before the tag existed); an absent `version` means 1.

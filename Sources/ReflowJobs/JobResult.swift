@@ -1,5 +1,6 @@
 public import ReflowFlow
 import Foundation
+import ReflowNN
 
 /// What a training phase did.
 public struct TrainingSummary: Codable, Sendable, Equatable {
@@ -165,13 +166,7 @@ public struct JobResult: Codable, Sendable, Equatable {
         try? sections[key]?.decode(T.self)
     }
 
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ s: String) { stringValue = s }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
+    typealias Key = AnyCodingKey
     static let fixedKeys: Set<String> = ["type", "seconds", "artifacts"]
 
     public init(from decoder: any Decoder) throws {

@@ -78,3 +78,13 @@ extension KeyedDecodingContainer {
         try decodeIfPresent(type, forKey: key) ?? Explicit(wrappedValue: nil)
     }
 }
+
+/// A coding key for any string: the keys of tagged objects (`{"kind": …, …}`) and of objects
+/// whose members are not known statically (result sections).
+public struct AnyCodingKey: CodingKey, Sendable {
+    public var stringValue: String
+    public var intValue: Int? { nil }
+    public init(_ s: String) { stringValue = s }
+    public init?(stringValue: String) { self.stringValue = stringValue }
+    public init?(intValue: Int) { nil }
+}
