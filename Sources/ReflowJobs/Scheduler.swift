@@ -153,6 +153,14 @@ public struct Scheduler: Sendable {
         return .reserved
     }
 
+    /// The job an earlier request with this Idempotency-Key and the same body created, if any:
+    /// a replay is answered with it before the body is checked again (the jobs it references
+    /// or the memory budget may have changed since).
+    public func replay(idempotencyKey k: String, requestDigest: String) -> JobRecord? {
+        guard let id = idempotency[k], let r = records[id], r.requestDigest == requestDigest else { return nil }
+        return r
+    }
+
     /// The reserved submission could not be stored: releases its key.
     public mutating func abortSubmission(id: String, idempotencyKey: String?) {
         if let k = idempotencyKey, idempotency[k] == id { idempotency[k] = nil }

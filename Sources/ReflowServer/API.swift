@@ -308,8 +308,49 @@ public final class API: Sendable {
             throw Problem(status: 415, code: "unsupported_media_type", title: "Unsupported media type",
                           detail: "send the job as JSON: curl -H 'Content-Type: application/json' --data-binary @spec.json")
         }
+        let key = req.headers["Idempotency-Key"]
+        if let key, key.isEmpty || key.utf8.count > 255 {
+            throw Problem(status: 400, code: "bad_idempotency_key", title: "Bad Idempotency-Key", detail: "must be 1 to 255 characters")
+        }
+        let requestDigest = SHA256.hex(of: req.body)
+        let outcome: JobService.SubmitOutcome
+        if let key, let earlier = jobs.replayedRecord(idempotencyKey: key, requestDigest: requestDigest) {
+            // A replay gets the job the first request created, whatever has changed since (a
+            // deleted reference, a lower memory budget): the request was already accepted.
+            outcome = .replayed(earlier)
+        } else {
+            outcome = try jobs.submit(try checkedSpec(req.body), idempotencyKey: key, requestDigest: requestDigest)
+        }
+        let record: JobRecord, replayed: Bool
+        switch outcome {
+        case .created(let r): record = r; replayed = false
+        case .replayed(let r): record = r; replayed = true
+        }
+        @Sendable func response(_ r: JobRecord, applied: Bool) -> HTTPResponse {
+            var resp = json(r.done && applied ? 200 : 202, view(r))
+            resp.headers.add("Location", "/v1/jobs/" + r.id)
+            if replayed { resp.headers.add("Idempotent-Replayed", "true") }
+            if applied {
+                let w = Self.preferWait(req) ?? 0
+                resp.headers.add("Preference-Applied", "wait=" + (w == w.rounded() ? String(Int(w)) : String(w)))
+            }
+            return resp
+        }
+        guard let wait = Self.preferWait(req), wait > 0 else { return .now(response(record, applied: false)) }
+        let id = record.id
+        return .later { [jobs] send in
+            Self.poll(until: monotonicSeconds() + wait, responder: responder, check: { jobs.record(id).flatMap { $0.done ? $0 : nil } }) { done in
+                send(response(done ?? jobs.record(id) ?? record, applied: done != nil))
+            }
+        }
+    }
+
+    /// A submitted body as a prepared spec within the memory budget: 400 for a body that is not
+    /// one strict JSON object, 422 with the pointer for an invalid spec or reference, 422
+    /// `memory_budget` with the estimate above the budget.
+    func checkedSpec(_ body: [UInt8]) throws(Problem) -> JobSpec {
         let spec: JobSpec
-        do { spec = try SpecParser.parse(req.body) } catch {
+        do { spec = try SpecParser.parse(body) } catch {
             // Not one strict RFC 8259 document, or not an object at all: 400; otherwise 422.
             let malformed = error.malformed || error.pointer.isEmpty
             throw Problem(status: malformed ? 400 : 422, code: malformed ? "malformed_json" : "validation_failed",
@@ -337,33 +378,7 @@ public final class API: Sendable {
             p.estimate = estimate.terms
             throw p
         }
-        let key = req.headers["Idempotency-Key"]
-        if let key, key.isEmpty || key.utf8.count > 255 {
-            throw Problem(status: 400, code: "bad_idempotency_key", title: "Bad Idempotency-Key", detail: "must be 1 to 255 characters")
-        }
-        let outcome = try jobs.submit(prepared, idempotencyKey: key, requestDigest: SHA256.hex(of: req.body))
-        let record: JobRecord, replayed: Bool
-        switch outcome {
-        case .created(let r): record = r; replayed = false
-        case .replayed(let r): record = r; replayed = true
-        }
-        @Sendable func response(_ r: JobRecord, applied: Bool) -> HTTPResponse {
-            var resp = json(r.done && applied ? 200 : 202, view(r))
-            resp.headers.add("Location", "/v1/jobs/" + r.id)
-            if replayed { resp.headers.add("Idempotent-Replayed", "true") }
-            if applied {
-                let w = Self.preferWait(req) ?? 0
-                resp.headers.add("Preference-Applied", "wait=" + (w == w.rounded() ? String(Int(w)) : String(w)))
-            }
-            return resp
-        }
-        guard let wait = Self.preferWait(req), wait > 0 else { return .now(response(record, applied: false)) }
-        let id = record.id
-        return .later { [jobs] send in
-            Self.poll(until: monotonicSeconds() + wait, responder: responder, check: { jobs.record(id).flatMap { $0.done ? $0 : nil } }) { done in
-                send(response(done ?? jobs.record(id) ?? record, applied: done != nil))
-            }
-        }
+        return prepared
     }
 
     /// `Prefer: wait=N` (RFC 7240), capped at 60 s.

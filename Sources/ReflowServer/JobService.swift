@@ -354,6 +354,11 @@ public final class JobService: Sendable {
                 detail: "the server's disk is too full to store \(what); retry once space has been freed")
     }
 
+    /// The job an earlier submission with this key and body created (see ``Scheduler/replay(idempotencyKey:requestDigest:)``).
+    public func replayedRecord(idempotencyKey: String, requestDigest: String) -> JobRecord? {
+        state.withLock { $0.scheduler.replay(idempotencyKey: idempotencyKey, requestDigest: requestDigest) }
+    }
+
     /// Creates a job from a prepared spec; returns once `spec.json` and the record are durable.
     public func submit(_ spec: JobSpec, idempotencyKey: String?, requestDigest: String) throws(Problem) -> SubmitOutcome {
         let now = Clock.now()

@@ -240,6 +240,26 @@ struct APITests {
         #expect(full.status == 429 && full.header("Retry-After") != nil)
     }
 
+    @Test("a replay is answered with the first job even when the spec would be refused now (its reference was deleted)")
+    func replayAfterDeletedReference() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let teacher = try #require(try c.json("POST", "/v1/jobs", tinyTrain).json()["id"] as? String)
+        _ = try s.waitDone(teacher, client: c)
+        let sample = #"{"type": "sample", "input": {"model": {"job": "\#(teacher)"}, "n": 50, "trajectories": 0}}"#
+        let first = try c.json("POST", "/v1/jobs", sample, headers: [("Idempotency-Key", "k1")])
+        #expect(first.status == 202)
+        let id = try #require(try first.json()["id"] as? String)
+        _ = try s.waitDone(id, client: c)
+        #expect(try c.request("DELETE", "/v1/jobs/\(teacher)").status == 204)
+        let fresh = try c.json("POST", "/v1/jobs", sample)
+        #expect(fresh.status == 422, "without the key the spec is checked again and its model is gone")
+        let again = try c.json("POST", "/v1/jobs", sample, headers: [("Idempotency-Key", "k1")])
+        let replayedID = try again.json()["id"] as? String
+        #expect(again.header("Idempotent-Replayed") == "true" && replayedID == id)
+    }
+
     @Test("bearer auth: 401 without or with a wrong token; health stays open")
     func auth() throws {
         let s = try TestServer(token: "s3cret")
