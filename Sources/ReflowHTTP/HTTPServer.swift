@@ -738,10 +738,7 @@ final class Connection: @unchecked Sendable {
                 let active = server.activeStreams.add(1, ordering: .relaxed).newValue
                 if active > server.config.maxStreams {
                     server.activeStreams.subtract(1, ordering: .relaxed)
-                    var busy = HTTPResponse.problem(status: 503, code: "too_many_streams", detail: "\(server.config.maxStreams) streams are open; retry later")
-                    busy.headers.add("Retry-After", "5")
-                    write(busy, head: head, keepAlive: keepAlive)
-                    finishResponse(keepAlive: keepAlive)
+                    refuseStream("\(server.config.maxStreams) streams are open; retry later", head: head, keepAlive: keepAlive)
                     return
                 }
             }
@@ -775,10 +772,7 @@ final class Connection: @unchecked Sendable {
             let active = server.activePushStreams.add(1, ordering: .relaxed).newValue
             if active > server.config.maxPushStreams {
                 server.activePushStreams.subtract(1, ordering: .relaxed)
-                var busy = HTTPResponse.problem(status: 503, code: "too_many_streams", detail: "\(server.config.maxPushStreams) event streams are open; retry later")
-                busy.headers.add("Retry-After", "5")
-                write(busy, head: head, keepAlive: keepAlive)
-                finishResponse(keepAlive: keepAlive)
+                refuseStream("\(server.config.maxPushStreams) event streams are open; retry later", head: head, keepAlive: keepAlive)
                 return
             }
             let chunked = head.version == .http11
@@ -820,6 +814,14 @@ final class Connection: @unchecked Sendable {
         guard !closed else { return }
         if chunked { enqueue(Array("0\r\n\r\n".utf8)) }
         finishResponse(keepAlive: inFlightKeepAlive && !closeAfterFlush)
+    }
+
+    /// Answers a stream request over its cap: 503 `too_many_streams` with `Retry-After: 5`.
+    private func refuseStream(_ detail: String, head: HTTPRequestHead, keepAlive: Bool) {
+        var busy = HTTPResponse.problem(status: 503, code: "too_many_streams", detail: detail)
+        busy.headers.add("Retry-After", "5")
+        write(busy, head: head, keepAlive: keepAlive)
+        finishResponse(keepAlive: keepAlive)
     }
 
     private func finishResponse(keepAlive: Bool) {
