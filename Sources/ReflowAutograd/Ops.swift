@@ -21,6 +21,10 @@ enum Op {
     case concat([Int], axis: Int)
     /// Softmax along the last axis.
     case softmax(Int)
+    /// Image layers (ImageOps.swift): 2-D convolution, GroupNorm (+ fused SiLU), 2× up-sampling.
+    case conv2d(x: Int, weight: Int, bias: Int?, shape: Conv2DShape)
+    case groupNorm(x: Int, weight: Int, bias: Int, stats: Int, groups: Int, silu: Bool)
+    case upsample2x(Int)
 }
 
 extension Graph {
@@ -276,6 +280,8 @@ extension Graph {
                 }
                 offset += w
             }
+        case .conv2d, .groupNorm, .upsample2x:
+            propagateImageOp(id, g)
         case .softmax(let x):
             let nLast = shape.last ?? 1
             read(id) { py in

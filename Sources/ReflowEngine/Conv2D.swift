@@ -28,8 +28,12 @@ public struct Conv2DShape: Sendable, Equatable {
     public var inputCount: Int { batch * inChannels * height * width }
     public var outputCount: Int { batch * outChannels * positions }
     public var weightCount: Int { outChannels * patchSize }
-    /// Floats of the im2col scratch buffer (one image at a time).
-    public var scratchCount: Int { patchSize * positions }
+    /// A 1×1 convolution with stride 1 and no padding: the image itself is the unfolded input.
+    public var isPointwise: Bool { kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 }
+    /// Floats of the im2col scratch buffer (one image at a time; 0 for a pointwise convolution).
+    public var scratchCount: Int { isPointwise ? 0 : patchSize * positions }
+    /// Multiply-adds of the forward pass (the backward pass costs about twice as many).
+    public var multiplyAdds: Int { batch * outChannels * positions * patchSize }
 
     /// Why the geometry is unusable, or nil. (User input is validated against this at the
     /// boundary; the kernels treat a bad shape as a programmer error.)
@@ -103,13 +107,15 @@ public enum Conv2D {
     ///
     /// `scratch` holds ``Conv2DShape/scratchCount`` floats.
     public static func forward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                               y: UnsafeMutablePointer<Float>, shape s: Conv2DShape, scratch: UnsafeMutablePointer<Float>) {
+                               y: UnsafeMutablePointer<Float>, shape s: Conv2DShape, scratch: UnsafeMutablePointer<Float>?,
+                               images: Range<Int>? = nil) {
         precondition(s.problem == nil, "Conv2D.forward: \(s.problem!)")
         let k = s.patchSize, p = s.positions, o = s.outChannels
-        for n in 0..<s.batch {
+        for n in images ?? 0..<s.batch {
             let xn = x + n * s.inChannels * s.height * s.width, yn = y + n * o * p
-            im2col(xn, s, into: scratch)
-            BLAS.gemm(transA: false, transB: false, m: o, n: p, k: k, a: weight, lda: k, b: scratch, ldb: p, c: yn, ldc: p)
+            let cols: UnsafePointer<Float>
+            if s.isPointwise { cols = xn } else { im2col(xn, s, into: scratch!); cols = UnsafePointer(scratch!) }
+            BLAS.gemm(transA: false, transB: false, m: o, n: p, k: k, a: weight, lda: k, b: cols, ldb: p, c: yn, ldc: p)
             if let bias { for r in 0..<o { let b = bias[r]; for q in 0..<p { yn[r * p + q] += b } } }
         }
     }
@@ -125,10 +131,10 @@ public enum Conv2D {
     public static func backward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
                                 dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                                 dbias: UnsafeMutablePointer<Float>?, shape s: Conv2DShape,
-                                scratch: UnsafeMutablePointer<Float>) {
+                                scratch: UnsafeMutablePointer<Float>?, images: Range<Int>? = nil) {
         precondition(s.problem == nil, "Conv2D.backward: \(s.problem!)")
         let k = s.patchSize, p = s.positions, o = s.outChannels, imageSize = s.inChannels * s.height * s.width
-        for n in 0..<s.batch {
+        for n in images ?? 0..<s.batch {
             let dyn = dy + n * o * p
             if let dbias {
                 for r in 0..<o {
@@ -138,14 +144,21 @@ public enum Conv2D {
                 }
             }
             if let dweight {
-                im2col(x + n * imageSize, s, into: scratch)
-                BLAS.gemm(transA: false, transB: true, m: o, n: k, k: p, a: dyn, lda: p, b: scratch, ldb: p,
+                let cols: UnsafePointer<Float>
+                if s.isPointwise { cols = x + n * imageSize } else { im2col(x + n * imageSize, s, into: scratch!); cols = UnsafePointer(scratch!) }
+                BLAS.gemm(transA: false, transB: true, m: o, n: k, k: p, a: dyn, lda: p, b: cols, ldb: p,
                           beta: 1, c: dweight, ldc: k)
             }
             if let dx {
-                BLAS.gemm(transA: true, transB: false, m: k, n: p, k: o, a: weight, lda: k, b: dyn, ldb: p,
-                          c: scratch, ldc: p)
-                col2im(scratch, s, addingInto: dx + n * imageSize)
+                if s.isPointwise {
+                    // dx[n][C, P] += Wᵀ[C, O] · dy[n][O, P]
+                    BLAS.gemm(transA: true, transB: false, m: k, n: p, k: o, a: weight, lda: k, b: dyn, ldb: p,
+                              beta: 1, c: dx + n * imageSize, ldc: p)
+                } else {
+                    BLAS.gemm(transA: true, transB: false, m: k, n: p, k: o, a: weight, lda: k, b: dyn, ldb: p,
+                              c: scratch!, ldc: p)
+                    col2im(scratch!, s, addingInto: dx + n * imageSize)
+                }
             }
         }
     }
