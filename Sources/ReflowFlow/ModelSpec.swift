@@ -99,7 +99,7 @@ enum LabelBuffer {
 /// ``metadataKey``) and what every consumer builds networks from.
 public struct ModelSpec: Codable, Sendable, Equatable, Validatable, CustomStringConvertible {
     /// The registered model kinds: adding one is one type and one entry here.
-    public static let kinds: [ModelKind] = [ModelKind(VelocityMLPConfig.self)]
+    public static let kinds: [ModelKind] = [ModelKind(VelocityMLPConfig.self), ModelKind(UNetConfig.self)]
 
     /// Checkpoint metadata key holding the spec's JSON.
     public static let metadataKey = "reflowd.model"

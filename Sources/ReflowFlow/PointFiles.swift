@@ -360,11 +360,13 @@ public enum PointFiles {
         return Tensor(shape: [n, d], data: values)
     }
 
-    /// NPY (format 1.0, `<f4`, C order) bytes of an `[n, d]` tensor, as `numpy.save` writes them:
-    /// the header is padded with spaces and a newline to a multiple of 64 bytes.
+    /// NPY (format 1.0, `<f4`, C order) bytes of a tensor of any rank ≥ 1 (`[n, d]` for points,
+    /// `[N, C, H, W]` for images), as `numpy.save` writes them: the header is padded with spaces
+    /// and a newline to a multiple of 64 bytes.
     public static func npyBytes(_ points: Tensor) -> [UInt8] {
-        precondition(points.rank == 2, "npyBytes: expected [n, d], got \(points.shape)")
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(points.shape[0]), \(points.shape[1])), }"
+        precondition(points.rank >= 1, "npyBytes: expected rank ≥ 1, got \(points.shape)")
+        let dims = points.rank == 1 ? "\(points.shape[0])," : points.shape.map(String.init).joined(separator: ", ")
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(dims)), }"
         let unpadded = 10 + header.utf8.count + 1
         header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
         let h = Array(header.utf8)

@@ -6,7 +6,7 @@ import Foundation
 public enum Activation: String, Codable, Sendable, CaseIterable {
     case relu, silu, tanh, gelu, sigmoid
 
-    var op: UnaryOp {
+    public var op: UnaryOp {
         switch self {
         case .relu: return .relu
         case .silu: return .silu
@@ -167,17 +167,51 @@ public final class GroupNorm: Layer {
 
     public func namedParameters() -> [(name: String, parameter: Parameter)] { [("weight", weight), ("bias", bias)] }
 
-    /// x: [B, C, *spatial] → same shape
+    /// x: [B, C, *spatial] → same shape (one fused kernel: see `Graph.groupNorm`).
+    public func callAsFunction(_ x: Var) -> Var { callAsFunction(x, silu: false) }
+
+    /// GroupNorm, then SiLU when `silu` (fused: the normalised tensor is never stored).
+    public func callAsFunction(_ x: Var, silu: Bool) -> Var {
+        let g = x.graph
+        precondition(x.shape.count >= 2 && x.shape[1] == channels, "GroupNorm: input \(x.shape) with \(channels) channels")
+        return g.groupNorm(x, groups: groups, weight: g.parameter(weight), bias: g.parameter(bias), eps: eps, silu: silu)
+    }
+}
+
+/// 2-D convolution on NCHW inputs with PyTorch `nn.Conv2d` names (`weight` [O, C, KH, KW],
+/// `bias` [O]) and default initialisation (U(−1/√fan_in, 1/√fan_in) for both).
+public final class Conv2d: Layer {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: Int, padding: Int
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+                bias: Bool = true, rng: inout Random) {
+        precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0, "Conv2d: bad geometry")
+        let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()
+        weight = Parameter(rng.uniform([outChannels, inChannels, kernel, kernel], low: -bound, high: bound))
+        self.bias = bias ? Parameter(rng.uniform([outChannels], low: -bound, high: bound)) : nil
+        self.stride = stride
+        self.padding = padding
+    }
+
+    /// A layer holding the given tensors (shapes checked by the caller's state-dict loading).
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) {
+        self.weight = Parameter(weight)
+        self.bias = bias.map { Parameter($0) }
+        self.stride = stride
+        self.padding = padding
+    }
+
+    public func namedParameters() -> [(name: String, parameter: Parameter)] {
+        var p: [(name: String, parameter: Parameter)] = [("weight", weight)]
+        if let bias { p.append(("bias", bias)) }
+        return p
+    }
+
+    /// x: [N, C, H, W] → [N, O, OH, OW]
     public func callAsFunction(_ x: Var) -> Var {
         let g = x.graph
-        let s = x.shape
-        precondition(s.count >= 2 && s[1] == channels, "GroupNorm: input \(s) with \(channels) channels")
-        let rest = s[2...].reduce(1, *)
-        let grouped = g.reshape(x, [s[0], groups, (channels / groups) * rest])
-        let n = g.reshape(g.normalize(grouped, axes: [2], eps: eps), s)
-        var affineShape = [1, channels]
-        affineShape += [Int](repeating: 1, count: s.count - 2)
-        let w = g.reshape(g.parameter(weight), affineShape), b = g.reshape(g.parameter(bias), affineShape)
-        return g.binary(.add, g.binary(.mul, n, w), b)
+        return g.conv2d(x, weight: g.parameter(weight), bias: bias.map { g.parameter($0) }, stride: stride, padding: padding)
     }
 }

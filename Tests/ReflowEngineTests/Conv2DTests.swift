@@ -35,7 +35,7 @@ struct Conv2DTests {
         x.withUnsafeBufferPointer { px in w.withUnsafeBufferPointer { pw in b.withUnsafeBufferPointer { pb in
             y.withUnsafeMutableBufferPointer { py in scratch.withUnsafeMutableBufferPointer { ps in
                 Conv2D.forward(x: px.baseAddress!, weight: pw.baseAddress!, bias: pb.baseAddress!, y: py.baseAddress!,
-                               shape: s, scratch: ps.baseAddress!)
+                               shape: s, scratch: ps.baseAddress)
             } }
         } } }
         Self.close(y, Oracle.conv2d(x: x, weight: w, bias: b, shape: s), "y")
@@ -51,7 +51,7 @@ struct Conv2DTests {
             dx.withUnsafeMutableBufferPointer { pdx in dw.withUnsafeMutableBufferPointer { pdw in db.withUnsafeMutableBufferPointer { pdb in
                 scratch.withUnsafeMutableBufferPointer { ps in
                     Conv2D.backward(x: px.baseAddress!, weight: pw.baseAddress!, dy: pdy.baseAddress!, dx: pdx.baseAddress!,
-                                    dweight: pdw.baseAddress!, dbias: pdb.baseAddress!, shape: s, scratch: ps.baseAddress!)
+                                    dweight: pdw.baseAddress!, dbias: pdb.baseAddress!, shape: s, scratch: ps.baseAddress)
                 }
             } } }
         } } }
@@ -88,8 +88,8 @@ struct Conv2DTests {
     func adjoint(_ s: Conv2DShape) {
         let one = Conv2DShape(batch: 1, inChannels: s.inChannels, outChannels: s.outChannels, height: s.height, width: s.width,
                               kernelH: s.kernelH, kernelW: s.kernelW, stride: s.stride, padding: s.padding)
-        let x = Self.randoms(one.inputCount, seed: 13), c = Self.randoms(one.scratchCount, seed: 14)
-        var cols = [Float](repeating: .nan, count: one.scratchCount)
+        let x = Self.randoms(one.inputCount, seed: 13), c = Self.randoms(one.patchSize * one.positions, seed: 14)
+        var cols = [Float](repeating: .nan, count: one.patchSize * one.positions)
         var back = [Float](repeating: 0, count: one.inputCount)
         x.withUnsafeBufferPointer { px in cols.withUnsafeMutableBufferPointer { Conv2D.im2col(px.baseAddress!, one, into: $0.baseAddress!) } }
         c.withUnsafeBufferPointer { pc in back.withUnsafeMutableBufferPointer { Conv2D.col2im(pc.baseAddress!, one, addingInto: $0.baseAddress!) } }
