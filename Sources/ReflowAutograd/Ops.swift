@@ -25,6 +25,9 @@ enum Op {
     case conv2d(x: Int, weight: Int, bias: Int?, shape: Conv2DShape)
     case groupNorm(x: Int, weight: Int, bias: Int, stats: Int, groups: Int, silu: Bool)
     case upsample2x(Int)
+    /// Multi-head self-attention (AttentionOps.swift); P kept in node `probs` (a hidden leaf),
+    /// `value` the constant node of a value override (qkv's v rows then get no gradient).
+    case attention(qkv: Int, probs: Int, value: Int?, shape: AttentionShape)
 }
 
 extension Graph {
@@ -282,6 +285,8 @@ extension Graph {
             }
         case .conv2d, .groupNorm, .upsample2x:
             propagateImageOp(id, g)
+        case .attention:
+            propagateAttention(id, g)
         case .softmax(let x):
             let nLast = shape.last ?? 1
             read(id) { py in
