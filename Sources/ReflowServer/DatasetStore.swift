@@ -357,13 +357,7 @@ public final class DatasetStore: Sendable {
     /// The summary of `directory`: cached, read from the sidecar, or computed by the validator.
     func describe(_ name: String, directory: String, persist: Bool) -> Described {
         let stamp = Self.stamp(directory)
-        if let hit = cache.withLock({ $0[name] }), hit.stamp == stamp { return hit }
-        let sidecar = summariesDir + "/" + name + ".json"
-        if persist, let bytes = try? AtomicFile.read(path: sidecar, maxBytes: 1 << 20),
-           let stored = try? JSONDecoder().decode(Described.self, from: Data(bytes)), stored.stamp == stamp {
-            cache.withLock { $0[name] = stored }
-            return stored
-        }
+        if let known = known(name, stamp: stamp, persisted: persist) { return known }
         var d = Described(stamp: stamp, summary: nil, error: nil, bytes: Self.bytes(directory))
         do { d.summary = try validator(URL(fileURLWithPath: directory, isDirectory: true)) } catch {
             d.error = Self.redact("\(error)", directory)
@@ -372,12 +366,20 @@ public final class DatasetStore: Sendable {
         return d
     }
 
-    /// The bytes of an uploaded dataset from its cached description when it is current (no
+    /// The description of the version `stamp` of a dataset, from the cache or (`persisted`) its
+    /// sidecar file; nil when neither describes that version.
+    func known(_ name: String, stamp: String, persisted: Bool) -> Described? {
+        if let hit = cache.withLock({ $0[name] }), hit.stamp == stamp { return hit }
+        guard persisted, let bytes = try? AtomicFile.read(path: summariesDir + "/" + name + ".json", maxBytes: 1 << 20),
+              let stored = try? JSONDecoder().decode(Described.self, from: Data(bytes)), stored.stamp == stamp else { return nil }
+        cache.withLock { $0[name] = stored }
+        return stored
+    }
+
+    /// The bytes of an uploaded dataset from its description when that is current (no
     /// directory walk on the connection queue), otherwise counted now.
     func knownBytes(_ name: String, directory: String) -> Int {
-        let stamp = Self.stamp(directory)
-        if let hit = cache.withLock({ $0[name] }), hit.stamp == stamp { return hit.bytes }
-        return Self.bytes(directory)
+        known(name, stamp: Self.stamp(directory), persisted: true)?.bytes ?? Self.bytes(directory)
     }
 
     func remember(_ name: String, _ d: Described, persist: Bool) {
