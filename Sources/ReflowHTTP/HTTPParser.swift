@@ -34,10 +34,14 @@ import Darwin
 ///   100 Continue then is harmless). Other expectations → 417 (RFC 9110 §10.1.1).
 /// - Limits from ``HTTPLimits``: request line → 414, header (and trailer) section bytes or field
 ///   count → 431, body → 413 (from Content-Length before any body byte, or while reading chunks).
-/// - An optional head gate (``init(limits:headGate:)``) judges each complete, well-framed head before
+/// - An optional head gate (``init(limits:headGate:bodyPolicy:)``) judges each complete, well-framed head before
 ///   any of its body is accepted and before `100 Continue`: a response from it becomes
 ///   ``HTTPParseEvent/rejected(_:_:)``, after which the parser takes no more input, so the body of a
 ///   refused request (an unauthenticated upload) is never buffered.
+/// - An optional body policy (same initializer) chooses, for each request with a body, to buffer
+///   it (the default), to stream it to an ``HTTPBodySink`` (then `maxBodyBytes` does not apply:
+///   the sink enforces its own cap and may refuse part-way, which yields
+///   ``HTTPParseEvent/refused(_:_:)``), or to refuse it from its head.
 ///
 /// The parser never traps on input: no force-unwraps, every size is overflow-checked.
 public struct HTTPParser: Sendable {
@@ -65,6 +69,7 @@ public struct HTTPParser: Sendable {
 
     private let limits: HTTPLimits
     private let headGate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)?
+    private let bodyPolicy: (@Sendable (HTTPRequestHead, Int?) -> HTTPBodyPolicy)?
     private var state = State.requestLine
     /// The unfinished line carried over to the next feed (never body bytes: those are consumed).
     private var pending: [UInt8] = []
@@ -86,6 +91,8 @@ public struct HTTPParser: Sendable {
     // The request whose body is being read.
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
+    /// Where the body of the current request goes instead of `body` (a streamed body).
+    private var sink: (any HTTPBodySink)?
     /// Body bytes still to come (Content-Length) or left in the current chunk.
     private var remaining = 0
     /// Body bytes stored so far over the parser's life (all requests): what a refused request
@@ -106,9 +113,14 @@ public struct HTTPParser: Sendable {
     ///     response refuses the request: the parser emits ``HTTPParseEvent/rejected(_:_:)`` and
     ///     stops, so the body is never buffered. It must be fast and must not block (it runs on the
     ///     connection's queue).
-    public init(limits: HTTPLimits = HTTPLimits(), headGate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil) {
+    ///   - bodyPolicy: called after the head gate for each request that has a body, with its
+    ///     `Content-Length` (nil when chunked), before any body byte is accepted and before
+    ///     `Expect: 100-continue` is acknowledged. See ``HTTPBodyPolicy``. It must be fast.
+    public init(limits: HTTPLimits = HTTPLimits(), headGate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil,
+                bodyPolicy: (@Sendable (HTTPRequestHead, Int?) -> HTTPBodyPolicy)? = nil) {
         self.limits = limits
         self.headGate = headGate
+        self.bodyPolicy = bodyPolicy
     }
 
     /// True when no partial request is buffered (between requests): the server applies the
@@ -124,9 +136,18 @@ public struct HTTPParser: Sendable {
         }
     }
 
-    /// True after an ``HTTPParseEvent/error(_:)`` or ``HTTPParseEvent/rejected(_:_:)`` event: no
-    /// further input is accepted (`feed(_:)` returns `[]`).
+    /// True after an ``HTTPParseEvent/error(_:)``, ``HTTPParseEvent/rejected(_:_:)`` or
+    /// ``HTTPParseEvent/refused(_:_:)`` event: no further input is accepted (`feed(_:)` returns `[]`).
     public var failed: Bool { state == .failed }
+
+    /// The connection is closing: a body being streamed to a sink will never complete, so the
+    /// sink is aborted (``HTTPBodySink/abort()``). Nothing else changes.
+    public mutating func abandon() {
+        if let sink {
+            self.sink = nil
+            sink.abort()
+        }
+    }
 
     /// Consumes `bytes` (any split, down to one byte at a time) and returns the events they
     /// completed, in order: possibly several requests (pipelining), at most one error (last).
@@ -211,15 +232,13 @@ public struct HTTPParser: Sendable {
                 i = lineFeed + 1
             case .body:
                 let take = min(remaining, n - i)
-                body.append(contentsOf: UnsafeBufferPointer(start: s + i, count: take))
-                bodyBytesBuffered += take
+                if !store(s + i, take, &events) { return n }
                 i += take
                 remaining -= take
                 if remaining == 0 { completeRequest(&events) }
             case .chunkData:
                 let take = min(remaining, n - i)
-                body.append(contentsOf: UnsafeBufferPointer(start: s + i, count: take))
-                bodyBytesBuffered += take
+                if !store(s + i, take, &events) { return n }
                 i += take
                 remaining -= take
                 if remaining == 0 { state = .chunkCR }
@@ -237,6 +256,25 @@ public struct HTTPParser: Sendable {
             }
         }
         return i
+    }
+
+    /// Stores `count` body bytes: buffered, or written to the sink. False when the sink refused
+    /// them (the parser has failed with ``HTTPParseEvent/refused(_:_:)``).
+    private mutating func store(_ p: UnsafePointer<UInt8>, _ count: Int, _ events: inout [HTTPParseEvent]) -> Bool {
+        guard let sink else {
+            body.append(contentsOf: UnsafeBufferPointer(start: p, count: count))
+            bodyBytesBuffered += count
+            return true
+        }
+        guard let refusal = sink.write(UnsafeRawBufferPointer(start: p, count: count)) else { return true }
+        if let head { events.append(.refused(head, refusal)) }
+        self.sink = nil
+        sink.abort()
+        state = .failed
+        head = nil
+        body = []
+        headers = HTTPHeaders()
+        return false
     }
 
     /// The limit a line of `length` bytes (without its line ending) breaks in the current state.
@@ -545,7 +583,23 @@ public struct HTTPParser: Sendable {
             headers = HTTPHeaders()
             return nil
         }
-        if length > limits.maxBodyBytes {
+        // The body policy: buffer (below), stream to a sink (no maxBodyBytes), or refuse now.
+        if let bodyPolicy, chunked || length > 0, !f.unknownExpectation {
+            switch bodyPolicy(head, chunked ? nil : length) {
+            case .buffer:
+                break
+            case .stream(let s):
+                sink = s
+            case .refuse(let refusal):
+                events.append(.refused(head, refusal))
+                state = .failed
+                self.head = nil
+                body = []
+                headers = HTTPHeaders()
+                return nil
+            }
+        }
+        if sink == nil && length > limits.maxBodyBytes {
             return HTTPParseError(status: 413, message: "body larger than \(limits.maxBodyBytes) bytes")
         }
         // RFC 9110 §10.1.1: 417 for an expectation the server cannot meet.
@@ -560,11 +614,12 @@ public struct HTTPParser: Sendable {
         } else if length > 0 {
             if expect { events.append(.expectContinue(head)) }
             self.head = head
-            body.reserveCapacity(min(length, Self.maxReserve))
+            if sink == nil { body.reserveCapacity(min(length, Self.maxReserve)) }
             remaining = length
             state = .body
         } else {
-            // RFC 9112 §6.3: a request without Content-Length or Transfer-Encoding has no body.
+            // RFC 9112 §6.3: a request without Content-Length or Transfer-Encoding has no body
+            // (the body policy was not asked, so there is no sink).
             events.append(.request(HTTPRequest(head: head, body: [])))
             state = .requestLine
         }
@@ -575,14 +630,17 @@ public struct HTTPParser: Sendable {
         if let head {
             let bytes = body
             body = []
-            events.append(.request(HTTPRequest(head: head, body: bytes)))
+            // The handler owns the sink from here (the parser never aborts it now).
+            events.append(.request(HTTPRequest(head: head, body: bytes, bodySink: sink)))
         }
+        sink = nil
         head = nil
         state = .requestLine
     }
 
     private mutating func fail(_ error: HTTPParseError, _ events: inout [HTTPParseEvent]) {
         events.append(.error(error))
+        abandon()
         state = .failed
         head = nil
         body = []
@@ -611,7 +669,7 @@ public struct HTTPParser: Sendable {
             state = .trailers
             return nil
         }
-        guard size <= limits.maxBodyBytes - body.count else {
+        guard sink != nil || size <= limits.maxBodyBytes - body.count else {
             return HTTPParseError(status: 413, message: "body larger than \(limits.maxBodyBytes) bytes")
         }
         remaining = size

@@ -33,6 +33,13 @@ public struct HTTPServerConfig: Sendable {
     /// response is sent with `Connection: close` and the connection is closed; the body is never
     /// buffered and `100 Continue` is never sent. See ``HTTPParser/init(limits:headGate:)``.
     public var headGate: (@Sendable (HTTPRequestHead) -> HTTPResponse?)? = nil
+    /// Chooses, for each request with a body that passed the head gate, whether the body is
+    /// buffered (bounded by ``HTTPLimits/maxBodyBytes``), streamed to an ``HTTPBodySink`` as it
+    /// arrives (large uploads written to a file; the sink enforces its own cap), or refused from
+    /// the head. Called with the head and its `Content-Length` (nil when chunked), on the
+    /// connection's queue; it must be fast. Nil buffers every body. A sink whose request never
+    /// reaches the handler (refused part-way, bad framing, timeout, the client gone) is aborted.
+    public var bodyPolicy: (@Sendable (HTTPRequestHead, Int?) -> HTTPBodyPolicy)? = nil
     /// Speak TLS (HTTPS) on every accepted connection; nil is plain HTTP.
     public var tls: TLSContext? = nil
     /// A TLS connection whose handshake hasn't finished this long after accept is closed (TLS slowloris).
@@ -562,7 +569,7 @@ final class Connection: @unchecked Sendable {
         // work (a private serial queue targets an overcommit pool by default, which spawns a thread
         // per busy queue under load).
         queue = DispatchQueue(label: "reflowd.http.conn", target: HTTPServer.connectionPool)
-        parser = HTTPParser(limits: server.config.limits, headGate: server.config.headGate)
+        parser = HTTPParser(limits: server.config.limits, headGate: server.config.headGate, bodyPolicy: server.config.bodyPolicy)
         lastActivity = monotonicNow()
         acceptedAt = lastActivity
     }
@@ -653,6 +660,11 @@ final class Connection: @unchecked Sendable {
                 // Refused from its head (authentication): answered in order, then closed; the
                 // parser took none of the body and lingering discards whatever follows.
                 server.counters.withLock { $0.rejectedHeads += 1 }
+                pending.append(.rejected(head, response))
+                pauseReading()
+            case .refused(let head, let response):
+                // Refused by the body policy or its sink (too large, no space): answered in
+                // order like a gate's refusal, then closed; what was left of the body is discarded.
                 pending.append(.rejected(head, response))
                 pauseReading()
             case .error(let err):
@@ -965,6 +977,13 @@ final class Connection: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         closedFlag.store(true, ordering: .relaxed)
+        // Streamed bodies that will never reach the handler: the one being received, and those
+        // of requests still waiting behind the one in flight.
+        parser.abandon()
+        while pendingHead < pending.count {
+            if case .request(let r) = pending[pendingHead] { r.bodySink?.abort() }
+            pendingHead += 1
+        }
         if let sink = pushSink {
             pushSink = nil
             sink.connectionClosed()

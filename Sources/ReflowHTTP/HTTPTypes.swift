@@ -94,19 +94,61 @@ public struct HTTPRequestHead: Sendable, Equatable {
     }
 }
 
-/// A complete request: head plus the whole body (bodies are bounded by ``HTTPLimits/maxBodyBytes``).
+/// A complete request: head plus the whole body (bodies are bounded by ``HTTPLimits/maxBodyBytes``),
+/// or head plus the sink that received a streamed body (``HTTPBodyPolicy/stream(_:)``).
 public struct HTTPRequest: Sendable, Equatable {
     public var head: HTTPRequestHead
+    /// The buffered body; empty when the body was streamed to ``bodySink``.
     public var body: [UInt8]
+    /// The sink that received the whole body, when the body policy streamed it. The handler owns
+    /// it from here on: the server never calls ``HTTPBodySink/abort()`` for a delivered request.
+    public var bodySink: (any HTTPBodySink)?
 
-    public init(head: HTTPRequestHead, body: [UInt8]) {
+    public init(head: HTTPRequestHead, body: [UInt8], bodySink: (any HTTPBodySink)? = nil) {
         self.head = head
         self.body = body
+        self.bodySink = bodySink
     }
 
     public var method: String { head.method }
     public var target: String { head.target }
     public var headers: HTTPHeaders { head.headers }
+
+    /// Requests compare by head and body; sinks by identity.
+    public static func == (a: HTTPRequest, b: HTTPRequest) -> Bool {
+        a.head == b.head && a.body == b.body && a.bodySink.map(ObjectIdentifier.init) == b.bodySink.map(ObjectIdentifier.init)
+    }
+}
+
+/// Receives a request body piece by piece as it arrives, instead of the parser buffering it
+/// (large uploads streamed to a file). Chosen per request by ``HTTPServerConfig/bodyPolicy``.
+///
+/// The parser calls ``write(_:)`` on the connection's queue, in order, with every body byte
+/// (chunked framing removed); then either the request reaches the handler with
+/// ``HTTPRequest/bodySink`` set, or ``abort()`` is called once.
+public protocol HTTPBodySink: AnyObject, Sendable {
+    /// Takes the next piece of the body. It runs on the connection's queue, so it must be quick
+    /// (a `write(2)` to a file is). Returns nil to go on, or a final response that refuses the
+    /// request (too large, out of space): the parser stops reading, the response is sent with
+    /// `Connection: close`, and ``abort()`` follows.
+    func write(_ bytes: UnsafeRawBufferPointer) -> HTTPResponse?
+    /// The request will not reach the handler: the sink refused it, the framing turned out
+    /// invalid, or the connection closed or timed out part-way. Release whatever was written.
+    /// Called at most once, never for a request that reached the handler.
+    func abort()
+}
+
+/// What the parser does with the body of one request (``HTTPServerConfig/bodyPolicy``).
+public enum HTTPBodyPolicy: Sendable {
+    /// Buffer it in memory, bounded by ``HTTPLimits/maxBodyBytes`` (what happens without a policy).
+    case buffer
+    /// Hand it to the sink as it arrives; ``HTTPLimits/maxBodyBytes`` does not apply (the sink
+    /// enforces its own cap). The request reaches the handler with an empty ``HTTPRequest/body``
+    /// and ``HTTPRequest/bodySink`` set.
+    case stream(any HTTPBodySink)
+    /// Refuse the request from its head, before any body byte is read and before
+    /// `100 Continue`: the response is sent and the connection closed.
+    case refuse(HTTPResponse)
 }
 
 /// Size limits the parser enforces, with the status each one answers.
@@ -146,19 +188,23 @@ public enum HTTPParseEvent: Sendable, Equatable {
     case expectContinue(HTTPRequestHead)
     /// A complete request. Several may come from one feed (pipelining); answer them in order.
     case request(HTTPRequest)
+    /// The body policy refused a request from its head, or its body sink refused the body
+    /// part-way (``HTTPBodySink/write(_:)``): send the response and close the connection. The
+    /// parser accepts no more input.
+    case refused(HTTPRequestHead, HTTPResponse)
     /// The input is invalid; answer `status` and close. The parser accepts no more input.
     case error(HTTPParseError)
 }
 
 extension HTTPParseEvent {
-    /// Events compare by value; a rejection compares its head and the response's status, header
+    /// Events compare by value; a rejection or refusal compares its head and the response's status, header
     /// fields and byte body (a streamed body never comes from a gate).
     public static func == (a: HTTPParseEvent, b: HTTPParseEvent) -> Bool {
         switch (a, b) {
         case let (.expectContinue(x), .expectContinue(y)): return x == y
         case let (.request(x), .request(y)): return x == y
         case let (.error(x), .error(y)): return x == y
-        case let (.rejected(h1, r1), .rejected(h2, r2)):
+        case let (.rejected(h1, r1), .rejected(h2, r2)), let (.refused(h1, r1), .refused(h2, r2)):
             guard h1 == h2, r1.status == r2.status, r1.headers == r2.headers else { return false }
             if case .bytes(let x) = r1.body, case .bytes(let y) = r2.body { return x == y }
             return false

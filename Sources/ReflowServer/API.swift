@@ -14,6 +14,8 @@ import Synchronization
 /// (`job_` + base32, fixed artifact names), so no user text ever becomes a path.
 public final class API: Sendable {
     public let jobs: JobService
+    /// Uploaded, configured and built-in datasets (nil: the dataset routes answer 503).
+    public let datasets: DatasetStore?
     public let metrics = HTTPMetrics()
     /// SHA-256 of the bearer token, when auth is on.
     let tokenDigest: [UInt8]?
@@ -30,10 +32,14 @@ public final class API: Sendable {
         ("GET", "/v1/jobs/{id}/artifacts"), ("GET", "/v1/jobs/{id}/artifacts/{name}"),
         ("GET", "/v1/checkpoints"), ("GET", "/v1/checkpoints/{id}"), ("GET", "/v1/checkpoints/{id}/file"),
         ("POST", "/v1/checkpoints"),
+        ("GET", "/v1/datasets"), ("GET", "/v1/datasets/{name}"), ("PUT", "/v1/datasets/{name}"), ("DELETE", "/v1/datasets/{name}"),
+        ("PUT", "/v1/datasets/{name}/files/{file}"),
     ]
 
-    public init(jobs: JobService, token: String?, version: String = "0.4.0", openConnections: @escaping @Sendable () -> Int = { 0 }) {
+    public init(jobs: JobService, token: String?, version: String = "0.4.0", datasets: DatasetStore? = nil,
+                openConnections: @escaping @Sendable () -> Int = { 0 }) {
         self.jobs = jobs
+        self.datasets = datasets
         self.tokenDigest = token.map { Array(SHA256.hex(of: $0.utf8).utf8) }
         self.version = version
         self.openConnections = openConnections
@@ -184,6 +190,8 @@ public final class API: Sendable {
             }
             return .now(try file(req, id: id, name: JobDirectory.Name.model, contentType: "application/octet-stream",
                                  disposition: "attachment; filename=\"\(id).safetensors\""))
+        case "datasets":
+            return try datasetRoute(req, rest, &route)
         default:
             throw Problem(status: 404, code: "not_found", title: "Not found", detail: "no route for \(path.prefix(200))")
         }

@@ -24,6 +24,11 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var authTokenFile: String?
     public var tls: TLSConfig?
     public var http = HTTPSettings()
+    /// Dataset names mapped to read-only directories on the server (docs/CONFIG.md, "Datasets").
+    /// A missing directory is logged at startup; the dataset is unavailable until it exists.
+    public var datasets: [String: String] = [:]
+    /// Largest dataset upload (and largest dataset built from single-file uploads), in bytes.
+    public var maxDatasetBytes = 512 << 20
 
     /// HTTPS: PEM certificate chain (leaf first) and PEM private key, loaded at startup.
     public struct TLSConfig: Codable, Sendable, Equatable {
@@ -86,6 +91,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         case host, port, dataDir, workers, computeThreads, computeNice, queueLimit, maxAttempts, shutdownTimeoutSeconds, minFreeBytes
         case memoryBudgetBytes
         case authTokenFile, tls, http
+        case datasets, maxDatasetBytes
     }
 
     public init(from decoder: any Decoder) throws {
@@ -105,6 +111,8 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         authTokenFile = try c.decodeIfPresent(String.self, forKey: .authTokenFile)
         tls = try c.decodeIfPresent(TLSConfig.self, forKey: .tls)
         http = try c.decodeIfPresent(HTTPSettings.self, forKey: .http) ?? d.http
+        datasets = try c.decodeIfPresent([String: String].self, forKey: .datasets) ?? d.datasets
+        maxDatasetBytes = try c.decodeIfPresent(Int.self, forKey: .maxDatasetBytes) ?? d.maxDatasetBytes
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -116,6 +124,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         try c.encode(minFreeBytes, forKey: .minFreeBytes)
         try c.encode(memoryBudgetBytes, forKey: .memoryBudgetBytes)
         try c.encode(authTokenFile, forKey: .authTokenFile); try c.encode(tls, forKey: .tls); try c.encode(http, forKey: .http)
+        try c.encode(datasets, forKey: .datasets); try c.encode(maxDatasetBytes, forKey: .maxDatasetBytes)
     }
 
     /// The first invalid setting as (JSON pointer, message).
@@ -132,6 +141,11 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         if let m = memoryBudgetBytes, m < 1 << 20 || m > 1 << 50 { return ("/memoryBudgetBytes", "must be in [2^20, 2^50] or null, got \(m)") }
         if minFreeBytes < 0 || minFreeBytes > 1 << 50 { return ("/minFreeBytes", "must be in [0, 2^50], got \(minFreeBytes)") }
         if let t = tls, !(t.handshakeTimeoutSeconds > 0 && t.handshakeTimeoutSeconds <= 300) { return ("/tls/handshakeTimeoutSeconds", "must be in (0, 300]") }
+        for (name, dir) in datasets.sorted(by: { $0.key < $1.key }) {
+            if !DatasetStore.isValidName(name) { return ("/datasets/" + name, "dataset names must match \(DatasetStore.namePattern)") }
+            if dir.isEmpty { return ("/datasets/" + name, "must be a directory path") }
+        }
+        if maxDatasetBytes < 1024 || maxDatasetBytes > 1 << 40 { return ("/maxDatasetBytes", "must be in [1024, 2^40], got \(maxDatasetBytes)") }
         let h = http
         if h.backlog < 128 || h.backlog > 65535 { return ("/http/backlog", "must be in [128, 65535], got \(h.backlog)") }
         if h.maxConnections < 1 || h.maxConnections > 1_000_000 { return ("/http/maxConnections", "must be in [1, 1000000]") }
