@@ -64,7 +64,7 @@ let package = Package(
                     dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowFlowTests",
-                    dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
+                    dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowJobsTests",
                     dependencies: ["ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowNN", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],

@@ -12,26 +12,30 @@ import Foundation
 /// {"kind": "normal", "dimension": 8, "std": 1}          // … in an explicit dimension
 /// {"kind": "points", "job": "job_…", "artifact": "samples"}   // a point set another job wrote
 /// {"kind": "points", "path": "data.npy"}                // a CSV/NPY file (reflowd run only)
+/// {"kind": "images", "dataset": "builtin:shapes", "split": "train"}  // an image dataset (ImageDataRef)
 /// ```
 ///
 /// A source is a description; ``sampler(pointSize:resolve:)`` turns it into a ``DataSampler``
-/// that draws batches (reading a point file once). Image datasets are further cases.
+/// that draws batches (reading a point file or an image split once).
 public enum DataSource: Codable, Sendable, Equatable, Validatable {
     case distribution(Distribution2D)
     /// N(0, std²·I); `dimension` nil means the model's point size.
     case normal(dimension: Int?, std: Float)
     case points(ArtifactRef)
+    /// One split of an image dataset: images in [−1, 1] as flattened C·H·W points, with labels.
+    case images(ImageDataRef)
 
     /// The standard Gaussian in the model's dimension (the default π0).
     public static let standardNormal = DataSource.normal(dimension: nil, std: 1)
 
-    public static let kinds = ["normal", "points"] + Distribution2D.kinds
+    public static let kinds = ["normal", "points", "images"] + Distribution2D.kinds
 
     public var kind: String {
         switch self {
         case .distribution(let d): return d.kind
         case .normal: return "normal"
         case .points: return "points"
+        case .images: return "images"
         }
     }
 
@@ -41,6 +45,7 @@ public enum DataSource: Codable, Sendable, Equatable, Validatable {
         case .distribution: return 2
         case .normal(let d, _): return d ?? modelPointSize
         case .points: return nil
+        case .images(let ref): return ref.knownImageShape.map { $0.reduce(1, *) }
         }
     }
 
@@ -58,6 +63,7 @@ public enum DataSource: Codable, Sendable, Equatable, Validatable {
             if !(std > 0 && std <= Distribution2D.maxMagnitude) { return ("/std", "must be a positive number ≤ 1e6, got \(std)") }
             return nil
         case .points(let ref): return ref.validationError()
+        case .images(let ref): return ref.validationError()
         }
     }
 
@@ -80,6 +86,12 @@ public enum DataSource: Codable, Sendable, Equatable, Validatable {
                     debugDescription: "unknown key \"\(k.stringValue)\" for kind \"points\" (allowed: job, artifact, path)"))
             }
             self = .points(try ArtifactRef(from: decoder))
+        case "images":
+            for k in c.allKeys where !["kind", "dataset", "split", "limit"].contains(k.stringValue) {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [k],
+                    debugDescription: "unknown key \"\(k.stringValue)\" for kind \"images\" (allowed: dataset, split, limit)"))
+            }
+            self = .images(try ImageDataRef(from: decoder))
         default:
             self = .distribution(try Distribution2D(from: decoder))
         }
@@ -98,13 +110,19 @@ public enum DataSource: Codable, Sendable, Equatable, Validatable {
             try ref.encode(to: encoder)
             var c = encoder.container(keyedBy: Key.self)
             try c.encode("points", forKey: Key("kind"))
+        case .images(let ref):
+            try ref.encode(to: encoder)
+            var c = encoder.container(keyedBy: Key.self)
+            try c.encode("images", forKey: Key("kind"))
         }
     }
 
     /// The sampler of this source for a model whose points have `pointSize` floats. `resolve`
     /// turns an artifact reference into a readable path (the job layer's resolver). Throws
     /// ``DataSourceError`` when a file cannot be read or its points have another size.
-    public func sampler(pointSize: Int, resolve: (ArtifactRef) throws -> String) throws -> DataSampler {
+    /// `locate` finds named image datasets (by default only the built-ins).
+    public func sampler(pointSize: Int, resolve: (ArtifactRef) throws -> String,
+                        locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate) throws -> DataSampler {
         let s: DataSampler
         switch self {
         case .distribution(let d): s = DataSampler(storage: .distribution(d), pointShape: [2])
@@ -116,6 +134,12 @@ public enum DataSource: Codable, Sendable, Equatable, Validatable {
                 throw DataSourceError("points: \(error.message)")
             }
             s = DataSampler(storage: .points(x), pointShape: [x.shape[1]])
+        case .images(let ref):
+            let set: ImageSet
+            do { set = try ref.load(locate: locate) } catch {
+                throw DataSourceError("images of '\(ref.dataset.prefix(80))' (\(ref.split.rawValue)): \(error)")
+            }
+            s = DataSampler(storage: .images(set), pointShape: set.imageShape)
         }
         guard s.pointSize == pointSize else {
             throw DataSourceError("\(kind) gives points of size \(s.pointSize), the model needs \(pointSize)")
@@ -137,6 +161,7 @@ public struct DataSampler: Sendable {
         case distribution(Distribution2D)
         case normal(std: Float)
         case points(Tensor)
+        case images(ImageSet)
     }
     let storage: Storage
     /// Shape of one point (`[d]` for points).
@@ -147,6 +172,13 @@ public struct DataSampler: Sendable {
     /// when the source has no labels (normal noise, point files).
     public var classCount: Int? {
         if case .distribution(let d) = storage { return d.classCount }
+        if case .images(let set) = storage { return set.classCount }
+        return nil
+    }
+
+    /// The image set of an image source (its held images, labels and class names), or nil.
+    public var images: ImageSet? {
+        if case .images(let set) = storage { return set }
         return nil
     }
 
@@ -176,6 +208,13 @@ public struct DataSampler: Sendable {
                     let i = rng.int(below: n)
                     for c in 0..<d { x[r * d + c] = src[i * d + c] }
                 }
+            }
+        case .images(let set):
+            let n = set.count
+            for r in 0..<(x.count / d) {
+                let i = rng.int(below: n)
+                set.copyImage(i, into: x.baseAddress! + r * d)
+                if let labels { labels[r] = set.labels?[i] ?? 0 }
             }
         }
     }

@@ -101,13 +101,14 @@ public final class FlowTrainer {
     /// A 1-RF trainer on independent draws. `resolve` maps artifact references of point-set
     /// sources to readable files (not needed for built-in sources).
     public convenience init(_ config: TrainingConfig, threads: Int,
-                            resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") }) throws {
+                            resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") },
+                            locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate) throws {
         try FlowTrainer.check(config, threads: threads)
         let d = config.model.pointSize
         let data: DataSampler, source: DataSampler
         do {
-            data = try config.data.sampler(pointSize: d, resolve: resolve)
-            source = try config.source.sampler(pointSize: d, resolve: resolve)
+            data = try config.data.sampler(pointSize: d, resolve: resolve, locate: locate)
+            source = try config.source.sampler(pointSize: d, resolve: resolve, locate: locate)
         } catch let e as DataSourceError {
             throw TrainerError.badConfig(pointer: "/data", message: e.description)
         }
@@ -178,11 +179,12 @@ public final class FlowTrainer {
     /// `reflowd.pairs_sha256` and a mismatch, or a missing coupling, is refused).
     public convenience init(_ config: TrainingConfig, threads: Int, restoring s: TrainingSnapshot,
                             pairs: (z0: Tensor, z1: Tensor)? = nil,
-                            resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") }) throws {
+                            resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") },
+                            locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate) throws {
         if let pairs {
             try self.init(config, threads: threads, pairs: pairs)
         } else {
-            try self.init(config, threads: threads, resolve: resolve)
+            try self.init(config, threads: threads, resolve: resolve, locate: locate)
         }
         let recorded = s.metadata["reflowd.pairs_sha256"]
         guard recorded == pairsDigest else {

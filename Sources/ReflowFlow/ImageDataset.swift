@@ -251,18 +251,13 @@ public enum ImageDataset {
 
     // MARK: PNG hook
     //
-    // HOOK (lead): wire these two to the PNG loader being written elsewhere in this module:
-    //     return try ImageFolder.load(directory: url, limits: limits)
-    //     return try ImageFolder.load(tarFile: url, limits: limits)
-    // and extend `describe` for `.pngFolder` / `.pngTar` if ImageFolder offers a cheap count.
-
-    /// Loads a split stored as PNG class sub-folders (not wired yet).
+    /// Loads a split stored as PNG class sub-folders (labels from the sub-folder names).
     static func loadPNGFolder(_ url: URL, limits: ImageLimits) throws(ImageDataError) -> ImageSet {
-        throw ImageDataError(file: url.lastPathComponent + "/", "PNG folders: not wired")
+        try ImageFolder.load(directory: url, limits: limits)
     }
 
-    /// Loads a split stored as a tar of PNG class sub-folders (not wired yet).
+    /// Loads a split stored as a tar of PNG class sub-folders.
     static func loadPNGTar(_ url: URL, limits: ImageLimits) throws(ImageDataError) -> ImageSet {
-        throw ImageDataError(file: url.lastPathComponent, "PNG folders: not wired")
+        try ImageFolder.load(tar: url, limits: limits)
     }
 }

@@ -37,6 +37,7 @@ final class UNetResBlock: Module {
         let tb = t(emb)                                             // [N, cout]
         h = g.binary(.add, h, g.reshape(tb, [tb.shape[0], tb.shape[1], 1, 1]))
         h = normAct(n2, h)
+        if dropout > 0 && g.isGradEnabled { h = g.dropout(h, p: dropout, seed: seed) }
         h = c2(h)
         return g.binary(.add, h, skip.map { $0(x) } ?? x)
     }

@@ -74,6 +74,17 @@ public enum ArtifactKind: String, Sendable {
 public protocol ArtifactResolver: Sendable {
     /// The path of the file `ref` names, or a ``SpecError`` message (the caller adds the pointer).
     func path(for ref: ArtifactRef, kind: ArtifactKind) throws(SpecError) -> String
+    /// Where the image dataset `name` is, or a ``SpecError`` message (the caller adds the
+    /// pointer). The default knows only the built-ins (`builtin:shapes`).
+    func dataset(_ name: String) throws(SpecError) -> DatasetLocation
+}
+
+extension ArtifactResolver {
+    public func dataset(_ name: String) throws(SpecError) -> DatasetLocation {
+        do { return try BuiltinImageSets.locate(name) } catch {
+            throw SpecError(pointer: "/dataset", message: "\(error)")
+        }
+    }
 }
 
 extension ArtifactResolver {
@@ -115,5 +126,21 @@ public struct DirectoryResolver: ArtifactResolver {
             guard FileManager.default.fileExists(atPath: path) else { throw SpecError(pointer: "/path", message: "no such file: \(p)") }
             return path
         }
+    }
+
+    /// Built-ins by name; with `allowPaths`, any other name is a dataset directory (relative to
+    /// `baseDirectory`), so `reflowd run` trains on `"dataset": "/usr/share/datasets/fashion-mnist"`.
+    public func dataset(_ name: String) throws(SpecError) -> DatasetLocation {
+        if name.hasPrefix(BuiltinImageSets.prefix) || !allowPaths {
+            do { return try BuiltinImageSets.locate(name) } catch {
+                throw SpecError(pointer: "/dataset", message: "\(error)")
+            }
+        }
+        let path = name.hasPrefix("/") ? name : baseDirectory + "/" + name
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+            throw SpecError(pointer: "/dataset", message: "no dataset directory \(name)")
+        }
+        return .directory(URL(fileURLWithPath: path, isDirectory: true))
     }
 }

@@ -213,6 +213,13 @@ public struct JobExecution: Sendable {
         }
     }
 
+    /// Where a named image dataset is (`what` names the reference in errors).
+    public func locateDataset(_ name: String, what: String) throws -> DatasetLocation {
+        do { return try context.resolver.dataset(name) } catch {
+            throw JobError.invalidInput("\(what): \(error.message)")
+        }
+    }
+
     public func model(_ ref: ArtifactRef) throws -> ModelArtifact {
         try ModelArtifact.read(path: resolve(ref, kind: .model, what: "model reference"))
     }
@@ -220,7 +227,8 @@ public struct JobExecution: Sendable {
     /// The sampler of a data source of the model's point size.
     public func sampler(_ source: DataSource, pointSize: Int, what: String) throws -> DataSampler {
         do {
-            return try source.sampler(pointSize: pointSize) { ref in try resolve(ref, kind: .points, what: what) }
+            return try source.sampler(pointSize: pointSize, resolve: { ref in try resolve(ref, kind: .points, what: what) },
+                                      locate: { name in try locateDataset(name, what: what) })
         } catch let e as DataSourceError {
             throw JobError.invalidInput("\(what): \(e.description)")
         }

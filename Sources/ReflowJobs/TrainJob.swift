@@ -52,9 +52,10 @@ public enum TrainJob: JobKind {
     public static func run(_ s: TrainSpec, job: JobExecution) throws -> JobResult.Sections {
         let threads = job.threads
         let resolve: (ArtifactRef) throws -> String = { try job.resolve($0, kind: .points, what: "data") }
+        let locate: (String) throws -> DatasetLocation = { try job.locateDataset($0, what: "data") }
         let summary = try job.trainLoop(s.training, s.loop, phase: "train") { snapshot in
-            if let snapshot { return try FlowTrainer(s.training, threads: threads, restoring: snapshot, resolve: resolve) }
-            return try FlowTrainer(s.training, threads: threads, resolve: resolve)
+            if let snapshot { return try FlowTrainer(s.training, threads: threads, restoring: snapshot, resolve: resolve, locate: locate) }
+            return try FlowTrainer(s.training, threads: threads, resolve: resolve, locate: locate)
         }
         let final = try ModelArtifact.read(path: job.directory.model)
         try job.preview(s.training, weights: final.weights(useEMA: true), points: s.loop.previewPoints)
@@ -66,8 +67,46 @@ public enum TrainJob: JobKind {
 /// point files of the model's dimension (read once here, so a mismatch is a 422, not a failed job).
 func checkDataReferences(_ t: TrainingConfig, resolver: any ArtifactResolver) throws(SpecError) {
     for (pointer, source) in [("/input/data", t.data), ("/input/source", t.source)] {
-        if case .points(let ref) = source { try checkPointFile(ref, pointSize: t.model.pointSize, pointer: pointer, resolver: resolver) }
+        switch source {
+        case .points(let ref): try checkPointFile(ref, pointSize: t.model.pointSize, pointer: pointer, resolver: resolver)
+        case .images(let ref): _ = try checkImageData(ref, shape: t.model.pointShape, pointer: pointer, resolver: resolver)
+        default: break
+        }
     }
+}
+
+/// Resolves an image dataset reference and reads its headers: a missing dataset or split and
+/// images of another shape than the model's are refused at submit (422 with `pointer`).
+/// Returns the bytes the split takes in memory when the headers tell (nil for PNG folders).
+@discardableResult
+func checkImageData(_ ref: ImageDataRef, shape: [Int], pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> Int? {
+    let location: DatasetLocation
+    do { location = try resolver.dataset(ref.dataset) } catch {
+        throw SpecError(pointer: pointer + error.pointer, message: error.message)
+    }
+    let imageShape: [Int], count: Int?, bytesPerValue: Int
+    switch location {
+    case .builtin:
+        imageShape = BuiltinImageSets.imageShape
+        count = BuiltinImageSets.counts[ref.split]
+        bytesPerValue = 1
+    case .directory(let url):
+        let summary: ImageDatasetSummary
+        do { summary = try ImageDataset.describe(directory: url) } catch {
+            throw SpecError(pointer: pointer + "/dataset", message: "dataset '\(ref.dataset)': \(error)")
+        }
+        guard let split = summary.splits.first(where: { $0.split == ref.split }) else {
+            throw SpecError(pointer: pointer + "/split", message: "dataset '\(ref.dataset)' has no \(ref.split.rawValue) split (it has \(summary.splits.map(\.split.rawValue).joined(separator: ", ")))")
+        }
+        guard let s = split.imageShape else { return nil }
+        imageShape = s
+        count = split.count
+        bytesPerValue = split.pixelType == "float32" ? 4 : 1
+    }
+    guard imageShape == shape else {
+        throw SpecError(pointer: pointer, message: "dataset '\(ref.dataset)' holds \(imageShape.map(String.init).joined(separator: "×")) images, the model's imageShape is \(shape.map(String.init).joined(separator: "×"))")
+    }
+    return count.map { min($0, ref.limit ?? $0) * imageShape.reduce(1, *) * bytesPerValue }
 }
 
 /// Resolves a point-file reference and reads it once: unreadable files and points of another
@@ -96,6 +135,10 @@ func addDataFiles(_ t: TrainingConfig, resolver: any ArtifactResolver, into e: i
     for source in [t.data, t.source] {
         if case .points(let ref) = source, let bytes = resolver.fileSize(of: ref, kind: .points) {
             e.add("point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
+        }
+        // The whole split is held (one byte per 8-bit value), plus a transient copy while loading.
+        if case .images(let ref) = source, let bytes = try? checkImageData(ref, shape: t.model.pointShape, pointer: "", resolver: resolver) {
+            e.add("image dataset split", bytes: ResourceEstimate.multiply(bytes, 2))
         }
     }
 }

@@ -411,14 +411,16 @@ struct ImageDatasetTests {
         #expect(imageError { () throws(ImageDataError) in try ImageDataset.load(directory: dir, split: .train) }?.message == "5 labels for the 6 images of images.npy")
         #expect(throws: ImageDataError.self) { try ImageDataset.describe(directory: dir) }
 
-        // PNG folders: recognised, but not wired yet.
+        // PNG folders: recognised and handed to ImageFolder (which refuses an empty class folder
+        // and a one-byte tar, naming them).
         let png = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: png) }
         try FileManager.default.createDirectory(at: png.appendingPathComponent("train/0"), withIntermediateDirectories: true)
         _ = try write([0], png, "test.tar")
         let hook = imageError { () throws(ImageDataError) in try ImageDataset.load(directory: png, split: .train) }
-        #expect(hook?.message == "PNG folders: not wired" && hook?.file == "train/")
-        #expect(imageError { () throws(ImageDataError) in try ImageDataset.load(directory: png, split: .test) }?.message == "PNG folders: not wired")
+        #expect(hook != nil && hook?.message.contains("not wired") == false)
+        let tarError = imageError { () throws(ImageDataError) in try ImageDataset.load(directory: png, split: .test) }
+        #expect(tarError != nil && tarError?.message.contains("not wired") == false)
         let dp = try ImageDataset.describe(directory: png)
         #expect(dp.format == .png && dp.splits.map(\.files) == [["train/"], ["test.tar"]] && dp.splits[0].count == nil)
 

@@ -76,7 +76,9 @@ struct TrainingConfigTests {
         let json = String(decoding: m.canonicalJSON, as: UTF8.self)
         #expect(json.contains(#""kind":"mlp""#) && json.contains(#""version":1"#))
         #expect(try JSONDecoder().decode(ModelSpec.self, from: Data(m.canonicalJSON)) == m)
-        #expect(throws: DecodingError.self) { try JSONDecoder().decode(ModelSpec.self, from: Data(#"{"kind": "unet"}"#.utf8)) }
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(ModelSpec.self, from: Data(#"{"kind": "transformer"}"#.utf8)) }
+        let unet = try JSONDecoder().decode(ModelSpec.self, from: Data(#"{"kind": "unet"}"#.utf8))
+        #expect(unet.kind == "unet" && unet.unet == UNetConfig())
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(ModelSpec.self, from: Data(#"{"kind": "mlp", "version": 2}"#.utf8)) }
         #expect(ModelSpec(VelocityMLPConfig(dimension: 2, width: 4, depth: 1)).parameterCount == (3 * 4 + 4) + (4 * 2 + 2))
     }
