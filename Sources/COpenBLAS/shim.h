@@ -13,3 +13,14 @@ static inline void reflowd_spin_hint(void) {
     __asm__ __volatile__("yield");
 #endif
 }
+
+// glibc allocator tuning for ReflowEngine's Memory.keepFreedBuffers() (Swift's Glibc module does
+// not export malloc.h). Returns 1 when both settings were accepted.
+#include <malloc.h>
+static inline int reflowd_keep_freed_buffers(int mmap_threshold, int trim_threshold) {
+#if defined(__GLIBC__)
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
+#else
+    return 0;
+#endif
+}

@@ -49,6 +49,16 @@ public struct Conv2DShape: Sendable, Equatable {
 public enum Conv2D {
     /// Unfolds one image x: [C, H, W] into cols: [K, P]; row (c, i, j) holds
     /// x[c, oh·stride − padding + i, ow·stride − padding + j] (0 outside the image).
+    /// The output columns xo ∈ [lo, hi) whose input column xo·stride − padding + j lies in [0, width).
+    @inline(__always)
+    static func validRange(_ j: Int, _ s: Conv2DShape, width w: Int, outWidth ow: Int) -> (Int, Int) {
+        let off = s.padding - j                      // ix = xo·stride − off
+        let lo = off <= 0 ? 0 : (off + s.stride - 1) / s.stride
+        let last = w - 1 + off                       // ix ≤ w − 1  ⇔  xo·stride ≤ last
+        let hi = last < 0 ? 0 : last / s.stride + 1
+        return (min(lo, ow), max(min(hi, ow), min(lo, ow)))
+    }
+
     public static func im2col(_ x: UnsafePointer<Float>, _ s: Conv2DShape, into cols: UnsafeMutablePointer<Float>) {
         let (h, w, oh, ow) = (s.height, s.width, s.outHeight, s.outWidth)
         var row = 0
@@ -64,10 +74,17 @@ public enum Conv2D {
                             dst.update(repeating: 0, count: ow)
                             continue
                         }
-                        let src = plane + iy * w
-                        for xo in 0..<ow {
-                            let ix = xo * s.stride - s.padding + j
-                            dst[xo] = ix >= 0 && ix < w ? src[ix] : 0
+                        // Valid outputs xo ∈ [lo, hi): 0 ≤ xo·stride − padding + j < w. Zero the
+                        // borders, copy the interior without per-element bounds checks.
+                        let (lo, hi) = validRange(j, s, width: w, outWidth: ow)
+                        let src = plane + iy * w - s.padding + j
+                        if lo > 0 { dst.update(repeating: 0, count: lo) }
+                        if hi < ow { (dst + hi).update(repeating: 0, count: ow - hi) }
+                        if s.stride == 1 {
+                            if hi > lo { (dst + lo).update(from: src + lo, count: hi - lo) }
+                        } else {
+                            var xo = lo
+                            while xo < hi { dst[xo] = src[xo * s.stride]; xo += 1 }
                         }
                     }
                     row += 1
@@ -88,10 +105,15 @@ public enum Conv2D {
                     for y in 0..<oh {
                         let iy = y * s.stride - s.padding + i
                         if iy < 0 || iy >= h { continue }
-                        let dst = plane + iy * w
-                        for xo in 0..<ow {
-                            let ix = xo * s.stride - s.padding + j
-                            if ix >= 0 && ix < w { dst[ix] += src[y * ow + xo] }
+                        let (lo, hi) = validRange(j, s, width: w, outWidth: ow)
+                        let dst = plane + iy * w - s.padding + j
+                        let from = src + y * ow
+                        if s.stride == 1 {
+                            var xo = lo
+                            while xo < hi { dst[xo] += from[xo]; xo += 1 }
+                        } else {
+                            var xo = lo
+                            while xo < hi { dst[xo * s.stride] += from[xo]; xo += 1 }
                         }
                     }
                     row += 1

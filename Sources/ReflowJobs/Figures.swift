@@ -1,5 +1,6 @@
 import ReflowEngine
 import ReflowCodec
+import ReflowFlow
 
 /// The PNG pictures jobs render (reflowd draws them itself with ``Canvas``; no plotting library).
 enum Figures {
@@ -13,6 +14,20 @@ enum Figures {
         let p = mags.isEmpty ? 2 : mags[min(mags.count - 1, Int(Double(mags.count) * 0.995))]
         let m = max(2, p * 1.1)
         return (-m, m, -m, m)
+    }
+
+    /// The first `count` rows of `images` ([n, C·H·W] in [−1, 1], NCHW) tiled `columns` wide,
+    /// 2-pixel gray padding, each pixel `upscale`² pixels, `text` in tEXt chunks (the job's
+    /// parameters, so a grid found on disk says how it was made).
+    static func imageGrid(_ images: Tensor, shape: [Int], count: Int = 64, columns: Int = 8, upscale: Int = 2,
+                          text: [(String, String)] = []) throws -> [UInt8] {
+        let per = shape.reduce(1, *)
+        let n = min(count, images.count / max(1, per))
+        let tiles: [[UInt8]] = (0..<n).map { i in
+            images.data[(i * per)..<((i + 1) * per)].map(ImageSet.byte(fromUnit:))
+        }
+        return try PNG.encodeGrid(images: tiles, channels: shape[0], height: shape[1], width: shape[2],
+                                  columns: columns, padding: 2, upscale: upscale, background: 128, text: text)
     }
 
     /// Samples (blue) over reference points (gray).

@@ -366,6 +366,17 @@ public struct JobExecution: Sendable {
     /// `samples.png`: Euler samples (`steps`: 100, or k for a k-step student) of the trained
     /// model over its data (2-D points only: a scatter plot needs two coordinates).
     public func preview(_ training: TrainingConfig, weights: [String: Tensor], points: Int, steps: Int = 100) throws {
+        if points > 0, training.model.pointShape.count == 3 {
+            // Image models: an 8×8 grid of Euler samples from a fixed noise seed.
+            let n = min(points, 64)
+            let d = training.model.pointSize
+            let z = JobExecution.draw(try sampler(training.source, pointSize: d, what: "source"), n: n, seed: 424_242).x
+            let x = try solve(training.model, weights, z, .euler(steps: steps), blockRows: max(1, (n + threads - 1) / threads)).x
+            let text = [("reflowd.job", kindName), ("reflowd.solver", "euler \(steps)"), ("reflowd.noise_seed", "424242"),
+                        ("reflowd.model", training.model.description)]
+            try write(Figures.imageGrid(x, shape: training.model.pointShape, text: text), "samples.png")
+            return
+        }
         guard points > 0, training.model.pointSize == 2 else { return }
         let d = training.model.pointSize
         let z = JobExecution.draw(try sampler(training.source, pointSize: d, what: "source"), n: points, seed: 424_242).x
@@ -373,6 +384,16 @@ public struct JobExecution: Sendable {
         var rng = Random(seed: 424_243)
         let reference = try sampler(training.data, pointSize: d, what: "data").sample(points, rng: &rng)
         try write(Figures.scatter(x, reference: reference), "samples.png")
+    }
+
+    /// Rows per solver block for `n` points of `model`: 1024 for small points (GEMM-friendly
+    /// blocks), and for images an equal share per compute thread, at most 256 images (a conv
+    /// network's activations grow with the block, and a 64-image sample should use every thread).
+    public func blockRows(_ model: ModelSpec, n: Int) -> Int { Self.blockRows(model, n: n, threads: threads) }
+
+    public static func blockRows(_ model: ModelSpec, n: Int, threads: Int) -> Int {
+        guard model.pointShape.count == 3 else { return 1024 }
+        return max(1, min(256, (n + threads - 1) / max(1, threads)))
     }
 
     /// Per-coordinate mean and standard deviation of x: [n, D].

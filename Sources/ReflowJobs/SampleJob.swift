@@ -23,7 +23,8 @@ public struct SampleSpec: JobInput {
             { Validation.member("/model", model) },
             { Validation.range("/n", n, 1, SampleSpec.maxPoints) },
             { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } },
-            { Validation.range("/trajectories", trajectories, 0, min(n, 5000)) })
+            // At most n are drawn (the default 300 with n = 64 draws 64).
+            { Validation.range("/trajectories", trajectories, 0, 5000) })
     }
 }
 
@@ -34,7 +35,7 @@ public enum SampleJob: JobKind {
     public static let outputs = [
         JobOutput("samples.npy", "the samples, [n, D] float32 (format npy)"),
         JobOutput("samples.csv", "the samples as CSV (format csv)"),
-        JobOutput("samples.png", "scatter of the samples over the model's data (2-D models)"),
+        JobOutput("samples.png", "scatter of the samples over the model's data (2-D models); an 8×8 grid of the first 64 samples (image models)"),
         JobOutput("trajectories.png", "ODE trajectories of the first points (2-D models)"),
     ]
 
@@ -45,8 +46,8 @@ public enum SampleJob: JobKind {
 
     public static func estimate(_ s: SampleSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
-        return pointsEstimate(m, n: s.n, copies: 4, solver: s.solver, blockRows: 1024, threads: threads,
-                              trajectoryRows: m.pointSize == 2 ? s.trajectories : 0)
+        return pointsEstimate(m, n: s.n, copies: 4, solver: s.solver, blockRows: JobExecution.blockRows(m, n: s.n, threads: threads), threads: threads,
+                              trajectoryRows: m.pointSize == 2 ? min(s.trajectories, s.n) : 0)
     }
 
     public static func run(_ s: SampleSpec, job: JobExecution) throws -> JobResult.Sections {
@@ -56,21 +57,27 @@ public enum SampleJob: JobKind {
         let z = JobExecution.draw(try job.sampler(m.training.source, pointSize: d, what: "model source"), n: s.n, seed: s.seed).x
         job.progress("sample", 0, s.n)
         let start = monotonicSeconds()
-        let sol = try job.solve(m.model, weights, z, s.solver)
+        let sol = try job.solve(m.model, weights, z, s.solver, blockRows: job.blockRows(m.model, n: s.n))
         let seconds = monotonicSeconds() - start
         _ = try job.points(sol.x, format: s.format, base: "samples")
         if d == 2 {
             var rng = Random(seed: s.seed &+ 1)
             let reference = try job.sampler(m.training.data, pointSize: d, what: "model data").sample(min(s.n, 4000), rng: &rng)
             try job.write(Figures.scatter(sol.x, reference: reference), "samples.png")
-            if s.trajectories > 0 {
+            let drawn = min(s.trajectories, s.n)
+            if drawn > 0 {
                 try job.checkStop()
-                let start = Tensor(shape: [s.trajectories, d], data: Array(z.data.prefix(d * s.trajectories)))
+                let start = Tensor(shape: [drawn, d], data: Array(z.data.prefix(d * drawn)))
                 // One block, so rk45 records one common time grid for all drawn trajectories.
-                let t = try job.solve(m.model, weights, start, s.solver, blockRows: s.trajectories, trajectory: true)
+                let t = try job.solve(m.model, weights, start, s.solver, blockRows: drawn, trajectory: true)
                 let picture = try Figures.trajectories((t.trajectory ?? []).map(\.x), reference: reference)
                 if !picture.isEmpty { try job.write(picture, "trajectories.png") }
             }
+        }
+        if m.model.pointShape.count == 3 {
+            let text = [("reflowd.job", "sample"), ("reflowd.solver", s.solver.name), ("reflowd.seed", String(s.seed)),
+                        ("reflowd.model", m.model.description)]
+            try job.write(Figures.imageGrid(sol.x, shape: m.model.pointShape, text: text), "samples.png")
         }
         let (mean, std) = JobExecution.moments(sol.x)
         job.progress("sample", s.n, s.n)

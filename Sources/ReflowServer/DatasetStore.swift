@@ -1,4 +1,5 @@
 import ReflowStore
+public import ReflowFlow
 public import Foundation
 import Synchronization
 import Glibc
@@ -39,13 +40,7 @@ public struct DatasetSummary: Codable, Sendable, Equatable {
 /// off the connection queues. The server wires it to the image loaders of ReflowFlow.
 public typealias DatasetValidator = @Sendable (URL) throws -> DatasetSummary
 
-/// Where a job finds a dataset (``DatasetStore/resolve(_:)``).
-public enum DatasetLocation: Sendable, Equatable {
-    /// A built-in generator, by its name without the `builtin:` prefix (`shapes`).
-    case builtin(String)
-    /// A directory holding the dataset's files (uploaded, or mapped by the config file).
-    case directory(URL)
-}
+// Where a job finds a dataset (``DatasetStore/resolve(_:)``) is ReflowFlow's ``DatasetLocation``.
 
 /// Where a dataset comes from.
 public enum DatasetSource: String, Codable, Sendable {
@@ -146,7 +141,33 @@ public final class DatasetStore: Sendable {
 
     /// Built-in names start with this; it can never begin a stored name (`:` is not allowed).
     public static let builtinPrefix = "builtin:"
-    public static let defaultBuiltins = [Builtin(name: "shapes"), Builtin(name: "strokes")]
+    /// The built-in image sets of ``BuiltinImageSets``, with their split sizes.
+    public static let defaultBuiltins: [Builtin] = BuiltinImageSets.names.map { name in
+        let classes: Int? = name == "shapes" ? BuiltinImages.classNames.count : nil
+        let shape = BuiltinImageSets.imageShape
+        var splits = [String: DatasetSummary.Split]()
+        for (split, count) in BuiltinImageSets.counts {
+            splits[split.rawValue] = .init(count: count, channels: shape[0], height: shape[1], width: shape[2], classes: classes)
+        }
+        return Builtin(name: name, summary: DatasetSummary(format: "builtin", splits: splits))
+    }
+
+    /// The validator of image datasets: reads the headers of every split (``ImageDataset/describe(directory:limits:)``)
+    /// and decodes the splits whose headers do not give a count (PNG folders and tars), so a
+    /// dataset that validates also loads.
+    public static let imageValidator: DatasetValidator = { url in
+        let d = try ImageDataset.describe(directory: url)
+        var splits = [String: DatasetSummary.Split]()
+        for s in d.splits {
+            if let count = s.count, let shape = s.imageShape, shape.count == 3 {
+                splits[s.split.rawValue] = .init(count: count, channels: shape[0], height: shape[1], width: shape[2], classes: s.classCount)
+            } else {
+                let set = try ImageDataset.load(directory: url, split: s.split)
+                splits[s.split.rawValue] = .init(count: set.count, channels: set.channels, height: set.height, width: set.width, classes: set.classCount)
+            }
+        }
+        return DatasetSummary(format: d.format.rawValue, splits: splits)
+    }
     /// Stored and configured dataset names.
     public static let namePattern = "^[a-z0-9][a-z0-9._-]{0,63}$"
     /// Names of files uploaded one at a time (`PUT /v1/datasets/{name}/files/{file}`).

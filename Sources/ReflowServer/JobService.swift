@@ -29,6 +29,8 @@ public struct JobSettings: Sendable {
     public var reserveBytes = 1 << 20
     /// Peak memory one job may plan to use; a submission whose estimate exceeds it gets 422.
     public var memoryBudgetBytes = Int.max
+    /// Named image datasets (uploads, the config's map, built-ins); nil knows only the built-ins.
+    public var datasets: DatasetStore? = nil
 
     public init(dataDir: String) { self.dataDir = dataDir }
 
@@ -300,6 +302,17 @@ public final class JobService: Sendable {
     // MARK: queries
 
     public func record(_ id: String) -> JobRecord? { state.withLock { $0.scheduler.record(id) } }
+
+    /// Whether a queued or running job's input names the dataset `name` (`"dataset": name`), so
+    /// the dataset store refuses to replace or delete it under the job.
+    public func usesDataset(_ name: String) -> Bool {
+        let needle = "\"dataset\":\"\(name)\""
+        let active = list(states: [.queued, .running, .canceling], types: nil, limit: Int.max, after: nil).items
+        return active.contains { r in
+            guard let input = r.input, let data = try? JSONEncoder().encode(input) else { return false }
+            return String(decoding: data, as: UTF8.self).contains(needle)
+        }
+    }
 
     /// Jobs newest first, filtered, after the cursor (an id), at most `limit`.
     public func list(states: Set<JobState>?, types: Set<String>?, limit: Int, after cursor: String?) -> (items: [JobRecord], next: String?) {
@@ -703,6 +716,13 @@ public struct ServerStartError: Error, CustomStringConvertible {
 /// (no user string ever becomes a path: RELIABILITY.md S1).
 struct ServerResolver: ArtifactResolver {
     let service: JobService
+
+    func dataset(_ name: String) throws(SpecError) -> DatasetLocation {
+        guard let store = service.settings.datasets else {
+            do { return try BuiltinImageSets.locate(name) } catch { throw SpecError(pointer: "/dataset", message: "\(error)") }
+        }
+        do { return try store.resolve(name) } catch { throw SpecError(pointer: "/dataset", message: error.message) }
+    }
 
     func path(for ref: ArtifactRef, kind: ArtifactKind) throws(SpecError) -> String {
         switch ref {

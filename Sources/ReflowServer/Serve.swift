@@ -88,6 +88,18 @@ public enum Serve {
         settings.computeNice = Int32(config.computeNice)
         settings.minFreeBytes = config.minFreeBytes
         settings.memoryBudgetBytes = config.memoryBudgetBytes ?? MemoryBudget.defaultBytes(workers: config.workers)
+        // The dataset store exists before the job service (jobs resolve dataset names through
+        // it); it asks the service, once running, whether a job still uses a dataset.
+        let jobsBox = Mutex<JobService?>(nil)
+        do {
+            settings.datasets = try DatasetStore(config: config, storage: StorageGuard(dataDir: config.dataDir, minFreeBytes: config.minFreeBytes, reserveBytes: settings.reserveBytes),
+                                                 validator: DatasetStore.imageValidator,
+                                                 isInUse: { name in jobsBox.withLock { $0?.usesDataset(name) ?? true } })
+        } catch {
+            log("cannot open the dataset store in \(config.dataDir)/datasets: \(error)")
+            _exit(1)
+        }
+        for w in settings.datasets?.warnings ?? [] { log("warning: \(w)") }
         let jobs: JobService
         do { jobs = try JobService(settings: settings) } catch {
             // An unreadable store stops the server loudly (RELIABILITY.md D7).
@@ -95,7 +107,11 @@ public enum Serve {
             _exit(1)
         }
         let serverBox = Mutex<HTTPServer?>(nil)
-        let api = API(jobs: jobs, token: token, openConnections: { serverBox.withLock { $0?.openConnections ?? 0 } })
+        jobsBox.withLock { $0 = jobs }
+        let api = API(jobs: jobs, token: token, datasets: settings.datasets,
+                      openConnections: { serverBox.withLock { $0?.openConnections ?? 0 } })
+        // Dataset uploads stream to disk instead of being buffered (DatasetRoutes).
+        httpConfig.bodyPolicy = api.bodyPolicy
         // Authentication from the head: an unauthenticated request is answered 401 and closed
         // before its body is read (a large upload without a token costs nothing).
         httpConfig.headGate = api.headGate

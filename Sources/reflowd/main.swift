@@ -10,6 +10,7 @@ usage: reflowd serve [--config FILE --host H --port P --data-dir DIR --workers N
        reflowd bench toy [--threads N --width W --depth D --batch B --steps S --warmup W ...]
        reflowd bench toy-quality [--threads N --train-steps S --reflow-pairs P --reflow-steps S ...]
        reflowd bench pairs [--threads N --pairs 50000 --steps 100 --reps 3]
+       reflowd bench image [--threads N --batch 64 --ch 32,64 --nb 2 --steps 20 --sample-batch 64 --sample-steps 1]
        reflowd bench gemm [--threads N --m M --n N --k K --op NT]
        reflowd bench kernels [--count N]
        reflowd demo [--out DIR --steps N --threads N --config FILE --resume]
@@ -26,6 +27,9 @@ func fail(_ message: String, code: Int32 = 2) -> Never {
 
 let args = Array(CommandLine.arguments.dropFirst())
 
+// Freed activation buffers stay in the heap (see Memory.keepFreedBuffers).
+Memory.keepFreedBuffers()
+
 // OpenBLAS chose its kernels before main ran. If it chose kernels below what the CPU can run
 // (Debian 12's 0.3.21 falls back to Prescott/SSE3 on cores it does not know), this re-executes
 // the process with OPENBLAS_CORETYPE set and does not return. Every command that computes
@@ -40,14 +44,15 @@ if !["blas-core", "help", "--help", "-h"].contains(args.first ?? "help") {
 do {
     switch args.first {
     case "bench":
-        guard args.count >= 2 else { fail("bench needs a name: toy, toy-quality, pairs, gemm or kernels\n" + usage) }
+        guard args.count >= 2 else { fail("bench needs a name: toy, toy-quality, pairs, image, gemm or kernels\n" + usage) }
         switch args[1] {
         case "toy": print(try ToyBenchmark.run(Array(args.dropFirst(2))))
         case "gemm": print(try KernelBenchmark.gemm(Array(args.dropFirst(2))))
         case "kernels": print(try KernelBenchmark.kernels(Array(args.dropFirst(2))))
         case "toy-quality": print(try QualityBenchmark.run(Array(args.dropFirst(2))))
         case "pairs": print(try PairsBenchmark.run(Array(args.dropFirst(2))))
-        default: fail("unknown benchmark '\(args[1])'; available: toy, toy-quality, pairs, gemm, kernels")
+        case "image": print(try ImageBenchmark.run(Array(args.dropFirst(2))))
+        default: fail("unknown benchmark '\(args[1])'; available: toy, toy-quality, pairs, image, gemm, kernels")
         }
     case "demo":
         print(try Demo.run(Array(args.dropFirst())) { message in

@@ -8,7 +8,7 @@ SCALE=${2:-full}
 BIN=${REFLOWD:-.build/release/reflowd}
 DATA=${FMNIST:-/usr/share/datasets/fashion-mnist}
 THREADS=${THREADS:-2}
-if [ "$SCALE" = tiny ]; then S1=10; P=64; S2=10; S3=10; else S1=6000; P=10000; S2=4000; S3=3000; fi
+if [ "$SCALE" = tiny ]; then S1=10; P=64; S2=10; S3=10; else S1=6000; P=5000; S2=2500; S3=2000; fi
 MODEL='{"kind":"unet","channels":[16,32],"blocksPerLevel":1,"groups":8}'
 mkdir -p "$OUT"
 cat > "$OUT/rf1.json" <<JSON
@@ -17,12 +17,12 @@ cat > "$OUT/rf1.json" <<JSON
  "steps":$S1,"logEvery":100,"checkpointEvery":1000}}
 JSON
 cat > "$OUT/rf2.json" <<JSON
-{"type":"reflow","input":{"teacher":{"job":"rf1"},"pairs":$P,"solver":{"kind":"euler","steps":50},"noiseSeed":11,
+{"type":"reflow","input":{"teacher":{"job":"rf1"},"pairs":$P,"solver":{"kind":"euler","steps":25},"noiseSeed":11,
  "batchSize":64,"learningRate":2e-4,"gradClipNorm":1,"emaDecay":0.999,"seed":2,
  "steps":$S2,"logEvery":100,"checkpointEvery":1000}}
 JSON
 cat > "$OUT/distill.json" <<JSON
-{"type":"distill","input":{"teacher":{"job":"rf2"},"k":1,"pairs":$P,"solver":{"kind":"euler","steps":50},"noiseSeed":12,
+{"type":"distill","input":{"teacher":{"job":"rf2"},"k":1,"pairs":$P,"solver":{"kind":"euler","steps":25},"noiseSeed":12,
  "batchSize":64,"learningRate":2e-4,"gradClipNorm":1,"emaDecay":0.999,"seed":3,
  "steps":$S3,"logEvery":100,"checkpointEvery":1000}}
 JSON
