@@ -219,8 +219,9 @@ public struct DataSampler: Sendable {
         }
     }
 
-    /// n draws as an `[n] + pointShape` tensor.
+    /// n draws as rows of an `[n, pointSize]` tensor (images flattened NCHW, as the solvers and
+    /// the trainer take them).
     public func sample(_ n: Int, rng: inout Random) -> Tensor {
-        Tensor(shape: [n] + pointShape) { sample(into: $0, rng: &rng) }
+        Tensor(shape: [n, pointSize]) { sample(into: $0, rng: &rng) }
     }
 }

@@ -43,6 +43,32 @@ final class UNetResBlock: Module {
     }
 }
 
+/// Self-attention over the positions of a feature map (DDPM's AttnBlock): GroupNorm, a 1×1
+/// conv to q, k, v (`qkv`, C → 3C), multi-head softmax(qᵀk/√d)·v, a 1×1 output conv (`proj`),
+/// plus the input. Names: `norm`, `qkv`, `proj` under ``UNetConfig/attentionName(_:)``.
+final class UNetAttentionBlock: Module {
+    let norm: GroupNorm, qkv: Conv2d, proj: Conv2d
+    let heads: Int
+
+    init(channels c: Int, groups: Int, heads: Int, rng: inout Random) {
+        norm = GroupNorm(groups: groups, channels: c)
+        qkv = Conv2d(c, 3 * c, kernel: 1, rng: &rng)
+        proj = Conv2d(c, c, kernel: 1, rng: &rng)
+        self.heads = heads
+    }
+
+    func namedParameters() -> [(name: String, parameter: Parameter)] {
+        prefixed("norm", norm.namedParameters()) + prefixed("qkv", qkv.namedParameters()) + prefixed("proj", proj.namedParameters())
+    }
+
+    /// x: [N, C, H, W] → [N, C, H, W]
+    func callAsFunction(_ x: Var) -> Var {
+        let g = x.graph
+        let a = g.attention(qkv(norm(x)), heads: heads)   // [N, C, H, W]
+        return g.binary(.add, proj(a), x)
+    }
+}
+
 /// A U-Net velocity field (see ``UNetConfig`` for the architecture and names).
 public final class UNet: VelocityNetwork {
     public let config: UNetConfig
@@ -50,6 +76,8 @@ public final class UNet: VelocityNetwork {
     let labelEmbedding: Parameter?
     let stem: Conv2d
     let blocks: [(name: String, block: UNetResBlock)]
+    /// The attention block after each ResBlock of an attention level (nil elsewhere), by block index.
+    let attentions: [UNetAttentionBlock?]
     let pools: [Conv2d]      // level l → l + 1
     let upconvs: [Conv2d]    // level l → l − 1 (index l − 1)
     let onorm: GroupNorm, out: Conv2d
@@ -66,6 +94,7 @@ public final class UNet: VelocityNetwork {
         labelEmbedding = config.classes.map { Parameter(rng.normal([$0 + 1, e])) }
         stem = Conv2d(cIn, c[0], kernel: 3, padding: 1, rng: &rng)
         var bs = [(name: String, block: UNetResBlock)]()
+        var ats = [UNetAttentionBlock?]()
         var ps = [Conv2d](), us = [Conv2d]()
         // Creation order follows rf_torch.py's __init__ (down1, pool, down2, mid, up2, upconv, up1)
         // so that a seed gives the same initial weights layer by layer.
@@ -76,6 +105,8 @@ public final class UNet: VelocityNetwork {
                 let b = plan[next]
                 bs.append((b.name, UNetResBlock(cin: b.cin, cout: b.cout, embedding: e, groups: config.groups,
                                                 activation: config.activation, rng: &rng)))
+                ats.append(b.attention ? UNetAttentionBlock(channels: b.cout, groups: config.groups,
+                                                            heads: config.attentionHeads, rng: &rng) : nil)
                 next += 1
             }
         }
@@ -92,6 +123,7 @@ public final class UNet: VelocityNetwork {
         // rf_torch.py creates `upconv` before `up1`: the order above matches for two levels.
         for l in 1..<max(1, config.levels) { us.append(ucs[l]!) }
         blocks = bs
+        attentions = ats
         pools = ps
         upconvs = us
         onorm = GroupNorm(groups: config.groups, channels: c[0])
@@ -119,7 +151,10 @@ public final class UNet: VelocityNetwork {
         var p = prefixed("temb.0", tembIn.namedParameters()) + prefixed("temb.2", tembOut.namedParameters())
         if let labelEmbedding { p.append(("labelEmbedding.weight", labelEmbedding)) }
         p += prefixed("stem", stem.namedParameters())
-        for (name, b) in blocks { p += prefixed(name, b.namedParameters()) }
+        for (i, (name, b)) in blocks.enumerated() {
+            p += prefixed(name, b.namedParameters())
+            if let at = attentions[i] { p += prefixed(UNetConfig.attentionName(name), at.namedParameters()) }
+        }
         for (l, pool) in pools.enumerated() { p += prefixed(UNetConfig.poolName(l), pool.namedParameters()) }
         for (i, u) in upconvs.enumerated() { p += prefixed(UNetConfig.upconvName(i + 1), u.namedParameters()) }
         p += prefixed("onorm", onorm.namedParameters()) + prefixed("out", out.namedParameters())
@@ -166,6 +201,7 @@ public final class UNet: VelocityNetwork {
         func run(_ count: Int) {
             for _ in 0..<count {
                 h = blocks[bi].block(h, emb, dropout: config.dropout, seed: dropoutSeed &+ UInt64(bi) &* 0x9E37_79B9)
+                if let at = attentions[bi] { h = at(h) }
                 bi += 1
             }
         }

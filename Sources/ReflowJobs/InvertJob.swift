@@ -100,7 +100,7 @@ public enum InvertJob: JobKind {
         JobOutput("latents.csv", "the inverted points as CSV (format csv)"),
         JobOutput("reconstruction.npy", "forward(backward(x)) (with reconstruct, format npy)"),
         JobOutput("reconstruction.csv", "forward(backward(x)) as CSV (with reconstruct, format csv)"),
-        JobOutput("inversion.png", "latent ↔ data pairs (2-D models)"),
+        JobOutput("inversion.png", "latent ↔ data pairs (2-D models); rows of images, their latents and reconstructions (image models)"),
     ]
 
     /// Fills `points` with the model's data and checks files and the points' dimension.
@@ -133,7 +133,7 @@ public enum InvertJob: JobKind {
         if case .path(let p) = s.points, let bytes = resolver.fileSize(of: .path(p), kind: .points) {
             n = bytes / 2 / max(1, m.pointSize) + 1   // at most one float per 2 bytes ("1,2\n" in CSV)
         }
-        var e = pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: 1024, threads: threads, trajectoryRows: 0)
+        var e = pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: JobExecution.blockRows(m, n: n, threads: threads), threads: threads, trajectoryRows: 0)
         e.add("sliced-W2 directions and projections", floats: ResourceEstimate.add(ResourceEstimate.multiply(n, 4), ResourceEstimate.multiply(256, m.pointSize)), 2)
         if case .distribution(.points(let ref), _, _)? = s.points, let bytes = resolver.fileSize(of: ref, kind: .points) {
             e.add("point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
@@ -162,13 +162,14 @@ public enum InvertJob: JobKind {
         let n = x.shape[0]
         job.progress("invert", 0, n)
         let start = monotonicSeconds()
-        let back = try job.solve(m.model, weights, x, s.solver, direction: .backward)
+        let back = try job.solve(m.model, weights, x, s.solver, direction: .backward, blockRows: job.blockRows(m.model, n: x.shape[0]))
         let seconds = monotonicSeconds() - start
         _ = try job.points(back.x, format: s.format, base: "latents")
         var meanErr: Double?, maxErr: Double?
+        var reconstruction: Tensor?
         if s.reconstruct {
             try job.checkStop()
-            let again = try job.solve(m.model, weights, back.x, s.solver).x
+            let again = try job.solve(m.model, weights, back.x, s.solver, blockRows: job.blockRows(m.model, n: x.shape[0])).x
             var sum = 0.0, worst = 0.0
             for r in 0..<n {
                 var sq = 0.0
@@ -180,6 +181,7 @@ public enum InvertJob: JobKind {
             meanErr = sum / Double(n)
             maxErr = worst
             _ = try job.points(again, format: s.format, base: "reconstruction")
+            reconstruction = again
         }
         var rng = Random(seed: 99)
         let g1 = rng.normal([n, d]), g2 = rng.normal([n, d])
@@ -190,6 +192,25 @@ public enum InvertJob: JobKind {
             gaussianFloorSWD: try Metrics.slicedWasserstein2(a: g2, b: g1, projections: 256, seed: 7),
             reconstructionMeanError: meanErr, reconstructionMaxError: maxErr)
         if d == 2 { try job.write(Figures.coupling(z0: back.x, z1: x, count: min(n, 300)), "inversion.png") }
+        if m.model.pointShape.count == 3 {
+            // Rows of 8: the images, their latents (clamped to [−1, 1] for display), and the
+            // reconstructions when computed; up to 8 such bands.
+            let shape = m.model.pointShape, per = d, cols = 8
+            var rows = [Float]()
+            var tiles = 0
+            for band in stride(from: 0, to: min(n, 64), by: cols) {
+                let hi = min(n, band + cols)
+                for t in [x, back.x] + (reconstruction.map { [$0] } ?? []) {
+                    rows.append(contentsOf: t.data[(band * per)..<(hi * per)])
+                    rows.append(contentsOf: [Float](repeating: 0, count: (cols - (hi - band)) * per))
+                    tiles += cols
+                }
+            }
+            let text = [("reflowd.job", "invert"), ("reflowd.solver", s.solver.name),
+                        ("reflowd.rows", reconstruction == nil ? "data, latent" : "data, latent, reconstruction")]
+            try job.write(Figures.imageGrid(Tensor(shape: [tiles, per], data: rows), shape: shape, count: tiles, columns: cols, text: text),
+                          "inversion.png")
+        }
         job.progress("invert", n, n)
         return ["invert": try ResultValue(encoding: summary)]
     }

@@ -104,7 +104,8 @@ enum StudentTraining {
         // z0 and z1, the generation buffer, and the file's bytes while it is written or read.
         e.add("pairs (z0, z1, generation buffer, file bytes)", floats: s.student.pairs, d, 6)
         // Each solver worker: one block's activations and up to 8 Dormand–Prince stages.
-        e.add("teacher solver blocks", floats: threads, s.student.blockRows, m.config.activationFloatsPerRow + 8 * d)
+        let rows = m.pointShape.count == 3 ? min(s.student.blockRows, 64) : s.student.blockRows
+        e.add("teacher solver blocks", floats: threads, rows, m.config.activationFloatsPerRow + 8 * d)
         addDataFiles(s.training, resolver: resolver, into: &e)
         return e
     }
@@ -156,9 +157,13 @@ enum StudentTraining {
             return (p.z0, p.z1, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
         }
         let own = job.directory.pairs
+        // Image models solve at most 64 images per block: a conv network runs image by image, so
+        // bigger blocks gain nothing and a few hundred pairs would otherwise be one block on one
+        // thread. (Not tied to the thread count, so the recorded setting survives a restart.)
+        let blockRows = teacher.model.pointShape.count == 3 ? min(st.blockRows, 64) : st.blockRows
         var meta = ["reflowd.teacher_sha256": teacher.digest, "reflowd.solver": solverJSON,
                     "reflowd.noise_seed": String(st.noiseSeed), "reflowd.use_ema": String(st.useEMA),
-                    "reflowd.block_rows": String(st.blockRows)]
+                    "reflowd.block_rows": String(blockRows)]
         if FileManager.default.fileExists(atPath: own) {
             let p = try PairStore.read(path: own)
             let same = meta.allSatisfy { p.metadata[$0.key] == $0.value } && p.z0.shape[0] == st.pairs
@@ -171,7 +176,7 @@ enum StudentTraining {
         let (z0, noise) = JobExecution.draw(source, n: st.pairs, seed: st.noiseSeed)
         var z1 = [Float]()
         z1.reserveCapacity(z0.count)
-        let chunk = st.blockRows * max(1, 8192 / st.blockRows)
+        let chunk = blockRows * max(1, 8192 / blockRows)
         var nfeSum = 0.0
         let start = monotonicSeconds()
         var row = 0
@@ -180,7 +185,7 @@ enum StudentTraining {
             try job.checkStop()
             let hi = min(st.pairs, row + chunk)
             let x = Tensor(shape: [hi - row, d], data: Array(z0.data[(row * d)..<(hi * d)]))
-            let sol = try job.solve(teacher.model, weights, x, st.solver, blockRows: st.blockRows)
+            let sol = try job.solve(teacher.model, weights, x, st.solver, blockRows: blockRows)
             z1.append(contentsOf: sol.x.data)
             nfeSum += sol.nfeMean * Double(hi - row)
             row = hi

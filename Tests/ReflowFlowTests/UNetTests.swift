@@ -12,6 +12,7 @@ struct UNetTests {
         UNetConfig(channels: [8, 16], blocksPerLevel: 1, groups: 4),
         UNetConfig(imageShape: [3, 16, 16], channels: [8, 16, 16], blocksPerLevel: 2, groups: 2, classes: 10),
         UNetConfig(imageShape: [1, 8, 8], channels: [4], blocksPerLevel: 1, groups: 2, activation: .relu),
+        UNetConfig(channels: [8, 16], blocksPerLevel: 1, groups: 4, attentionResolutions: [14], attentionHeads: 2),
     ]
 
     @Test("parameter count formula equals the built network's", arguments: configs)
@@ -55,6 +56,28 @@ struct UNetTests {
         let net = UNet(c, rng: &rng)
         let x = randn([2, 1, 8, 8], seed: 4), e = randn([2, c.embedding], seed: 5)
         let watched = [net.blocks[0].block.c1.weight, net.onorm.weight, net.pools[0].weight, net.upconvs[0].bias!]
+        let r = gradCheck(inputs: [x, e], parameters: watched, options: GradCheckOptions(eps: 5e-3, atol: 2e-2, rtol: 2e-2)) { _, v in
+            net.forward(v[0], v[1])
+        }
+        #expect(r.passed, "\(r)")
+    }
+
+    @Test("attention blocks follow each ResBlock of an attention level, with DDPM names, and pass a gradient check")
+    func attentionBlocks() {
+        let c = UNetConfig(imageShape: [1, 8, 8], channels: [4, 8], blocksPerLevel: 1, groups: 2, attentionResolutions: [4], attentionHeads: 2)
+        var rng = Random(seed: 6)
+        let net = UNet(c, rng: &rng)
+        let names = Set(net.namedParameters().map(\.name))
+        // Level 2 (4×4) holds down2.0, mid.0, mid.1 and up2.0: each gets norm, qkv and proj.
+        for block in ["down2_attn.0", "mid_attn.0", "mid_attn.1", "up2_attn.0"] {
+            for p in ["norm.weight", "norm.bias", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias"] {
+                #expect(names.contains(block + "." + p), "missing \(block).\(p)")
+            }
+        }
+        #expect(!names.contains { $0.hasPrefix("down1_attn") })
+        #expect(net.namedParameters().reduce(0) { $0 + $1.parameter.value.count } == c.parameterCount)
+        let x = randn([2, 1, 8, 8], seed: 7), e = randn([2, c.embedding], seed: 8)
+        let watched = [net.attentions[1]!.qkv.weight, net.attentions[1]!.proj.weight, net.attentions[1]!.norm.weight]
         let r = gradCheck(inputs: [x, e], parameters: watched, options: GradCheckOptions(eps: 5e-3, atol: 2e-2, rtol: 2e-2)) { _, v in
             net.forward(v[0], v[1])
         }

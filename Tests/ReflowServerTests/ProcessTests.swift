@@ -168,11 +168,12 @@ struct ProcessTests {
         }
     }
 
-    @Test("the README's curl session runs as written: train, reflow, distill, sample, download the PNG")
-    func readmeSession() throws {
+    @Test("the README's curl sessions run as written: train, reflow, distill, sample, download the PNG",
+          arguments: [("curl-session", "samples.png"), ("curl-session-images", "grid.png")])
+    func readmeSession(block: String, picture: String) throws {
         let readme = try String(contentsOfFile: repoRoot + "/README.md", encoding: .utf8)
-        guard let start = readme.range(of: "<!-- curl-session -->"), let end = readme.range(of: "<!-- /curl-session -->") else {
-            Issue.record("README.md has no <!-- curl-session --> block")
+        guard let start = readme.range(of: "<!-- \(block) -->"), let end = readme.range(of: "<!-- /\(block) -->") else {
+            Issue.record("README.md has no <!-- \(block) --> block")
             return
         }
         var script = String(readme[start.upperBound..<end.lowerBound])
@@ -194,7 +195,7 @@ struct ProcessTests {
         let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         bash.waitUntilExit()
         #expect(bash.terminationStatus == 0, "the README session failed:\n\(output.suffix(3000))")
-        let png = try Data(contentsOf: URL(fileURLWithPath: dir + "/samples.png"))
+        let png = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + picture))
         #expect(png.prefix(4) == Data([0x89, 0x50, 0x4e, 0x47]))
     }
 
