@@ -78,7 +78,7 @@ struct TrainingConfigTests {
         #expect(try JSONDecoder().decode(ModelSpec.self, from: Data(m.canonicalJSON)) == m)
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(ModelSpec.self, from: Data(#"{"kind": "transformer"}"#.utf8)) }
         let unet = try JSONDecoder().decode(ModelSpec.self, from: Data(#"{"kind": "unet"}"#.utf8))
-        #expect(unet.kind == "unet" && unet.unet == UNetConfig())
+        #expect(unet.kind == "unet" && (unet.config as? UNetConfig) == UNetConfig())
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(ModelSpec.self, from: Data(#"{"kind": "mlp", "version": 2}"#.utf8)) }
         #expect(ModelSpec(VelocityMLPConfig(dimension: 2, width: 4, depth: 1)).parameterCount == (3 * 4 + 4) + (4 * 2 + 2))
     }

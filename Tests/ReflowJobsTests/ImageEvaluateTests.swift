@@ -11,7 +11,7 @@ import ReflowCodec
 @Suite("Image evaluation")
 struct ImageEvaluateTests {
     /// A tiny classifier trained here, and its features of a set of images.
-    static let classifier: ClassifierNetwork = {
+    nonisolated(unsafe) static let classifier: ClassifierNetwork = {
         let train = try! BuiltinImageSets.load("shapes", split: .train).subset(Array(2000..<3500))
         let c = ClassifierConfig(kind: .cnn, channels: [8, 16], features: 32, imageShape: [1, 28, 28], classes: 10)
         let t = try! ClassifierTrainer(c, images: train, batchSize: 64, learningRate: 3e-3, seed: 1, threads: 2)
