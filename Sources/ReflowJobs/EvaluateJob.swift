@@ -51,12 +51,11 @@ public struct EvaluateSpec: JobInput {
 
 public enum EvaluateJob: JobKind {
     public static let name = "evaluate"
-    public static let summary = "Straightness, transport cost, sliced W2, energy distance, coverage and an NFE table of a model."
+    public static let summary = "Straightness, transport cost, sliced W2, energy distance, coverage and an NFE table of a model; for image models FD, KID, precision/recall, density/coverage and memorisation on a classifier's features, next to the real-vs-real floor."
     public static let phases = ["evaluate"]
-    public static let outputs = [
-        JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)"),
-        JobOutput("samples_<solver>.png", "image models: an 8×8 grid of each solver's first samples (e.g. samples_euler-1.png; job parameters in tEXt)"),
-    ]
+    // Image models also write `samples_<solver>.png` grids (one per solver, names from the
+    // solver list, so not a fixed output name; see docs/JOBS.md).
+    public static let outputs = [JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)")]
 
     /// Fills a null `target` with the model's training data (the echo names what is compared
     /// against) and checks a given one.
