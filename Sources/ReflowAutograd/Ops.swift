@@ -28,6 +28,9 @@ enum Op {
     /// Multi-head self-attention (AttentionOps.swift); P kept in node `probs` (a hidden leaf),
     /// `value` the constant node of a value override (qkv's v rows then get no gradient).
     case attention(qkv: Int, probs: Int, value: Int?, shape: AttentionShape)
+    /// Per-row softmax cross-entropy of logits [B, K] against integer labels (LossOps.swift);
+    /// the softmax is kept in node `probs` (a hidden leaf) for the backward pass.
+    case softmaxCrossEntropy(logits: Int, probs: Int, labels: [Int32])
 }
 
 extension Graph {
@@ -287,6 +290,8 @@ extension Graph {
             propagateImageOp(id, g)
         case .attention:
             propagateAttention(id, g)
+        case .softmaxCrossEntropy:
+            propagateCrossEntropy(id, g)
         case .softmax(let x):
             let nLast = shape.last ?? 1
             read(id) { py in

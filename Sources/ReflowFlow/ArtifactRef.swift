@@ -2,7 +2,7 @@ public import ReflowNN
 
 /// Where a job reads a model, a pairs file or a point set: another job's artifact or a file path.
 ///
-/// Wire JSON: `{"job": "<id>"}` (optionally `"artifact": "model" | "pairs" | "samples" | "latents"`)
+/// Wire JSON: `{"job": "<id>"}` (optionally `"artifact": "model" | "pairs" | "samples" | "latents" | "classifier"`)
 /// or `{"path": "file"}`. The server resolves `job` ids to finished jobs and refuses paths (no
 /// user string becomes a path there); `reflowd run` accepts both.
 public enum ArtifactRef: Codable, Sendable, Equatable, Validatable {
@@ -10,7 +10,7 @@ public enum ArtifactRef: Codable, Sendable, Equatable, Validatable {
     case path(String)
 
     /// Artifact names a reference may select (besides the default of its use).
-    public static let artifactNames = ["model", "pairs", "samples", "latents", "reconstruction"]
+    public static let artifactNames = ["model", "pairs", "samples", "latents", "reconstruction", "classifier"]
 
     enum CodingKeys: String, CodingKey { case job, artifact, path }
 

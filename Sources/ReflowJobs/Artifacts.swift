@@ -64,6 +64,8 @@ public struct ModelArtifact: Sendable {
 /// Which file an ``ArtifactRef`` names by default.
 public enum ArtifactKind: String, Sendable {
     case model, pairs, points
+    /// A classify job's `classifier.safetensors`.
+    case classifier
 
     /// The artifact a `{"job": id}` reference without `artifact` selects.
     var defaultArtifact: String { self == .points ? "samples" : rawValue }

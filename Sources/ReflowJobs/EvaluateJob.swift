@@ -4,6 +4,8 @@ public import ReflowFlow
 import Foundation
 
 /// `evaluate`: metrics of a model against its data distribution (or `target`), for each solver.
+/// Image models (point shape [C, H, W]) are evaluated on the features of a `classifier`
+/// (ImageEvaluation.swift); 2-D and other point models as before.
 public struct EvaluateSpec: JobInput {
     public var model: ArtifactRef = .job(id: "missing", artifact: nil)
     public var useEMA = true
@@ -16,6 +18,13 @@ public struct EvaluateSpec: JobInput {
     public var straightnessSteps = 100
     /// Random projections of the sliced W2 distance.
     public var projections = 256
+    /// Image models: a classify job's classifier (`{"job": id}`), whose penultimate features
+    /// the image metrics compare. Required for image models, ignored otherwise.
+    @Explicit public var classifier: ArtifactRef? = nil
+    /// Image models: training images read for the real-vs-real floor and the memorisation check.
+    public var trainImages = 10_000
+    /// Image models: KID subsets (each of min(1000, n) images).
+    public var kidSubsets = 100
 
     public init() {}
     public static var requiredKeys: [String] { ["model"] }
@@ -33,14 +42,19 @@ public struct EvaluateSpec: JobInput {
                 return nil
             },
             { Validation.range("/straightnessSteps", straightnessSteps, 2, 1000) },
-            { Validation.range("/projections", projections, 1, 4096) })
+            { Validation.range("/projections", projections, 1, 4096) },
+            { Validation.member("/classifier", classifier) },
+            { Validation.range("/trainImages", trainImages, 10, 200_000) },
+            { Validation.range("/kidSubsets", kidSubsets, 1, FeatureMetrics.maxSubsets) })
     }
 }
 
 public enum EvaluateJob: JobKind {
     public static let name = "evaluate"
-    public static let summary = "Straightness, transport cost, sliced W2, energy distance, coverage and an NFE table of a model."
+    public static let summary = "Straightness, transport cost, sliced W2, energy distance, coverage and an NFE table of a model; for image models FD, KID, precision/recall, density/coverage and memorisation on a classifier's features, next to the real-vs-real floor."
     public static let phases = ["evaluate"]
+    // Image models also write `samples_<solver>.png` grids (one per solver, names from the
+    // solver list, so not a fixed output name; see docs/JOBS.md).
     public static let outputs = [JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)")]
 
     /// Fills a null `target` with the model's training data (the echo names what is compared
@@ -48,6 +62,7 @@ public enum EvaluateJob: JobKind {
     public static func prepare(_ input: EvaluateSpec, resolver: any ArtifactResolver) throws(SpecError) -> EvaluateSpec {
         var input = input
         let m = try StudentTraining.model("/input/model", input.model, resolver: resolver)
+        if m.model.pointShape.count == 3 { return try ImageEvaluation.prepare(input, model: m, resolver: resolver) }
         if input.target == nil { input.target = m.training.data }
         if let t = input.target {
             let d = m.model.pointSize
@@ -61,6 +76,7 @@ public enum EvaluateJob: JobKind {
 
     public static func estimate(_ s: EvaluateSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
+        if m.pointShape.count == 3 { return ImageEvaluation.estimate(s, model: m, resolver: resolver, threads: threads) }
         // reference, second reference, z, one solution at a time, and the metrics' projections;
         // rk45 integrates all n rows as one block, fixed-step solvers 1,024 at a time.
         let block = s.solvers.contains { $0.steps == nil } ? s.n : min(s.n, 1024)
@@ -78,6 +94,7 @@ public enum EvaluateJob: JobKind {
 
     public static func run(_ s: EvaluateSpec, job: JobExecution) throws -> JobResult.Sections {
         let m = try job.model(s.model)
+        if m.model.pointShape.count == 3 { return try ImageEvaluation.run(s, model: m, job: job) }
         let weights = m.weights(useEMA: s.useEMA)
         let d = m.model.pointSize
         let target = s.target ?? m.training.data

@@ -20,6 +20,8 @@ public struct JobDirectory: Sendable, Equatable {
         public static let checkpoint = "checkpoint.safetensors"
         /// Reflow / distillation pairs (``PairStore`` format).
         public static let pairs = "pairs.safetensors"
+        /// A trained image classifier (classify jobs: weights and its config in the metadata).
+        public static let classifier = "classifier.safetensors"
         /// `step,loss` records of a training job.
         public static let lossLog = "loss.csv"
         /// The filled-in spec.
@@ -70,13 +72,15 @@ public struct JobDirectory: Sendable, Equatable {
         return names
     }
 
-    /// The file name an artifact reference selects: `"model"`, `"pairs"`, `"samples"`, … →
-    /// `model.safetensors`, `pairs.safetensors`, `samples.npy`, … (point sets: the first of
+    /// The file name an artifact reference selects: `"model"`, `"pairs"`, `"classifier"`,
+    /// `"samples"`, … → `model.safetensors`, `pairs.safetensors`, `classifier.safetensors`,
+    /// `samples.npy`, … (point sets: the first of
     /// `.npy`, `.csv` present in the directory).
     public func artifactFile(_ artifact: String) -> String? {
         switch artifact {
         case "model": return model
         case "pairs": return pairs
+        case "classifier": return file(Name.classifier)
         case "samples", "latents", "reconstruction":
             for ext in ["npy", "csv"] where FileManager.default.fileExists(atPath: file(artifact + "." + ext)) {
                 return file(artifact + "." + ext)

@@ -140,6 +140,7 @@ public enum JobKinds {
         AnyJobKind(SampleJob.self),
         AnyJobKind(InvertJob.self),
         AnyJobKind(EvaluateJob.self),
+        AnyJobKind(ClassifyJob.self),
     ]
 
     /// The accepted `type` values, in registry order.
