@@ -6,6 +6,7 @@
 SWIFT      ?= swift
 BIN        := .build/release/reflowd
 # Debian packages the build and tests need (checked with dpkg-query; installed only when missing).
+# dataset-fashion-mnist: the real image data the default config names (IDX under /usr/share/datasets).
 APT_PKGS   := libopenblas-dev libssl-dev zlib1g-dev pkg-config python3 python3-venv curl openssl dataset-fashion-mnist
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT        ?= var/demo
@@ -65,6 +66,7 @@ bench: build bench-deps
 	@$(BIN) bench gemm --m 1024 --n 1024 --k 1024 --op NT
 	@$(BIN) bench kernels
 	@$(BIN) bench pairs
+	@$(BIN) bench image
 	@$(BIN) bench toy-quality
 	@python3 .ci/bench_http.py --reflowd $(BIN) --hb $(HB_HELLO)
 

@@ -30,6 +30,26 @@ enum Figures {
                                   columns: columns, padding: 2, upscale: upscale, background: 128, text: text)
     }
 
+    /// Bands of `columns` images: for each band, one row from each tensor in `sets` (all [n, C·H·W]),
+    /// so that image i of every set stands in one column (data / latent / reconstruction, or source
+    /// / translation). Up to `count` images per set.
+    static func imageBands(_ sets: [Tensor], shape: [Int], count: Int = 64, columns: Int = 8,
+                           text: [(String, String)] = []) throws -> [UInt8] {
+        let per = shape.reduce(1, *)
+        let n = min(count, sets.map { $0.count / max(1, per) }.min() ?? 0)
+        var rows = [Float]()
+        var tiles = 0
+        for band in stride(from: 0, to: n, by: columns) {
+            let hi = min(n, band + columns)
+            for t in sets {
+                rows.append(contentsOf: t.data[(band * per)..<(hi * per)])
+                rows.append(contentsOf: [Float](repeating: 0, count: (columns - (hi - band)) * per))
+                tiles += columns
+            }
+        }
+        return try imageGrid(Tensor(shape: [tiles, per], data: rows), shape: shape, count: tiles, columns: columns, text: text)
+    }
+
     /// Samples (blue) over reference points (gray).
     static func scatter(_ points: Tensor, reference: Tensor?) throws -> [UInt8] {
         var canvas = Canvas(width: size, height: size, window: window([points] + (reference.map { [$0] } ?? [])))

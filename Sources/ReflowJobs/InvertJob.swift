@@ -194,21 +194,10 @@ public enum InvertJob: JobKind {
         if d == 2 { try job.write(Figures.coupling(z0: back.x, z1: x, count: min(n, 300)), "inversion.png") }
         if m.model.pointShape.count == 3 {
             // Rows of 8: the images, their latents (clamped to [−1, 1] for display), and the
-            // reconstructions when computed; up to 8 such bands.
-            let shape = m.model.pointShape, per = d, cols = 8
-            var rows = [Float]()
-            var tiles = 0
-            for band in stride(from: 0, to: min(n, 64), by: cols) {
-                let hi = min(n, band + cols)
-                for t in [x, back.x] + (reconstruction.map { [$0] } ?? []) {
-                    rows.append(contentsOf: t.data[(band * per)..<(hi * per)])
-                    rows.append(contentsOf: [Float](repeating: 0, count: (cols - (hi - band)) * per))
-                    tiles += cols
-                }
-            }
+            // reconstructions when computed.
             let text = [("reflowd.job", "invert"), ("reflowd.solver", s.solver.name),
                         ("reflowd.rows", reconstruction == nil ? "data, latent" : "data, latent, reconstruction")]
-            try job.write(Figures.imageGrid(Tensor(shape: [tiles, per], data: rows), shape: shape, count: tiles, columns: cols, text: text),
+            try job.write(Figures.imageBands([x, back.x] + (reconstruction.map { [$0] } ?? []), shape: m.model.pointShape, text: text),
                           "inversion.png")
         }
         job.progress("invert", n, n)

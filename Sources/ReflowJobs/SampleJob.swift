@@ -37,6 +37,7 @@ public enum SampleJob: JobKind {
         JobOutput("samples.csv", "the samples as CSV (format csv)"),
         JobOutput("samples.png", "scatter of the samples over the model's data (2-D models); an 8×8 grid of the first 64 samples (image models)"),
         JobOutput("trajectories.png", "ODE trajectories of the first points (2-D models)"),
+        JobOutput("translation.png", "source images above their translations (image models trained from an image source)"),
     ]
 
     public static func prepare(_ input: SampleSpec, resolver: any ArtifactResolver) throws(SpecError) -> SampleSpec {
@@ -78,6 +79,12 @@ public enum SampleJob: JobKind {
             let text = [("reflowd.job", "sample"), ("reflowd.solver", s.solver.name), ("reflowd.seed", String(s.seed)),
                         ("reflowd.model", m.model.description)]
             try job.write(Figures.imageGrid(sol.x, shape: m.model.pointShape, text: text), "samples.png")
+            // A model trained from another image domain (transfer): each source image above its
+            // translation.
+            if case .images = m.training.source {
+                try job.write(Figures.imageBands([z, sol.x], shape: m.model.pointShape, text: text + [("reflowd.rows", "source, translation")]),
+                              "translation.png")
+            }
         }
         let (mean, std) = JobExecution.moments(sol.x)
         job.progress("sample", s.n, s.n)

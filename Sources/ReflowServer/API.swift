@@ -153,8 +153,8 @@ public final class API: Sendable {
                 route = "/v1/jobs/{id}/images/{name}"; try allow("GET")
                 var name = rest[3]
                 if name == "grid.png" { name = "samples.png" }
-                guard Self.imageNames.contains(name) else {
-                    throw Problem(status: 404, code: "image_not_found", title: "Image not found", detail: "images are \(Self.imageNames.joined(separator: ", ")) and grid.png")
+                guard Self.imageNames.contains(name) || Self.isSolverGrid(name) else {
+                    throw Problem(status: 404, code: "image_not_found", title: "Image not found", detail: "images are \(Self.imageNames.joined(separator: ", ")), grid.png and an image evaluation's samples_<solver>.png")
                 }
                 return .now(try file(req, id: id, name: name, contentType: "image/png", disposition: "inline; filename=\"\(id)-\(name)\""))
             case ("artifacts", 3):
@@ -199,6 +199,14 @@ public final class API: Sendable {
 
     /// Every image any registered job kind writes (the images route serves only these names).
     static let imageNames = JobKinds.outputNames.filter { $0.hasSuffix(".png") }
+
+    /// `samples_<solver>[-<steps>][_<k>].png`, the per-solver grids of an image `evaluate` job: a
+    /// fixed prefix and suffix around [A-Za-z0-9_-] only, so the name cannot leave the job directory.
+    static func isSolverGrid(_ name: String) -> Bool {
+        guard name.hasPrefix("samples_"), name.hasSuffix(".png"), name.utf8.count <= 80 else { return false }
+        let middle = name.utf8.dropFirst(8).dropLast(4)
+        return !middle.isEmpty && middle.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 }
+    }
     /// Every file a client may download from a job directory (from ``JobDirectory`` and the
     /// registry: no user string becomes a path), plus the job's log.
     static let artifactNames = JobDirectory.servableNames + [JobDirectory.Name.log]
@@ -519,7 +527,9 @@ public final class API: Sendable {
     func images(_ r: JobRecord) throws(Problem) -> HTTPResponse {
         // The job kind's own image manifest (uploads have none).
         let manifest = JobKinds.named(r.type)?.outputs.filter(\.isImage).map(\.name) ?? []
-        let present = manifest.filter { FileManager.default.fileExists(atPath: jobs.jobDirectory(r.id).file($0)) }
+        var present = manifest.filter { FileManager.default.fileExists(atPath: jobs.jobDirectory(r.id).file($0)) }
+        // An image evaluation's per-solver grids.
+        present += ((try? FileManager.default.contentsOfDirectory(atPath: jobs.directory(r.id))) ?? []).filter(Self.isSolverGrid).sorted()
         struct Item: Encodable { let name: String; let url: String }
         struct List: Encodable { let items: [Item] }
         return json(200, List(items: present.map { Item(name: $0, url: "/v1/jobs/\(r.id)/images/\($0)") }))
