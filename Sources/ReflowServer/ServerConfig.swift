@@ -26,9 +26,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var http = HTTPSettings()
     /// Dataset names mapped to read-only directories on the server (docs/CONFIG.md, "Datasets").
     /// A missing directory is logged at startup; the dataset is unavailable until it exists.
-    public var datasets: [String: String] = [:]
+    public var datasets: [String: String] = ServerConfig.defaultDatasets
     /// Largest dataset upload (and largest dataset built from single-file uploads), in bytes.
     public var maxDatasetBytes = 512 << 20
+    /// The Debian package dataset-fashion-mnist's directory (`make deps` installs it); a missing
+    /// directory only logs a warning and makes the name unavailable.
+    public static let defaultDatasets = ["fashion-mnist": "/usr/share/datasets/fashion-mnist"]
 
     /// HTTPS: PEM certificate chain (leaf first) and PEM private key, loaded at startup.
     public struct TLSConfig: Codable, Sendable, Equatable {

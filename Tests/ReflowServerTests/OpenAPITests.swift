@@ -146,8 +146,12 @@ struct RegistryDocsTests {
         #expect(value(doc, ["components", "schemas", "Job", "properties", "type", "enum"]) as? [String] == names + ["upload"])
         #expect(value(doc, ["paths", "/", "get", "responses", "200", "content", "application/json", "example", "jobTypes"]) as? [String] == names)
         let images = Set(API.imageNames)
-        #expect(Set(value(doc, ["components", "schemas", "ImageList", "properties", "items", "items", "properties", "name", "enum"]) as? [String] ?? []) == images)
-        #expect(Set(value(doc, ["paths", "/v1/jobs/{id}/images/{name}", "parameters", 1, "schema", "enum"]) as? [String] ?? []) == images.union(["grid.png"]))
+        // Image names: the registry's manifest as an enum, plus the evaluation grids' pattern.
+        #expect(Set(value(doc, ["components", "schemas", "ImageList", "properties", "items", "items", "properties", "name", "anyOf", 0, "enum"]) as? [String] ?? []) == images)
+        #expect(Set(value(doc, ["paths", "/v1/jobs/{id}/images/{name}", "parameters", 1, "schema", "anyOf", 0, "enum"]) as? [String] ?? []) == images.union(["grid.png"]))
+        #expect(value(doc, ["paths", "/v1/jobs/{id}/images/{name}", "parameters", 1, "schema", "anyOf", 1, "pattern"]) as? String == "^samples_[A-Za-z0-9_-]+\\.png$")
+        #expect(API.isSolverGrid("samples_euler-1.png") && API.isSolverGrid("samples_rfSolver2-50.png"))
+        #expect(!API.isSolverGrid("samples_../x.png") && !API.isSolverGrid("samples_.png") && !API.isSolverGrid("samples_a/b.png"))
         #expect(Set(value(doc, ["paths", "/v1/jobs/{id}/artifacts/{name}", "parameters", 1, "schema", "enum"]) as? [String] ?? []) == Set(API.artifactNames))
         #expect(value(doc, ["components", "schemas", "ArtifactRef", "oneOf", 0, "properties", "artifact", "enum"]) as? [String] == ArtifactRef.artifactNames)
     }
