@@ -82,7 +82,7 @@ public final class UNet: VelocityNetwork {
     let upconvs: [Conv2d]    // level l → l − 1 (index l − 1)
     let onorm: GroupNorm, out: Conv2d
     let frequencies: [Float]
-    /// Seed of the dropout masks of the next forward pass (set by the trainer per step and shard).
+    /// Base seed of the dropout masks (each forward pass mixes in its flow times).
     public var dropoutSeed: UInt64 = 0
 
     public init(_ config: UNetConfig, rng: inout Random) {
@@ -189,11 +189,18 @@ public final class UNet: VelocityNetwork {
             }
             emb = g.binary(.add, emb, g.matmul(onehot, g.parameter(labelEmbedding)))
         }
-        return g.reshape(forward(xin, emb), [rows, d])
+        // Dropout masks differ per step and per shard without shared mutable state: the seed
+        // mixes `dropoutSeed` with the bits of this call's flow times (drawn afresh every step),
+        // so a run stays reproducible for a given seed and thread count.
+        var seed = dropoutSeed ^ 0x5DEE_CE66_D1CE_4E5B
+        if config.dropout > 0 && g.isGradEnabled {
+            for r in 0..<rows { seed = (seed ^ UInt64(t[r].bitPattern)) &* 0x100_0000_01B3 }
+        }
+        return g.reshape(forward(xin, emb, dropoutSeed: seed), [rows, d])
     }
 
     /// x: [N, C, H, W], emb: [N, E] → [N, C, H, W]
-    func forward(_ x: Var, _ emb: Var) -> Var {
+    func forward(_ x: Var, _ emb: Var, dropoutSeed: UInt64 = 0) -> Var {
         let g = x.graph, L = config.levels, nb = config.blocksPerLevel
         var h = stem(x)
         var skips = [Var]()

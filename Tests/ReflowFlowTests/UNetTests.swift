@@ -84,6 +84,35 @@ struct UNetTests {
         #expect(r.passed, "\(r)")
     }
 
+    @Test("dropout: reproducible masks from the flow times during training, none when sampling")
+    func dropoutMasks() {
+        var c = UNetConfig(imageShape: [1, 8, 8], channels: [4, 8], blocksPerLevel: 1, groups: 2)
+        c.dropout = 0.5
+        var rng = Random(seed: 9)
+        let net = UNet(c, rng: &rng)
+        let x = randn([2, 64], seed: 10).data
+        func v(_ t: [Float], grad: Bool) -> [Float] {
+            let g = Graph(threads: 1, gradEnabled: grad)
+            return x.withUnsafeBufferPointer { xs in t.withUnsafeBufferPointer { ts in
+                net.velocity(g, x: xs.baseAddress!, t: ts.baseAddress!, labels: nil, rows: 2).value.data
+            } }
+        }
+        #expect(v([0.3, 0.7], grad: true) == v([0.3, 0.7], grad: true))
+        // Same times through a different mask: compare the no-grad output with two grad outputs.
+        let plain = v([0.3, 0.7], grad: false)
+        #expect(v([0.3, 0.7], grad: true) != plain)
+        var c0 = c
+        c0.dropout = 0
+        var rng0 = Random(seed: 9)
+        let same = UNet(c0, rng: &rng0)
+        let g0 = Graph(threads: 1, gradEnabled: false)
+        let t: [Float] = [0.3, 0.7]
+        let noDropout = x.withUnsafeBufferPointer { xs in t.withUnsafeBufferPointer { ts in
+            same.velocity(g0, x: xs.baseAddress!, t: ts.baseAddress!, labels: nil, rows: 2).value.data
+        } }
+        #expect(plain == noDropout, "no dropout outside training")
+    }
+
     @Test("forward values do not depend on the thread count; labels change the output")
     func threadsAndLabels() {
         let c = UNetConfig(imageShape: [1, 8, 8], channels: [4, 8], blocksPerLevel: 1, groups: 2, classes: 3)

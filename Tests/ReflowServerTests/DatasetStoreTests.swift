@@ -378,7 +378,7 @@ struct DatasetStoreTests {
         #expect(config.validationError() == nil)
         let decoded = try JSONDecoder().decode(ServerConfig.self, from: Data(#"{"datasets": {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}, "maxDatasetBytes": 1048576}"#.utf8))
         #expect(decoded.datasets == ["fashion-mnist": "/usr/share/datasets/fashion-mnist"] && decoded.maxDatasetBytes == 1 << 20)
-        #expect(ServerConfig().maxDatasetBytes == 512 << 20 && ServerConfig().datasets.isEmpty)
+        #expect(ServerConfig().maxDatasetBytes == 512 << 20 && ServerConfig().datasets == ServerConfig.defaultDatasets)
     }
 
     @Test("built-ins are listed, described and resolved, never changed")
