@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 
 // Differentiable image layers on NCHW values. Each splits the batch across the graph's
 // `threads` (images are independent), with per-thread partial sums for weight gradients added

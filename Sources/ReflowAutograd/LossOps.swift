@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 import Foundation
 
 // Classification loss as one primitive: composing log(softmax(x)) would lose precision (and

@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 import ReflowAutograd
 public import ReflowNN
 

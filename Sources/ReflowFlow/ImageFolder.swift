@@ -93,10 +93,9 @@ public enum ImageFolder {
         if archive.starts(with: [0x1f, 0x8b]) {
             do {
                 archive = try Gzip.decompress(archive, maxOutputBytes: maxArchiveBytes)
-            } catch let e as CodecError {
-                throw ImageDataError(file: name, "gzip: \(e.detail)")
             } catch {
-                throw ImageDataError(file: name, "gzip: \(error)")
+                // Gzip.decompress throws CodecError only (typed throws).
+                throw ImageDataError(file: name, "gzip: \(error.detail)")
             }
         }
         guard archive.count <= maxArchiveBytes else {

@@ -1,5 +1,5 @@
 public import ReflowEngine
-public import ReflowAutograd
+import ReflowAutograd
 public import ReflowNN
 import Foundation
 

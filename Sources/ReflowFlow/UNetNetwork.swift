@@ -1,6 +1,6 @@
 public import ReflowEngine
 public import ReflowAutograd
-public import ReflowNN
+import ReflowNN
 import Foundation
 
 /// ResBlock(cin → cout) of ``UNetConfig``: `n1`, `c1`, `t`, `n2`, `c2`, `skip` (PyTorch names).

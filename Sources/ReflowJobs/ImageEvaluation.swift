@@ -1,5 +1,5 @@
-public import ReflowEngine
-public import ReflowNN
+import ReflowEngine
+import ReflowNN
 public import ReflowFlow
 import ReflowCodec
 import Foundation
