@@ -80,33 +80,12 @@ func checkDataReferences(_ t: TrainingConfig, resolver: any ArtifactResolver) th
 /// Returns the bytes the split takes in memory when the headers tell (nil for PNG folders).
 @discardableResult
 func checkImageData(_ ref: ImageDataRef, shape: [Int], pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> Int? {
-    let location: DatasetLocation
-    do { location = try resolver.dataset(ref.dataset) } catch {
-        throw SpecError(pointer: pointer + error.pointer, message: error.message)
-    }
-    let imageShape: [Int], count: Int?, bytesPerValue: Int
-    switch location {
-    case .builtin:
-        imageShape = BuiltinImageSets.imageShape
-        count = BuiltinImageSets.counts[ref.split]
-        bytesPerValue = 1
-    case .directory(let url):
-        let summary: ImageDatasetSummary
-        do { summary = try ImageDataset.describe(directory: url) } catch {
-            throw SpecError(pointer: pointer + "/dataset", message: "dataset '\(ref.dataset)': \(error)")
-        }
-        guard let split = summary.splits.first(where: { $0.split == ref.split }) else {
-            throw SpecError(pointer: pointer + "/split", message: "dataset '\(ref.dataset)' has no \(ref.split.rawValue) split (it has \(summary.splits.map(\.split.rawValue).joined(separator: ", ")))")
-        }
-        guard let s = split.imageShape else { return nil }
-        imageShape = s
-        count = split.count
-        bytesPerValue = split.pixelType == "float32" ? 4 : 1
-    }
+    let info = try ClassifyJob.describeImages(ref, pointer: pointer, resolver: resolver)
+    guard let imageShape = info.shape else { return nil }
     guard imageShape == shape else {
         throw SpecError(pointer: pointer, message: "dataset '\(ref.dataset)' holds \(imageShape.map(String.init).joined(separator: "×")) images, the model's imageShape is \(shape.map(String.init).joined(separator: "×"))")
     }
-    return count.map { min($0, ref.limit ?? $0) * imageShape.reduce(1, *) * bytesPerValue }
+    return info.bytes
 }
 
 /// Resolves a point-file reference and reads it once: unreadable files and points of another
