@@ -173,7 +173,7 @@ extension VelocityMLPConfig: ModelConfig {
     public static var version: Int { 1 }
     public init() { self.init(dimension: 2) }
 
-    public var pointShape: [Int] { [dimension] }
+    public var pointShape: [Int] { imageShape ?? [dimension] }
 
     public var parameterCount: Int {
         let s = sizes
@@ -183,7 +183,7 @@ extension VelocityMLPConfig: ModelConfig {
     /// Input; per hidden layer the pre-activation, the activation and the activation's saved
     /// σ (SiLU and GELU keep it for backward); output and loss terms. Checked against the peak
     /// RSS of training runs in docs/JOBS.md.
-    public var activationFloatsPerRow: Int { inputWidth + 3 * width * depth + 4 * dimension }
+    public var activationFloatsPerRow: Int { inputWidth + 3 * hiddenWidths.reduce(0, +) + 4 * dimension }
 
     public var forwardFlopsPerRow: Int { parameterCount }
 

@@ -77,17 +77,28 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
     public var depth: Int
     public var activation: Activation
     public var timeInput: TimeInput
+    /// Per-layer hidden widths, replacing `width × depth` (what structured pruning produces:
+    /// layers of different widths); nil means `depth` layers of `width`.
+    public var widths: [Int]?
+    /// [C, H, W] when the points are images (C·H·W = `dimension`): the network is the same MLP
+    /// on flattened pixels, but jobs treat its points as images (grids, image evaluation).
+    public var imageShape: [Int]?
 
     public init(dimension: Int = 2, width: Int = 256, depth: Int = 3, activation: Activation = .silu,
-                timeInput: TimeInput = .raw) {
+                timeInput: TimeInput = .raw, widths: [Int]? = nil, imageShape: [Int]? = nil) {
         self.dimension = dimension
         self.width = width
         self.depth = depth
         self.activation = activation
         self.timeInput = timeInput
+        self.widths = widths
+        self.imageShape = imageShape
     }
 
-    enum CodingKeys: String, CodingKey { case dimension, width, depth, activation, timeInput }
+    enum CodingKeys: String, CodingKey { case dimension, width, depth, activation, timeInput, widths, imageShape }
+
+    /// The hidden widths, first to last.
+    public var hiddenWidths: [Int] { widths ?? [Int](repeating: width, count: depth) }
 
     /// Columns of the packed network input: `dimension` + the time features.
     public var inputWidth: Int { dimension + timeInput.width }
@@ -110,6 +121,8 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
         depth = try c.decodeIfPresent(Int.self, forKey: .depth) ?? 3
         activation = try c.decodeIfPresent(Activation.self, forKey: .activation) ?? .silu
         timeInput = try c.decodeIfPresent(TimeInput.self, forKey: .timeInput) ?? .raw
+        widths = try c.decodeIfPresent([Int].self, forKey: .widths)
+        imageShape = try c.decodeIfPresent([Int].self, forKey: .imageShape)
     }
 
     /// The first invalid field as (JSON pointer relative to this object, message).
@@ -118,11 +131,21 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
         if width < 1 || width > 1 << 14 { return ("/width", "must be in [1, 16384], got \(width)") }
         if depth < 1 || depth > 64 { return ("/depth", "must be in [1, 64], got \(depth)") }
         if let e = timeInput.validationError() { return ("/timeInput" + e.pointer, e.message) }
+        if let w = widths {
+            if !(1...64).contains(w.count) { return ("/widths", "must list 1 to 64 hidden widths, got \(w.count)") }
+            for (i, x) in w.enumerated() where !(1...(1 << 14)).contains(x) { return ("/widths/\(i)", "must be in [1, 16384], got \(x)") }
+        }
+        if let s = imageShape {
+            guard s.count == 3 else { return ("/imageShape", "must be [channels, height, width]") }
+            if !(1...4).contains(s[0]) { return ("/imageShape/0", "channels must be 1 to 4, got \(s[0])") }
+            for i in 1...2 where !(2...256).contains(s[i]) { return ("/imageShape/\(i)", "must be in [2, 256], got \(s[i])") }
+            if s.reduce(1, *) != dimension { return ("/imageShape", "holds \(s.reduce(1, *)) values per image, dimension is \(dimension)") }
+        }
         return nil
     }
 
-    /// Layer sizes `[inputWidth, width × depth, d]`.
-    public var sizes: [Int] { [inputWidth] + [Int](repeating: width, count: depth) + [dimension] }
+    /// Layer sizes `[inputWidth, hidden widths…, d]`.
+    public var sizes: [Int] { [inputWidth] + hiddenWidths + [dimension] }
 }
 
 /// An MLP velocity field. Parameter names are `layers.<i>.weight|bias` as in PyTorch.
