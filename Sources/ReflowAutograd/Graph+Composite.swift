@@ -39,6 +39,15 @@ extension Graph {
 
     /// Log-softmax along the last axis (as log of the softmax primitive).
     public func logSoftmax(_ x: Var) -> Var { log(softmax(x)) }
+
+    /// 2×2 average pooling with stride 2 of x [N, C, H, W] (H, W even) → [N, C, H/2, W/2]
+    /// (LeNet-5's subsampling): a reshape to [N, C, H/2, 2, W/2, 2] summed over the 2s.
+    public func avgPool2x2(_ x: Var) -> Var {
+        let s = x.shape
+        precondition(s.count == 4 && s[2] % 2 == 0 && s[3] % 2 == 0, "avgPool2x2: NCHW with even H and W, got \(s)")
+        let r = reshape(x, [s[0], s[1], s[2] / 2, 2, s[3] / 2, 2])
+        return affine(sum(r, axes: [3, 5]), scale: 0.25)
+    }
 }
 
 // MARK: - operator sugar

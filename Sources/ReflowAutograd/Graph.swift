@@ -30,6 +30,8 @@ public final class Graph {
     public let threads: Int
     /// When false, nothing is recorded for backward.
     public var isGradEnabled: Bool
+    /// Counts dead ReLU pre-activations of ``activation(_:_:name:)`` calls when set.
+    public var probe: ActivationProbe?
 
     var values: [Tensor] = []
     var ops: [Op] = []

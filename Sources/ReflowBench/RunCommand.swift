@@ -20,7 +20,8 @@ public enum RunCommand {
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try AtomicFile.write(SpecParser.canonicalJSON(spec.prepared), to: out + "/" + JobDirectory.Name.spec)
         let context = JobContext(directory: out, threads: threads, resolver: spec.resolver, progress: { p in
-            log("\(p.phase) \(p.done)/\(p.total)" + (p.loss.map { String(format: " loss %.5f", $0) } ?? ""))
+            log("\(p.phase) \(p.done)/\(p.total)" + (p.loss.map { String(format: " loss %.5f", $0) } ?? "")
+                + (p.metrics.map { m in m.keys.sorted().map { " \($0) " + String(format: "%.4g", m[$0]!) }.joined() } ?? ""))
         })
         do {
             let result = try JobRunner.run(spec.prepared, context: context)

@@ -6,8 +6,10 @@ import Foundation
 /// Architecture of an image classifier that reflowd trains per dataset (`classify` jobs) and
 /// whose penultimate features the image `evaluate` job compares (Fréchet distance, KID, …).
 ///
-/// Wire JSON: `{"kind": "mlp", "hidden": [256, 128]}` or
-/// `{"kind": "cnn", "channels": [32, 64], "features": 128}`; absent keys take the defaults below.
+/// Wire JSON: `{"kind": "mlp", "hidden": [256, 128]}`,
+/// `{"kind": "cnn", "channels": [32, 64], "features": 128}` or
+/// `{"kind": "lenet", "channels": [6, 16], "hidden": [120, 84]}`; absent keys take the defaults
+/// of their kind.
 /// `imageShape` and `classes` come from the training data (a classify job fills them in).
 ///
 ///     mlp:  flatten → Linear(C·H·W → h₀) act → … → Linear(h_{L−2} → h_{L−1}) act   = features
@@ -15,17 +17,23 @@ import Foundation
 ///     cnn:  per level l: Conv3×3(c_{l−1} → c_l, pad 1) act, Conv3×3(c_l → c_l, stride 2, pad 1) act
 ///           → flatten → Linear(c_{L−1}·h·w → features) act                         = features
 ///           → Linear(features → classes)                                          = logits
+///     lenet: Conv5×5(C → c₀, pad 2) act, AvgPool2, Conv5×5(c₀ → c₁) act, AvgPool2
+///           → flatten → Linear(c₁·(H/4 − 3)·(W/4 − 3) → h₀) act → … act           = features
+///           → Linear(h_last → classes)                                            = logits
+///     (LeNet-5, LeCun et al. 1998, with average-pooling subsampling: 28×28 → 28 → 14 → 10 → 5.)
 ///
-/// PyTorch `state_dict` names: `layers.<i>.weight|bias` (mlp hidden layers), `convs.<j>.weight|bias`
-/// (cnn, two per level), `fc.weight|bias` (cnn feature layer), `head.weight|bias` (both).
+/// PyTorch `state_dict` names: `layers.<i>.weight|bias` (mlp and lenet hidden layers),
+/// `convs.<j>.weight|bias` (cnn: two per level; lenet: two), `fc.weight|bias` (cnn feature
+/// layer), `head.weight|bias` (all). Activations are named after the layer they follow, which
+/// is how the dead-neuron rate reports them.
 /// ReLU is the default activation (the pruning studies need ReLU classifiers).
 public struct ClassifierConfig: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable, CaseIterable { case mlp, cnn }
+    public enum Kind: String, Codable, Sendable, CaseIterable { case mlp, cnn, lenet }
 
     public var kind: Kind
-    /// Hidden widths of an MLP (the last one is the feature width).
+    /// Hidden widths of an MLP or of LeNet's fully connected part (the last one is the feature width).
     public var hidden: [Int]
-    /// Channels per level of a CNN (each level halves the resolution).
+    /// Channels per level of a CNN (each level halves the resolution); LeNet's two convolutions.
     public var channels: [Int]
     /// Width of a CNN's feature layer.
     public var features: Int
@@ -50,8 +58,8 @@ public struct ClassifierConfig: Codable, Sendable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = ClassifierConfig()
-        kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? d.kind
+        kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? ClassifierConfig().kind
+        let d = ClassifierConfig.defaults(kind)
         hidden = try c.decodeIfPresent([Int].self, forKey: .hidden) ?? d.hidden
         channels = try c.decodeIfPresent([Int].self, forKey: .channels) ?? d.channels
         features = try c.decodeIfPresent(Int.self, forKey: .features) ?? d.features
@@ -67,10 +75,16 @@ public struct ClassifierConfig: Codable, Sendable, Equatable {
         switch kind {
         case .mlp: try c.encode(hidden, forKey: .hidden)
         case .cnn: try c.encode(channels, forKey: .channels); try c.encode(features, forKey: .features)
+        case .lenet: try c.encode(channels, forKey: .channels); try c.encode(hidden, forKey: .hidden)
         }
         try c.encode(activation, forKey: .activation)
         try c.encodeIfPresent(imageShape, forKey: .imageShape)
         try c.encodeIfPresent(classes, forKey: .classes)
+    }
+
+    /// The defaults of a kind (LeNet-5's widths for `lenet`).
+    public static func defaults(_ kind: Kind) -> ClassifierConfig {
+        kind == .lenet ? ClassifierConfig(kind: .lenet, hidden: [120, 84], channels: [6, 16]) : ClassifierConfig(kind: kind)
     }
 
     /// Canonical JSON (sorted keys): what artifacts record under ``metadataKey``.
@@ -84,7 +98,10 @@ public struct ClassifierConfig: Codable, Sendable, Equatable {
     public static let metadataKey = "reflowd.classifier_config"
 
     /// The width of the penultimate (feature) layer.
-    public var featureDimension: Int { kind == .mlp ? (hidden.last ?? 0) : features }
+    public var featureDimension: Int { kind == .cnn ? features : (hidden.last ?? 0) }
+
+    /// LeNet's spatial size after both convolutions and poolings: (side/2 − 4)/2.
+    static func lenetSide(_ side: Int) -> Int { (side / 2 - 4) / 2 }
 
     /// The spatial size after `levels` stride-2 convolutions (kernel 3, padding 1).
     static func downsampled(_ side: Int, levels: Int) -> Int {
@@ -104,11 +121,21 @@ public struct ClassifierConfig: Codable, Sendable, Equatable {
             if !(1...5).contains(channels.count) { return ("/channels", "must list 1 to 5 levels, got \(channels.count)") }
             for (i, c) in channels.enumerated() where !(1...1024).contains(c) { return ("/channels/\(i)", "must be in [1, 1024], got \(c)") }
             if !(1...4096).contains(features) { return ("/features", "must be in [1, 4096], got \(features)") }
+        case .lenet:
+            if channels.count != 2 { return ("/channels", "must list LeNet's 2 convolution widths, got \(channels.count)") }
+            for (i, c) in channels.enumerated() where !(1...1024).contains(c) { return ("/channels/\(i)", "must be in [1, 1024], got \(c)") }
+            if !(1...4).contains(hidden.count) { return ("/hidden", "must list 1 to 4 hidden widths, got \(hidden.count)") }
+            for (i, h) in hidden.enumerated() where !(1...8192).contains(h) { return ("/hidden/\(i)", "must be in [1, 8192], got \(h)") }
         }
         if let s = imageShape {
             guard s.count == 3 else { return ("/imageShape", "must be [channels, height, width]") }
             if !(1...4).contains(s[0]) { return ("/imageShape/0", "channels must be 1 to 4, got \(s[0])") }
             for i in 1...2 where !(2...256).contains(s[i]) { return ("/imageShape/\(i)", "must be in [2, 256], got \(s[i])") }
+            if kind == .lenet {
+                for i in 1...2 where s[i] % 4 != 0 || s[i] < 12 {
+                    return ("/imageShape/\(i)", "LeNet needs sides that are multiples of 4 and at least 12 (two 2×2 poolings around a 5×5 convolution), got \(s[i])")
+                }
+            }
         }
         if let k = classes, !(2...1000).contains(k) { return ("/classes", "must be in [2, 1000], got \(k)") }
         return nil
@@ -128,6 +155,11 @@ public struct ClassifierConfig: Codable, Sendable, Equatable {
             for c in channels { p += prev * c * 9 + c + c * c * 9 + c; prev = c }
             let side = Self.downsampled(s[1], levels: channels.count) * Self.downsampled(s[2], levels: channels.count)
             return p + prev * side * features + features + features * k + k
+        case .lenet:
+            var p = s[0] * channels[0] * 25 + channels[0] + channels[0] * channels[1] * 25 + channels[1]
+            var prev = channels[1] * Self.lenetSide(s[1]) * Self.lenetSide(s[2])
+            for h in hidden { p += prev * h + h; prev = h }
+            return p + prev * k + k
         }
     }
 
@@ -149,6 +181,12 @@ public struct ClassifierConfig: Codable, Sendable, Equatable {
                 prev = c; h = h2; w = w2
             }
             f += 2 * features
+        case .lenet:
+            let h = s[1], w = s[2], c0 = channels[0], c1 = channels[1]
+            f += 2 * c0 * h * w + s[0] * 25 * h * w + c0 * h * w / 4          // conv, act, unfolded input, pool
+            let h2 = h / 2 - 4, w2 = w / 2 - 4
+            f += 2 * c1 * h2 * w2 + c0 * 25 * h2 * w2 + c1 * h2 * w2 / 4
+            for x in hidden { f += 2 * x }
         }
         return f
     }
@@ -202,13 +240,23 @@ public final class ClassifierNetwork: Module {
             convs = cs
             fc = Linear(flat, config.features, rng: &rng)
             head = Linear(config.features, k, rng: &rng)
+        case .lenet:
+            let c = config.channels
+            convs = [Conv2d(s[0], c[0], kernel: 5, stride: 1, padding: 2, rng: &rng),
+                     Conv2d(c[0], c[1], kernel: 5, stride: 1, padding: 0, rng: &rng)]
+            var ls = [Linear](), prev = c[1] * ClassifierConfig.lenetSide(s[1]) * ClassifierConfig.lenetSide(s[2])
+            for h in config.hidden { ls.append(Linear(prev, h, rng: &rng)); prev = h }
+            layers = ls
+            fc = nil
+            head = Linear(prev, k, rng: &rng)
         }
     }
 
     public func namedParameters() -> [(name: String, parameter: Parameter)] {
         var p = [(name: String, parameter: Parameter)]()
-        for (i, l) in layers.enumerated() { p += prefixed("layers.\(i)", l.namedParameters()) }
+        // Forward order: convolutions, then the fully connected layers.
         for (i, c) in convs.enumerated() { p += prefixed("convs.\(i)", c.namedParameters()) }
+        for (i, l) in layers.enumerated() { p += prefixed("layers.\(i)", l.namedParameters()) }
         if let fc { p += prefixed("fc", fc.namedParameters()) }
         p += prefixed("head", head.namedParameters())
         return p
@@ -222,12 +270,17 @@ public final class ClassifierNetwork: Module {
         switch config.kind {
         case .mlp:
             h = x.shape.count == 2 ? x : g.reshape(x, [b, s.reduce(1, *)])
-            for l in layers { h = g.unary(act, l(h)) }
+            for (i, l) in layers.enumerated() { h = g.activation(act, l(h), name: "layers.\(i)") }
         case .cnn:
             h = g.reshape(x, [b] + s)
-            for c in convs { h = g.unary(act, c(h)) }
+            for (j, c) in convs.enumerated() { h = g.activation(act, c(h), name: "convs.\(j)") }
             h = g.reshape(h, [b, h.value.count / max(1, b)])
-            h = g.unary(act, fc!(h))
+            h = g.activation(act, fc!(h), name: "fc")
+        case .lenet:
+            h = g.reshape(x, [b] + s)
+            for (j, c) in convs.enumerated() { h = g.avgPool2x2(g.activation(act, c(h), name: "convs.\(j)")) }
+            h = g.reshape(h, [b, h.value.count / max(1, b)])
+            for (i, l) in layers.enumerated() { h = g.activation(act, l(h), name: "layers.\(i)") }
         }
         return (h, head(h))
     }

@@ -293,37 +293,65 @@ public final class FlowTrainer {
     /// (the order of every earlier release, so seeds reproduce). The interpolant then forms x_t
     /// and the target.
     private func drawBatch() {
-        let b = config.batchSize, d = config.model.pointSize
-        let sampler = config.timeSampler
+        let b = config.batchSize
         batchX0.withUnsafeMutableBufferPointer { x0 in
         batchX1.withUnsafeMutableBufferPointer { x1 in
         batchT.withUnsafeMutableBufferPointer { t in
-            if let pairs {
-                let n = pairs.z0.shape[0]
-                pairs.z0.data.withUnsafeBufferPointer { z0 in
-                    pairs.z1.data.withUnsafeBufferPointer { z1 in
-                        for r in 0..<b {
-                            let i = rng.int(below: n)
-                            t[r] = sampler.sample(&rng)
-                            (x0.baseAddress! + r * d).update(from: z0.baseAddress! + i * d, count: d)
-                            (x1.baseAddress! + r * d).update(from: z1.baseAddress! + i * d, count: d)
-                        }
+        batchLabels.withUnsafeMutableBufferPointer { l in
+        batchXt.withUnsafeMutableBufferPointer { xt in
+        batchTarget.withUnsafeMutableBufferPointer { tg in
+            draw(rows: b, rng: &rng, x0: x0.baseAddress!, x1: x1.baseAddress!, t: t.baseAddress!,
+                 labels: l.isEmpty ? nil : l.baseAddress, xt: xt.baseAddress!, target: tg.baseAddress!)
+        }
+        }
+        }
+        }
+        }
+        }
+    }
+
+    /// One batch of `rows` rows drawn from `rng` into the given buffers (see ``drawBatch()``).
+    private func draw(rows b: Int, rng: inout Random, x0: UnsafeMutablePointer<Float>, x1: UnsafeMutablePointer<Float>,
+                      t: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>?,
+                      xt: UnsafeMutablePointer<Float>, target: UnsafeMutablePointer<Float>) {
+        let d = config.model.pointSize
+        let sampler = config.timeSampler
+        if let pairs {
+            let n = pairs.z0.shape[0]
+            pairs.z0.data.withUnsafeBufferPointer { z0 in
+                pairs.z1.data.withUnsafeBufferPointer { z1 in
+                    for r in 0..<b {
+                        let i = rng.int(below: n)
+                        t[r] = sampler.sample(&rng)
+                        (x0 + r * d).update(from: z0.baseAddress! + i * d, count: d)
+                        (x1 + r * d).update(from: z1.baseAddress! + i * d, count: d)
                     }
                 }
-            } else {
-                batchLabels.withUnsafeMutableBufferPointer { l in data!.sample(into: x1, labels: l.isEmpty ? nil : l.baseAddress, rng: &rng) }
-                source!.sample(into: x0, rng: &rng)
-                for r in 0..<b { t[r] = sampler.sample(&rng) }
             }
-            batchXt.withUnsafeMutableBufferPointer { xt in
-                batchTarget.withUnsafeMutableBufferPointer { tg in
-                    config.interpolant.fill(x0: x0.baseAddress!, x1: x1.baseAddress!, t: t.baseAddress!, rows: b, size: d,
-                                            xt: xt.baseAddress!, target: tg.baseAddress!)
-                }
-            }
+        } else {
+            data!.sample(into: UnsafeMutableBufferPointer(start: x1, count: b * d), labels: labels, rng: &rng)
+            source!.sample(into: UnsafeMutableBufferPointer(start: x0, count: b * d), rng: &rng)
+            for r in 0..<b { t[r] = sampler.sample(&rng) }
         }
-        }
-        }
+        config.interpolant.fill(x0: x0, x1: x1, t: t, rows: b, size: d, xt: xt, target: target)
+    }
+
+    /// `rows` training inputs (x_t, t and, for labelled data, labels) drawn exactly as batches
+    /// are, but from `Random(seed: seed)`: the trainer's own RNG and buffers are untouched. The
+    /// fixed sample on which the prune job measures dead-neuron rates.
+    public func fixedSample(rows: Int, seed: UInt64) -> (x: [Float], t: [Float], labels: [Int32]?) {
+        let d = config.model.pointSize
+        var r = Random(seed: seed)
+        var x0 = [Float](repeating: 0, count: rows * d), x1 = x0, xt = x0, tg = x0
+        var t = [Float](repeating: 0, count: rows)
+        var labels = [Int32](repeating: 0, count: data?.classCount != nil ? rows : 0)
+        x0.withUnsafeMutableBufferPointer { a in x1.withUnsafeMutableBufferPointer { b in
+        t.withUnsafeMutableBufferPointer { tb in labels.withUnsafeMutableBufferPointer { l in
+        xt.withUnsafeMutableBufferPointer { xb in tg.withUnsafeMutableBufferPointer { gb in
+            draw(rows: rows, rng: &r, x0: a.baseAddress!, x1: b.baseAddress!, t: tb.baseAddress!,
+                 labels: l.isEmpty ? nil : l.baseAddress, xt: xb.baseAddress!, target: gb.baseAddress!)
+        } } } } } }
+        return (xt, t, labels.isEmpty ? nil : labels)
     }
 
     /// The complete resumable state.

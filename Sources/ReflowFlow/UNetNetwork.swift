@@ -25,18 +25,19 @@ final class UNetResBlock: Module {
         return p
     }
 
-    /// GroupNorm then the activation (SiLU fused into the GroupNorm kernel).
-    func normAct(_ n: GroupNorm, _ x: Var) -> Var {
-        activation == .silu ? n(x, silu: true) : x.graph.unary(activation.op, n(x))
+    /// GroupNorm then the activation (SiLU fused into the GroupNorm kernel); a ReLU is counted
+    /// by the graph's probe under `name`.
+    func normAct(_ n: GroupNorm, _ x: Var, name: String) -> Var {
+        activation == .silu ? n(x, silu: true) : x.graph.activation(activation.op, n(x), name: name)
     }
 
-    /// x: [N, cin, H, W], emb: [N, E] → [N, cout, H, W]
-    func callAsFunction(_ x: Var, _ emb: Var, dropout: Float, seed: UInt64) -> Var {
+    /// x: [N, cin, H, W], emb: [N, E] → [N, cout, H, W]; `name` is the block's parameter prefix.
+    func callAsFunction(_ x: Var, _ emb: Var, dropout: Float, seed: UInt64, name: String) -> Var {
         let g = x.graph
-        var h = c1(normAct(n1, x))
+        var h = c1(normAct(n1, x, name: name + ".n1"))
         let tb = t(emb)                                             // [N, cout]
         h = g.binary(.add, h, g.reshape(tb, [tb.shape[0], tb.shape[1], 1, 1]))
-        h = normAct(n2, h)
+        h = normAct(n2, h, name: name + ".n2")
         if dropout > 0 && g.isGradEnabled { h = g.dropout(h, p: dropout, seed: seed) }
         h = c2(h)
         return g.binary(.add, h, skip.map { $0(x) } ?? x)
@@ -207,7 +208,8 @@ public final class UNet: VelocityNetwork {
         var bi = 0
         func run(_ count: Int) {
             for _ in 0..<count {
-                h = blocks[bi].block(h, emb, dropout: config.dropout, seed: dropoutSeed &+ UInt64(bi) &* 0x9E37_79B9)
+                h = blocks[bi].block(h, emb, dropout: config.dropout, seed: dropoutSeed &+ UInt64(bi) &* 0x9E37_79B9,
+                                     name: blocks[bi].name)
                 if let at = attentions[bi] { h = at(h) }
                 bi += 1
             }
@@ -223,7 +225,7 @@ public final class UNet: VelocityNetwork {
             run(nb)
             if l > 0 { h = upconvs[l - 1](g.upsample2x(h)) }
         }
-        let a = config.activation == .silu ? onorm(h, silu: true) : g.unary(config.activation.op, onorm(h))
+        let a = config.activation == .silu ? onorm(h, silu: true) : g.activation(config.activation.op, onorm(h), name: "onorm")
         return out(a)
     }
 }

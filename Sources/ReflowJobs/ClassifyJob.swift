@@ -219,6 +219,7 @@ public enum ClassifyJob: JobKind {
             ClassifierConfig.metadataKey: String(decoding: config.canonicalJSON, as: UTF8.self),
             ClassifierArtifact.datasetKey: String(decoding: try e.encode(trainRef), as: UTF8.self),
             ArtifactMetadata.jobType: job.kindName, ArtifactMetadata.specDigest: job.digest,
+            PruneJob.initSeedKey: String(s.seed),
         ]
         func owned(_ snap: TrainingSnapshot, _ name: String) throws {
             guard snap.metadata[ArtifactMetadata.specDigest] == job.digest else {

@@ -141,6 +141,7 @@ public enum JobKinds {
         AnyJobKind(InvertJob.self),
         AnyJobKind(EvaluateJob.self),
         AnyJobKind(ClassifyJob.self),
+        AnyJobKind(PruneJob.self),
     ]
 
     /// The accepted `type` values, in registry order.

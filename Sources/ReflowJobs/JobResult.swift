@@ -195,12 +195,16 @@ public struct JobProgress: Codable, Sendable, Equatable {
     public var done: Int
     public var total: Int
     public var loss: Double?
+    /// Named measurements taken at this point (a prune job's `sparsity`, `dnr`, `dnr.<layer>`,
+    /// `testAccuracy`, …); nil when the report carries none.
+    public var metrics: [String: Double]?
 
-    public init(phase: String, done: Int, total: Int, loss: Double? = nil) {
+    public init(phase: String, done: Int, total: Int, loss: Double? = nil, metrics: [String: Double]? = nil) {
         self.phase = phase
         self.done = done
         self.total = total
         self.loss = loss
+        self.metrics = metrics
     }
 }
 

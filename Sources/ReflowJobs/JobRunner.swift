@@ -202,8 +202,8 @@ public struct JobExecution: Sendable {
 
     public func checkStop() throws { if context.shouldStop() { throw JobError.interrupted } }
 
-    public func progress(_ phase: String, _ done: Int, _ total: Int, loss: Double? = nil) {
-        context.progress(JobProgress(phase: phase, done: done, total: total, loss: loss))
+    public func progress(_ phase: String, _ done: Int, _ total: Int, loss: Double? = nil, metrics: [String: Double]? = nil) {
+        context.progress(JobProgress(phase: phase, done: done, total: total, loss: loss, metrics: metrics))
     }
 
     /// The path of a referenced artifact (`what` names the reference in errors).
@@ -281,9 +281,11 @@ public struct JobExecution: Sendable {
 
     /// Trains to `loop.steps`, resuming from this directory's checkpoint, checkpointing every
     /// `loop.checkpointEvery` steps and on a stop request; writes `model.safetensors` and `loss.csv`.
-    public func trainLoop(_ training: TrainingConfig, _ loop: LoopSpec, phase: String,
+    /// `metadata` is added to every checkpoint's (how the weights started, for pruning's rewind).
+    public func trainLoop(_ training: TrainingConfig, _ loop: LoopSpec, phase: String, metadata extra: [String: String] = [:],
                           make: (TrainingSnapshot?) throws -> FlowTrainer) throws -> TrainingSummary {
-        let meta = try checkpointMetadata(training)
+        var meta = try checkpointMetadata(training)
+        for (k, v) in extra { meta[k] = v }
         func owned(_ s: TrainingSnapshot, _ name: String) throws {
             let owner = s.metadata[ArtifactMetadata.specDigest]
             guard owner == digest || (owner != nil && owner == legacyDigest) else {

@@ -40,9 +40,12 @@ public struct JobProgressInfo: Codable, Sendable, Equatable {
     public var loss: Double?
     public var stepsPerSecond: Double?
     public var etaSeconds: Double?
+    /// The latest named measurements the job reported (kept until it reports new ones).
+    public var metrics: [String: Double]?
 
     public init(phase: String, step: Int, total: Int, fraction: Double, loss: Double? = nil,
-                stepsPerSecond: Double? = nil, etaSeconds: Double? = nil) {
+                stepsPerSecond: Double? = nil, etaSeconds: Double? = nil, metrics: [String: Double]? = nil) {
+        self.metrics = metrics
         self.phase = phase
         self.step = step
         self.total = total

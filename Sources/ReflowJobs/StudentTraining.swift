@@ -125,7 +125,8 @@ enum StudentTraining {
         let (z0, z1, pairsSummary) = try pairs(s, teacher: teacher, job: job)
         let threads = job.threads
         let initial = s.student.initialization == .teacher ? teacher.weights(useEMA: s.student.useEMA) : nil
-        let summary = try job.trainLoop(s.training, s.loop, phase: job.kindName) { snapshot in
+        let summary = try job.trainLoop(s.training, s.loop, phase: job.kindName,
+                                        metadata: [PruneJob.initializationKey: s.student.initialization.rawValue]) { snapshot in
             if let snapshot { return try FlowTrainer(s.training, threads: threads, restoring: snapshot, pairs: (z0, z1)) }
             return try FlowTrainer(s.training, threads: threads, pairs: (z0, z1), initialWeights: initial)
         }

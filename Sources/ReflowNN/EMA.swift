@@ -31,6 +31,17 @@ public final class EMA {
         }
     }
 
+    /// Zeroes the masked entries of the average (pruned weights stay 0 in it: 0·d + 0·(1 − d)).
+    public func apply(_ masks: PruneMasks) {
+        for (name, m) in masks.masks {
+            guard var s = shadow.removeValue(forKey: name) else { continue }
+            if s.shape == m.shape {
+                s.data.withUnsafeMutableBufferPointer { v in m.data.withUnsafeBufferPointer { mb in for j in v.indices where mb[j] == 0 { v[j] = 0 } } }
+            }
+            shadow[name] = s
+        }
+    }
+
     /// Replaces the average (e.g. from a checkpoint). Names and shapes must match the current one.
     public func load(_ tensors: [String: Tensor]) throws {
         for (k, v) in shadow {

@@ -95,7 +95,7 @@ public final class MLP: Layer {
         var h = x
         for (i, l) in layers.enumerated() {
             h = l(h)
-            if i < layers.count - 1 { h = x.graph.unary(activation.op, h) }
+            if i < layers.count - 1 { h = x.graph.activation(activation.op, h, name: "layers.\(i)") }
         }
         return h
     }

@@ -101,11 +101,46 @@ public final class Optimizer {
     let state: [SlotState]
     /// Number of completed (begun) steps.
     public private(set) var step: Int = 0
+    /// Pruning masks in `named` order (nil: dense); see ``setMasks(_:)``.
+    public private(set) var masks: [Tensor?]
 
     public init(_ kind: OptimizerKind, parameters: [(name: String, parameter: Parameter)]) {
         self.kind = kind
         self.named = parameters
         state = parameters.map { p in SlotState(kind.slots.map { _ in Tensor.zeros(p.parameter.shape) }) }
+        masks = Array(repeating: nil, count: parameters.count)
+    }
+
+    /// Holds pruned weights at exactly zero from now on: the masked entries of each named
+    /// parameter and of its optimizer state (Adam's moments, the momentum buffer) are zeroed
+    /// now and after every update, so neither weight decay nor stale moments revive them.
+    /// Replaces earlier masks; parameters not named become dense. Throws when a mask names no
+    /// parameter or has another shape (nothing changes then).
+    public func setMasks(_ m: PruneMasks) throws {
+        var out = [Tensor?](repeating: nil, count: named.count)
+        let index = Dictionary(uniqueKeysWithValues: named.enumerated().map { ($1.name, $0) })
+        for (name, mask) in m.masks {
+            guard let i = index[name] else { throw StateDictError.unexpected("mask " + name) }
+            guard mask.shape == named[i].parameter.shape else {
+                throw StateDictError.shapeMismatch(name: "mask " + name, expected: named[i].parameter.shape, found: mask.shape)
+            }
+            out[i] = mask
+        }
+        masks = out
+        for i in named.indices { applyMask(at: i) }
+    }
+
+    /// Zeroes the masked entries of parameter `i` and of its state.
+    private func applyMask(at i: Int) {
+        guard let mask = masks[i] else { return }
+        let p = named[i].parameter
+        mask.data.withUnsafeBufferPointer { m in
+            p.value.data.withUnsafeMutableBufferPointer { w in for j in w.indices where m[j] == 0 { w[j] = 0 } }
+            let st = state[i]
+            for s in st.tensors.indices {
+                st.tensors[s].data.withUnsafeMutableBufferPointer { v in for j in v.indices where m[j] == 0 { v[j] = 0 } }
+            }
+        }
     }
 
     public convenience init(_ kind: OptimizerKind, module: some Module) {
@@ -135,6 +170,7 @@ public final class Optimizer {
         case .adamW(let b1, let b2, let eps, let wd):
             adamUpdate(p, &st.tensors, lr: lr, b1: b1, b2: b2, eps: eps, l2: 0, decoupled: wd, scale: gradScale)
         }
+        applyMask(at: i)
     }
 
     /// Parameter indices split into `threads` bins of about equal element count (largest first,

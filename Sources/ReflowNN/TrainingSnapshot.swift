@@ -1,7 +1,7 @@
 public import ReflowEngine
 
 /// Everything a training run needs to resume exactly, as plain values (Sendable): weights, EMA
-/// weights, optimizer moments, the step, the RNG state and free-form metadata. ReflowStore
+/// weights, optimizer moments, the step, the RNG state, pruning masks and free-form metadata. ReflowStore
 /// writes it as one safetensors file (docs/CHECKPOINT_FORMAT.md).
 public struct TrainingSnapshot: Sendable, Equatable {
     /// Model weights by PyTorch-style name.
@@ -16,14 +16,17 @@ public struct TrainingSnapshot: Sendable, Equatable {
     public var rng: Random.State
     /// String metadata (architecture, optimizer kind, job id, …).
     public var metadata: [String: String]
+    /// Pruning masks (0/1, the shapes of their parameters) by parameter name; empty when dense.
+    public var masks: [String: Tensor]
 
     public init(model: [String: Tensor], ema: [String: Tensor] = [:], optimizer: [String: Tensor] = [:],
-                step: Int, rng: Random.State, metadata: [String: String] = [:]) {
+                step: Int, rng: Random.State, metadata: [String: String] = [:], masks: [String: Tensor] = [:]) {
         self.model = model
         self.ema = ema
         self.optimizer = optimizer
         self.step = step
         self.rng = rng
         self.metadata = metadata
+        self.masks = masks
     }
 }

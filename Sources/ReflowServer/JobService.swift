@@ -667,10 +667,11 @@ public final class JobService: Sendable {
             let fraction = p.total > 0 ? Double(p.done) / Double(p.total) : 0
             let eta = keepRate.flatMap { $0 > 0 ? Double(p.total - p.done) / $0 : nil }
             let info = JobProgressInfo(phase: p.phase, step: p.done, total: p.total, fraction: fraction, loss: p.loss,
-                                       stepsPerSecond: keepRate, etaSeconds: eta)
+                                       stepsPerSecond: keepRate, etaSeconds: eta, metrics: p.metrics ?? current.progress?.metrics)
             let r: JobRecord
             do throws(SchedulerError) { r = try s.scheduler.progress(id, info) } catch { return .failure(error) }
-            let emit = t - (s.lastProgressEvent[id] ?? 0) >= 0.5 || p.done == p.total
+            // Reports with measurements are never throttled away (a prune cycle's DNR is one event).
+            let emit = t - (s.lastProgressEvent[id] ?? 0) >= 0.5 || p.done == p.total || p.metrics != nil
             if emit { s.lastProgressEvent[id] = t }
             let persistNow = t - (s.lastProgressPersist[id] ?? 0) >= 5
             if persistNow { s.lastProgressPersist[id] = t }

@@ -8,7 +8,7 @@ import Foundation
 /// Layout (docs/CHECKPOINT_FORMAT.md is normative):
 /// - model weights under their PyTorch names (`layers.0.weight`, `[out, in]`),
 /// - EMA weights under `ema.<name>`, optimizer state under `optimizer.<name>.<slot>`
-///   (`exp_avg`, `exp_avg_sq`, `momentum_buffer`),
+///   (`exp_avg`, `exp_avg_sq`, `momentum_buffer`), pruning masks (0/1) under `mask.<name>`,
 /// - `__metadata__`: `format = "pt"`, `reflowd.checkpoint_version = "1"`, `reflowd.step`,
 ///   `reflowd.rng` (the RNG state as JSON) and the snapshot's own metadata.
 ///
@@ -19,7 +19,7 @@ import Foundation
 /// weights into the equivalent PyTorch module.
 public enum Checkpoint {
     public static let version = "1"
-    static let emaPrefix = "ema.", optimizerPrefix = "optimizer."
+    static let emaPrefix = "ema.", optimizerPrefix = "optimizer.", maskPrefix = "mask."
 
     /// Largest step a checkpoint may claim (2⁵³: counters stay exact in Double and never overflow).
     public static let maxStep = 1 << 53
@@ -35,13 +35,17 @@ public enum Checkpoint {
     public static func write(_ snapshot: TrainingSnapshot, to path: String) throws -> String {
         var tensors = [(name: String, tensor: Tensor)]()
         for (k, v) in snapshot.model {
-            guard !k.hasPrefix(emaPrefix), !k.hasPrefix(optimizerPrefix) else {
+            guard !k.hasPrefix(emaPrefix), !k.hasPrefix(optimizerPrefix), !k.hasPrefix(maskPrefix) else {
                 throw CheckpointError.reservedName(k)
             }
             tensors.append((k, v))
         }
         for (k, v) in snapshot.ema { tensors.append((emaPrefix + k, v)) }
         for (k, v) in snapshot.optimizer { tensors.append((optimizerPrefix + k, v)) }
+        for (k, v) in snapshot.masks {
+            guard let w = snapshot.model[k], w.shape == v.shape else { throw CheckpointError.badMask(k) }
+            tensors.append((maskPrefix + k, v))
+        }
         guard snapshot.step >= 0 && snapshot.step <= maxStep else { throw CheckpointError.badMetadata(key: "reflowd.step", value: String(snapshot.step)) }
         var meta = snapshot.metadata
         meta["format"] = "pt"
@@ -89,15 +93,20 @@ public enum Checkpoint {
         } catch {
             throw CheckpointError.badMetadata(key: "reflowd.rng", value: rngText)
         }
-        var model = [String: Tensor](), ema = [String: Tensor](), opt = [String: Tensor]()
+        var model = [String: Tensor](), ema = [String: Tensor](), opt = [String: Tensor](), masks = [String: Tensor]()
         for (k, t) in file.tensors {
             if k.hasPrefix(emaPrefix) { ema[String(k.dropFirst(emaPrefix.count))] = t }
             else if k.hasPrefix(optimizerPrefix) { opt[String(k.dropFirst(optimizerPrefix.count))] = t }
+            else if k.hasPrefix(maskPrefix) { masks[String(k.dropFirst(maskPrefix.count))] = t }
             else { model[k] = t }
+        }
+        // A mask must cover a weight of its shape and hold only 0 and 1.
+        for (k, m) in masks {
+            guard let w = model[k], w.shape == m.shape, m.data.allSatisfy({ $0 == 0 || $0 == 1 }) else { throw CheckpointError.badMask(k) }
         }
         var own = meta
         for k in ["format", "reflowd.checkpoint_version", "reflowd.step", "reflowd.rng", "reflowd.data_sha256"] { own[k] = nil }
-        return TrainingSnapshot(model: model, ema: ema, optimizer: opt, step: step, rng: rng, metadata: own)
+        return TrainingSnapshot(model: model, ema: ema, optimizer: opt, step: step, rng: rng, metadata: own, masks: masks)
     }
 }
 
@@ -107,6 +116,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case badMetadata(key: String, value: String)
     case digestMismatch(path: String, expected: String, actual: String)
     case reservedName(String)
+    /// A `mask.<name>` tensor without a weight of its shape, or with values other than 0 and 1.
+    case badMask(String)
 
     public var description: String {
         switch self {
@@ -115,7 +126,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case .digestMismatch(let p, let e, let a):
             return "checkpoint: the tensor data of \(p) is corrupt (recorded SHA-256 \(e.prefix(16))…, actual \(a.prefix(16))…)"
         case .reservedName(let n):
-            return "checkpoint: model tensor '\(n)' uses a reserved prefix (ema., optimizer.)"
+            return "checkpoint: model tensor '\(n)' uses a reserved prefix (ema., optimizer., mask.)"
+        case .badMask(let n): return "checkpoint: mask '\(n)' has no weight of its shape or holds values other than 0 and 1"
         }
     }
 }
