@@ -493,7 +493,7 @@ struct PruneRun<Subject: PruneSubject> {
                 masks = PruneMasks(snapshot.masks)
             } else {
                 removed = Pruning.prune(&masks, names: names, weights: trained, start: start.isEmpty ? nil : start,
-                                        fraction: fractions[cycle - 1], apFraction: spec.ap.enabled ? spec.ap.rate : 0,
+                                        fraction: fractions[cycle - 1], apFraction: apShare(fractions[cycle - 1]),
                                         criterion: spec.method == .random ? .random : .magnitude, scope: spec.scope,
                                         ap: spec.ap.selection, rng: &cycleRng)
             }
@@ -562,6 +562,13 @@ struct PruneRun<Subject: PruneSubject> {
             // Nothing to prune (sparsity 0 on an iterative schedule): the dense model is the output.
             try subject.write(weights: dense, ema: [:], masks: masks, step: 0, extra: [:], to: job.directory.file(subject.outputName))
         }
+    }
+
+    /// AP's share of a cycle that removes `fraction`: `ap.rate`, scaled down with a last cycle
+    /// that removes less than `rate` (so AP keeps its proportion, 2 of every 20 pruned).
+    func apShare(_ fraction: Double) -> Double {
+        guard spec.ap.enabled else { return 0 }
+        return spec.ap.rate * min(1, fraction / spec.rate)
     }
 
     // MARK: structured

@@ -12,7 +12,7 @@ BIN=${REFLOWD:-.build/release/reflowd}
 DATA=${FMNIST:-/usr/share/datasets/fashion-mnist}
 THREADS=${THREADS:-2}
 if [ "$SCALE" = tiny ]; then S1=10; P=64; S2=10; S3=10; M1=10; MP=64; M2=10; M3=10
-else S1=20000; P=20000; S2=8000; S3=8000; M1=5000; MP=20000; M2=3000; M3=3000; fi
+else S1=20000; P=10000; S2=4000; S3=4000; M1=5000; MP=20000; M2=3000; M3=3000; fi
 FM='{"kind":"mlp","dimension":784,"imageShape":[1,28,28],"width":1024,"depth":3,"activation":"relu","timeInput":{"kind":"sinusoidal","features":32,"scale":1000}}'
 MM='{"kind":"mlp","dimension":2,"width":256,"depth":3,"activation":"relu"}'
 mkdir -p "$OUT"
