@@ -434,10 +434,13 @@ struct PruneRun<Subject: PruneSubject> {
         return m
     }
 
-    func measure(_ weights: [String: Tensor], step: Int) throws -> (DNRRecord?, [String: Double]) {
+    /// DNR and quality of `weights` of `on` (the run's subject unless given: structured pruning
+    /// measures the smaller model).
+    func measure(_ weights: [String: Tensor], step: Int, on other: Subject? = nil) throws -> (DNRRecord?, [String: Double]) {
         try job.checkStop()
-        let d = DNRRecord(try subject.probe(weights), step: step)
-        return (d, try subject.quality(weights))
+        let s = other ?? subject
+        let d = DNRRecord(try s.probe(weights), step: step)
+        return (d, try s.quality(weights))
     }
 
     // MARK: unstructured
@@ -628,7 +631,7 @@ struct PruneRun<Subject: PruneSubject> {
             }
         }
         let weights = trainer.weights, evaluated = trainer.evaluationWeights
-        let (d, q) = try measure(evaluated, step: trainer.step)
+        let (d, q) = try measure(evaluated, step: trainer.step, on: small)
         let after = weights.values.reduce(0) { $0 + $1.count }
         try job.checkStop()
         let denseSeconds = try subject.inferenceSeconds(denseEvaluation, rows: rows, repeats: repeats)

@@ -192,7 +192,7 @@ public enum Pruning {
         var out = [Double](), alive = 1.0
         while 1 - alive < target - 1e-9 && out.count < 1000 {
             let needed = 1 - (1 - target) / alive
-            let f = min(rate, needed)
+            let f = needed > rate - 1e-12 ? rate : needed   // a target on the schedule's grid needs no sliver cycle
             out.append(f)
             alive *= 1 - f
         }

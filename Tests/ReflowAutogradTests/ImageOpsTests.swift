@@ -134,3 +134,21 @@ struct ImageOpsTests {
         #expect(r.passed, "\(r)")
     }
 }
+
+@Suite("Average pooling")
+struct AvgPoolTests {
+    @Test("avgPool2x2 equals the naive 2×2 mean and its gradients pass finite differences")
+    func avgPool() {
+        let x = randn([2, 3, 4, 6], seed: 21)
+        let g = Graph(gradEnabled: false)
+        let y = g.avgPool2x2(g.constant(x)).value
+        #expect(y.shape == [2, 3, 2, 3])
+        for n in 0..<2 { for c in 0..<3 { for i in 0..<2 { for j in 0..<3 {
+            func at(_ h: Int, _ w: Int) -> Float { x.data[((n * 3 + c) * 4 + h) * 6 + w] }
+            let want = (at(2 * i, 2 * j) + at(2 * i, 2 * j + 1) + at(2 * i + 1, 2 * j) + at(2 * i + 1, 2 * j + 1)) / 4
+            #expect(abs(y.data[((n * 3 + c) * 2 + i) * 3 + j] - want) < 1e-6)
+        } } } }
+        let r = gradCheck(inputs: [x]) { g, v in g.avgPool2x2(v[0]) }
+        #expect(r.passed, "\(r)")
+    }
+}

@@ -27,7 +27,7 @@ struct ClassifierTests {
         #expect(ClassifierConfig().validationError() == nil)
     }
 
-    @Test("parameter count and PyTorch-style names match the built network", arguments: [ClassifierConfig.Kind.mlp, .cnn])
+    @Test("parameter count and PyTorch-style names match the built network", arguments: ClassifierConfig.Kind.allCases)
     func parameters(_ kind: ClassifierConfig.Kind) {
         let c = ClassifierConfig(kind: kind, hidden: [32, 16], channels: [4, 8], features: 12, imageShape: [1, 28, 28], classes: 10)
         var rng = Random(seed: 1)
@@ -40,6 +40,11 @@ struct ClassifierTests {
             #expect(names.prefix(2) == ["convs.0.weight", "convs.0.bias"] && names.contains("convs.3.weight") && names.suffix(4) == ["fc.weight", "fc.bias", "head.weight", "head.bias"])
             // 28 → 14 → 7 after two stride-2 levels.
             #expect(net.stateDict()["fc.weight"]?.shape == [12, 8 * 7 * 7])
+        case .lenet:
+            #expect(names == ["convs.0.weight", "convs.0.bias", "convs.1.weight", "convs.1.bias", "layers.0.weight", "layers.0.bias",
+                              "layers.1.weight", "layers.1.bias", "head.weight", "head.bias"])
+            // 28 → 28 (5×5, padding 2) → 14 (pool) → 10 (5×5) → 5 (pool): 8 channels · 5 · 5 inputs.
+            #expect(net.stateDict()["layers.0.weight"]?.shape == [32, 8 * 5 * 5])
         }
         #expect(c.activationFloatsPerRow > 0)
         let out = net.evaluate(Self.held.tensor(Array(0..<5)).data, rows: 5)

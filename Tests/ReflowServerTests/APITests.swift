@@ -203,6 +203,8 @@ struct APITests {
         let long = #"{"type": "train", "input": {"model": {"width": 16, "depth": 2}, "batchSize": 32, "steps": 10000000, "logEvery": 10, "checkpointEvery": 100}}"#
         let a = try #require(try c.json("POST", "/v1/jobs", long).json()["id"] as? String)
         let b = try #require(try c.json("POST", "/v1/jobs", long).json()["id"] as? String)
+        // b is first in the queue once a has left it (a busy machine may take a moment to start a).
+        for _ in 0..<500 where (try c.request("GET", "/v1/jobs/\(a)").json()["state"] as? String) == "queued" { usleep(20_000) }
         let queued = try c.request("GET", "/v1/jobs/\(b)").json()
         #expect(queued["state"] as? String == "queued" && queued["queuePosition"] as? Int == 0)
         let cb = try c.request("POST", "/v1/jobs/\(b)/cancel")

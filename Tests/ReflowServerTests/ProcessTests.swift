@@ -132,6 +132,49 @@ struct ProcessTests {
         #expect(after.state == .queued || after.state == .succeeded)
     }
 
+    @Test("SIGKILL during an IMP prune job: after a restart it resumes at its cycle (finished cycles are kept, not redone)")
+    func pruneCrashResumesAtCycle() throws {
+        let dir = NSTemporaryDirectory() + "reflowd-prune-crash-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let first = try ServerProcess(dataDir: dir)
+        let c = try TestClient(port: first.port)
+        let classify = #"{"type": "classify", "input": {"data": {"kind": "images", "dataset": "builtin:shapes", "limit": 600}, "test": {"dataset": "builtin:shapes", "split": "test", "limit": 200}, "model": {"kind": "mlp", "hidden": [256, 128]}, "batchSize": 64, "steps": 20}}"#
+        let cls = try #require(try c.json("POST", "/v1/jobs", classify, headers: [("Prefer", "wait=120")]).json()["id"] as? String)
+        let prune = #"{"type": "prune", "input": {"model": {"job": "\#(cls)"}, "sparsity": 0.83, "rate": 0.3, "ap": {"enabled": true}, "retrain": {"steps": 1000, "checkpointEvery": 100, "logEvery": 10}, "dnr": {"samples": 100}, "evaluation": {"n": 100}}}"#
+        let r = try c.json("POST", "/v1/jobs", prune)
+        #expect(r.status == 202, "\(r.text)")
+        let id = try #require(try r.json()["id"] as? String)
+        // Wait until cycle 2 has finished (its measurements arrive as progress metrics), then kill.
+        var cycle = 0.0
+        for _ in 0..<6000 where cycle < 2 {
+            let progress = try c.request("GET", "/v1/jobs/\(id)").json()["progress"] as? [String: Any]
+            cycle = (progress?["metrics"] as? [String: Any])?["cycle"] as? Double ?? 0
+            usleep(10_000)
+        }
+        #expect(cycle >= 2)
+        first.kill9()
+        let statePath = dir + "/jobs/\(id)/pruning.json"
+        let before = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: statePath))) as? [String: Any]
+        let savedCycles = ((before?["summary"] as? [String: Any])?["cycles"] as? [[String: Any]]) ?? []
+        #expect(savedCycles.count >= 3)
+
+        let second = try ServerProcess(dataDir: dir)
+        defer { _ = second.terminate() }
+        let c2 = try TestClient(port: second.port)
+        var done: [String: Any] = [:]
+        for _ in 0..<600 {
+            done = try c2.request("GET", "/v1/jobs/\(id)?wait=5").json()
+            if done["done"] as? Bool == true { break }
+        }
+        #expect(done["state"] as? String == "succeeded", "\(done["error"] ?? "")")
+        #expect(done["attempts"] as? Int == 2)
+        let cycles = (((done["result"] as? [String: Any])?["pruning"] as? [String: Any])?["cycles"] as? [[String: Any]]) ?? []
+        #expect(cycles.count == 6, "cycles 0…5 (30 % per cycle to 83 %)")
+        for (i, saved) in savedCycles.enumerated() where i < cycles.count {
+            #expect(cycles[i]["seconds"] as? Double == saved["seconds"] as? Double, "cycle \(i) was kept, not run again")
+        }
+    }
+
     @Test("SIGTERM during a long solve with a short drain timeout: exit 0 (no crash in OpenBLAS teardown), the job is queued again on restart")
     func drainTimeout() throws {
         let dir = NSTemporaryDirectory() + "reflowd-drain-\(UUID().uuidString)"

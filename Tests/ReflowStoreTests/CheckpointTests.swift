@@ -67,6 +67,34 @@ import ReflowFlow
         #expect(back.optimizer["layers.0.weight.exp_avg"]?.shape == [32, 3])
     }
 
+    @Test("pruning masks round-trip under mask.<name>; a mask without its weight, of another shape or not 0/1 is refused")
+    func masks() throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let t = try FlowTrainer(Self.smallConfig(), threads: 1)
+        var snap = t.snapshot()
+        var m = Tensor.ones([32, 3])
+        m.data[4] = 0
+        snap.masks = ["layers.0.weight": m]
+        let path = dir.file("m.safetensors")
+        try Checkpoint.write(snap, to: path)
+        let back = try Checkpoint.read(path: path)
+        #expect(back.masks == snap.masks && back.model.count == snap.model.count && back.model["mask.layers.0.weight"] == nil)
+        snap.masks = ["layers.9.weight": m]
+        #expect(throws: CheckpointError.badMask("layers.9.weight")) { try Checkpoint.write(snap, to: path) }
+        snap.masks = ["layers.0.weight": Tensor.ones([3, 32])]
+        #expect(throws: CheckpointError.badMask("layers.0.weight")) { try Checkpoint.write(snap, to: path) }
+        // A hand-made file whose mask holds a 2 is refused on read.
+        var tensors = snap.model.map { (name: $0.key, tensor: $0.value) }
+        tensors.append((name: "mask.layers.0.weight", tensor: Tensor(shape: [32, 3], repeating: 2)))
+        let meta = ["reflowd.checkpoint_version": "1", "reflowd.step": "0",
+                    "reflowd.rng": String(decoding: try JSONEncoder().encode(snap.rng), as: UTF8.self)]
+        var withDigest = meta
+        withDigest["reflowd.data_sha256"] = Checkpoint.dataDigest(try SafeTensors.encode(tensors, metadata: meta))
+        try AtomicFile.write(try SafeTensors.encode(tensors, metadata: withDigest), to: path)
+        #expect(throws: CheckpointError.badMask("layers.0.weight")) { try Checkpoint.read(path: path) }
+    }
+
     @Test func corruptedDataIsCaughtByTheEmbeddedDigest() throws {
         let dir = try TempDir()
         defer { dir.remove() }
