@@ -106,6 +106,21 @@ struct PruneJobTests {
         #expect(sample.artifacts.map(\.name).contains("samples.npy"))
     }
 
+    @Test("one-shot magnitude pruning of a ReLU U-Net with fine-tuning: conv and linear weights only, DNR of every ReLU, grid-ready model")
+    func unet() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("c", #"{"type": "train", "input": {"model": {"kind": "unet", "channels": [8, 8], "blocksPerLevel": 1, "groups": 4, "activation": "relu"}, "data": {"kind": "images", "dataset": "builtin:shapes", "limit": 64}, "batchSize": 4, "steps": 2, "previewPoints": 0}}"#)
+        let r = try dir.run("p", pruneSpec(#""schedule": "oneShot", "sparsity": 0.5, "retrain": {"steps": 2}, "dnr": {"samples": 8}, "evaluation": {"n": 16, "steps": [1]}"#))
+        let p = try #require(r.pruning)
+        #expect(p.rewind == RewindPoint.none && p.cycles.count == 2 && abs(p.cycles[1].sparsity - 0.5) < 1e-3)
+        #expect(p.prunable.allSatisfy { !$0.contains(".n1.") && !$0.hasSuffix(".bias") } && p.prunable.contains("stem.weight"))
+        let layers = try #require(p.cycles[1].dnr?.layers.keys.sorted())
+        #expect(layers.contains("onorm") && layers.contains("down1.0.n1") && layers.contains("mid.1.n2"), "\(layers)")
+        let m = try ModelArtifact.read(path: dir.path + "/p/model.safetensors")
+        #expect(m.model.kind == "unet" && !m.snapshot.masks.isEmpty)
+    }
+
     @Test("refused at submit with the pointer: sparsity outside [0, 1), unknown layers, structured on a model without unit layers, AP without cycles")
     func refusals() throws {
         let dir = try JobsDir()

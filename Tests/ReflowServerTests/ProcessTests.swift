@@ -140,7 +140,7 @@ struct ProcessTests {
         let c = try TestClient(port: first.port)
         let classify = #"{"type": "classify", "input": {"data": {"kind": "images", "dataset": "builtin:shapes", "limit": 600}, "test": {"dataset": "builtin:shapes", "split": "test", "limit": 200}, "model": {"kind": "mlp", "hidden": [256, 128]}, "batchSize": 64, "steps": 20}}"#
         let cls = try #require(try c.json("POST", "/v1/jobs", classify, headers: [("Prefer", "wait=120")]).json()["id"] as? String)
-        let prune = #"{"type": "prune", "input": {"model": {"job": "\#(cls)"}, "sparsity": 0.83, "rate": 0.3, "ap": {"enabled": true}, "retrain": {"steps": 1000, "checkpointEvery": 100, "logEvery": 10}, "dnr": {"samples": 100}, "evaluation": {"n": 100}}}"#
+        let prune = #"{"type": "prune", "input": {"model": {"job": "\#(cls)"}, "sparsity": 0.83, "rate": 0.3, "ap": {"enabled": true}, "retrain": {"steps": 600, "checkpointEvery": 100, "logEvery": 10}, "dnr": {"samples": 100}, "evaluation": {"n": 100}}}"#
         let r = try c.json("POST", "/v1/jobs", prune)
         #expect(r.status == 202, "\(r.text)")
         let id = try #require(try r.json()["id"] as? String)
