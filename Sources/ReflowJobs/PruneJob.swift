@@ -262,6 +262,10 @@ public enum PruneJob: JobKind {
                 do { _ = try resolver.path(for: p, kind: .pairs) } catch {
                     throw SpecError(pointer: "/input/pairs" + error.pointer, message: error.message)
                 }
+            } else if f.snapshot.metadata["reflowd.pairs_sha256"] != nil {
+                // A reflow/distill student that reused another job's pairs (pairsFrom) has none of
+                // its own; retraining it on the independent coupling would change its objective.
+                throw SpecError(pointer: "/input/pairs", message: "this model was trained on stored pairs that its job does not hold (it reused them with pairsFrom); give pairs: {\"job\": <the job that made them>}")
             }
             if let c = s.evaluation.classifier {
                 guard f.model.pointShape.count == 3 else {

@@ -150,5 +150,9 @@ struct PruneJobTests {
         // The default pairs of a distilled student are its own job's.
         let prepared = try JobRunner.prepare(try SpecParser.parse(Array(#"{"type": "prune", "input": {"model": {"job": "d"}, "rewind": {"kind": "none"}}}"#.utf8)), resolver: dir.resolver)
         #expect(prepared.input(as: PruneSpec.self)?.pairs == .job(id: "d", artifact: "pairs"))
+        // A student that reused another job's pairs has none of its own: pairs must be given.
+        try dir.run("d2", #"{"type": "distill", "input": {"teacher": {"job": "t"}, "pairsFrom": {"job": "d"}, "steps": 2, "previewPoints": 0}}"#)
+        #expect(prepareError(dir, #"{"type": "prune", "input": {"model": {"job": "d2"}, "rewind": {"kind": "none"}}}"#)?.pointer == "/input/pairs")
+        #expect(prepareError(dir, #"{"type": "prune", "input": {"model": {"job": "d2"}, "pairs": {"job": "d"}, "rewind": {"kind": "none"}}}"#) == nil)
     }
 }
