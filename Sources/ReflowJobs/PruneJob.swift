@@ -253,6 +253,8 @@ public enum PruneJob: JobKind {
                 throw SpecError(pointer: "/input/data", message: "holds \(shape.map(String.init).joined(separator: "×")) images, the classifier takes \((c.config.imageShape ?? []).map(String.init).joined(separator: "×"))")
             }
             _ = try ClassifyJob.describeImages(ImageDataRef(dataset: ref.dataset, split: .test), pointer: "/input/data", resolver: resolver)
+            // Named in the echoed input (and so protected from deletion while the job runs).
+            s.data = ref
         case .flow(let f):
             if s.data != nil { throw SpecError(pointer: "/input/data", message: "is for classifiers (a velocity model retrains on its own coupling)") }
             if s.pairs == nil, case .job(let id, _) = s.model, (try? resolver.path(for: .job(id: id, artifact: "pairs"), kind: .pairs)) != nil {
@@ -552,7 +554,7 @@ struct PruneRun<Subject: PruneSubject> {
                            steps: trainer.step, loss: last, dnr: d, curve: curve, quality: q, seconds: monotonicSeconds() - t0)
             // Durable order: the model and the cycle state first, then the record that points at them.
             try subject.write(weights: trained, ema: evaluated, masks: masks, step: trainer.step,
-                              extra: [PruneJob.cycleKey: String(cycle), "reflowd.sparsity": String(masks.sparsity)],
+                              extra: outputMetadata(q, [PruneJob.cycleKey: String(cycle), "reflowd.sparsity": String(masks.sparsity)]),
                               to: job.directory.file(subject.outputName))
             try Checkpoint.write(TrainingSnapshot(model: trained, ema: from, step: trainer.step, rng: Random(seed: 0).state,
                                                   metadata: [ArtifactMetadata.specDigest: job.digest, PruneJob.cycleKey: String(cycle)],
@@ -569,6 +571,14 @@ struct PruneRun<Subject: PruneSubject> {
             // Nothing to prune (sparsity 0 on an iterative schedule): the dense model is the output.
             try subject.write(weights: dense, ema: [:], masks: masks, step: 0, extra: [:], to: job.directory.file(subject.outputName))
         }
+    }
+
+    /// Metadata of a written pruned model: `extra`, and a classifier's held-out accuracy (the
+    /// dense model's would be stale).
+    func outputMetadata(_ quality: [String: Double], _ extra: [String: String]) -> [String: String] {
+        var m = extra
+        if let a = quality["testAccuracy"] { m[ClassifierArtifact.testAccuracyKey] = String(a) }
+        return m
     }
 
     /// AP's share of a cycle that removes `fraction`: `ap.rate`, scaled down with a last cycle
@@ -644,8 +654,8 @@ struct PruneRun<Subject: PruneSubject> {
                        steps: trainer.step, loss: last, dnr: d, curve: [], quality: q, seconds: monotonicSeconds() - t0)
         r.sparsity = 1 - Double(after) / Double(max(1, before))
         r.remainingPrunable = after
-        try small.write(weights: weights, ema: evaluated, masks: PruneMasks(), step: trainer.step, extra: ["reflowd.sparsity": String(r.sparsity)],
-                        to: job.directory.file(subject.outputName))
+        try small.write(weights: weights, ema: evaluated, masks: PruneMasks(), step: trainer.step,
+                        extra: outputMetadata(q, ["reflowd.sparsity": String(r.sparsity)]), to: job.directory.file(subject.outputName))
         let modelJSON: ResultValue = (try? JSONDecoder().decode(ResultValue.self, from: Data(small.description.utf8))) ?? .string(small.description)
         summary.structured = StructuredSummary(
             unitsBefore: unitsBefore, unitsAfter: unitsAfter, parametersBefore: before, parametersAfter: after,

@@ -342,6 +342,8 @@ struct FlowSubject: PruneSubject {
             ArtifactMetadata.trainingConfig: String(decoding: try e.encode(training), as: UTF8.self),
             ArtifactMetadata.jobType: job.kindName, ArtifactMetadata.specDigest: job.digest,
         ]
+        // How the weights started stays true of the pruned model (a rewind of it needs to know).
+        if let i = artifact.snapshot.metadata[PruneJob.initializationKey] { meta[PruneJob.initializationKey] = i }
         for (k, v) in extra { meta[k] = v }
         try Checkpoint.write(TrainingSnapshot(model: weights, ema: masks.applied(to: ema), step: step, rng: Random(seed: spec.seed).state,
                                               metadata: meta, masks: masks.masks), to: path)
