@@ -75,6 +75,37 @@ public struct Canvas: Sendable {
         if oy >= 0 && oy < height { for x in 0..<width { blend(x, oy, .gray, alpha: 0.4) } }
     }
 
+    /// A 3×5 pixel font (digits, A–Z, a few signs; lower case is drawn as upper case): each
+    /// glyph is 15 bits, five rows of three from the top, most significant bit first.
+    static let glyphs: [Character: UInt16] = [
+        "0": 0x7B6F, "1": 0x2C97, "2": 0x73E7, "3": 0x73CF, "4": 0x5BC9, "5": 0x79CF,
+        "6": 0x79EF, "7": 0x7249, "8": 0x7BEF, "9": 0x7BCF, "A": 0x2BED, "B": 0x6BAE,
+        "C": 0x3923, "D": 0x6B6E, "E": 0x79A7, "F": 0x79A4, "G": 0x396B, "H": 0x5BED,
+        "I": 0x7497, "J": 0x126A, "K": 0x5BAD, "L": 0x4927, "M": 0x5FED, "N": 0x6B6D,
+        "O": 0x2B6A, "P": 0x6BA4, "Q": 0x2B73, "R": 0x6BAD, "S": 0x388E, "T": 0x7492,
+        "U": 0x5B6F, "V": 0x5B6A, "W": 0x5BFD, "X": 0x5AAD, "Y": 0x5A92, "Z": 0x72A7,
+        ".": 0x0002, "%": 0x52A5, ":": 0x0410, "-": 0x01C0, "_": 0x0007, "(": 0x1491,
+        ")": 0x4494, ",": 0x0014, "/": 0x12A4, "=": 0x0E38, "+": 0x05D0,
+    ]
+
+    /// Draws `text` with its top-left corner at pixel (`x`, `y`), each font pixel a
+    /// `scale`×`scale` square; unknown characters are blanks. Returns the x after the text.
+    @discardableResult
+    public mutating func text(_ text: String, x: Int, y: Int, color: Color, scale: Int = 2) -> Int {
+        var cx = x
+        for ch in text.uppercased() {
+            if let g = Canvas.glyphs[ch] {
+                for row in 0..<5 {
+                    for col in 0..<3 where g & (1 << (14 - (row * 3 + col))) != 0 {
+                        for dy in 0..<scale { for dx in 0..<scale { blend(cx + col * scale + dx, y + row * scale + dy, color, alpha: 1) } }
+                    }
+                }
+            }
+            cx += 4 * scale
+        }
+        return cx
+    }
+
     /// PNG bytes of the canvas.
     public func png() throws -> [UInt8] { try PNG.encodeRGB(width: width, height: height, pixels: pixels) }
 }

@@ -687,7 +687,7 @@ struct PruneRun<Subject: PruneSubject> {
     }
 
     /// `dnr.png`: DNR against training progress (x: cycles, each cycle's measurements spread
-    /// over it), overall in black, layers in colours; gray ticks mark cycle ends.
+    /// over it), overall in black, layers in colours, with axis labels and a legend.
     static func plot(_ s: PruneSummary, title: String) throws -> [UInt8] {
         let layers = Array(Set(s.cycles.flatMap { $0.dnr.map { Array($0.layers.keys) } ?? [] })).sorted()
         let palette: [Canvas.Color] = [.blue, .orange, .green, .red, Canvas.Color(148, 103, 189), Canvas.Color(140, 86, 75),
@@ -699,12 +699,26 @@ struct PruneRun<Subject: PruneSubject> {
             if let d = r.dnr { points.append((Float(r.cycle), d)) }
         }
         let xMax = Float(max(1, s.cycles.last?.cycle ?? 1))
-        var c = Canvas(width: 640, height: 400, window: (xMin: -0.05 * xMax, xMax: 1.05 * xMax, yMin: -0.05, yMax: 1.05))
-        for k in 0...Int(xMax) {
-            c.line(from: (Float(k), 0), to: (Float(k), 0.02), color: .gray, alpha: 0.8)
+        // The data window leaves margins for the labels: left for the y axis, below for the
+        // cycle numbers, above for the title, right for the legend.
+        var c = Canvas(width: 760, height: 420, window: (xMin: -0.1 * xMax, xMax: 1.45 * xMax, yMin: -0.14, yMax: 1.12))
+        c.line(from: (0, 0), to: (xMax, 0), color: .gray, alpha: 0.8)
+        c.line(from: (0, 0), to: (0, 1), color: .gray, alpha: 0.8)
+        for v in [Float(0.25), 0.5, 0.75, 1] { c.line(from: (0, v), to: (xMax, v), color: .gray, alpha: 0.2) }
+        for v in [Float(0), 0.5, 1] {
+            let (px, py) = c.pixel(0, v)
+            c.text(v == 0.5 ? "0.5" : String(Int(v)), x: px - 30, y: py - 5, color: .black)
         }
-        c.line(from: (0, 0), to: (xMax, 0), color: .gray, alpha: 0.6)
-        c.line(from: (0, 1), to: (xMax, 1), color: .gray, alpha: 0.3)
+        let step = max(1, Int((xMax / 15).rounded(.up)))
+        for k in stride(from: 0, through: Int(xMax), by: step) {
+            c.line(from: (Float(k), 0), to: (Float(k), -0.02), color: .gray, alpha: 0.8)
+            let (px, py) = c.pixel(Float(k), 0)
+            c.text(String(k), x: px - 3, y: py + 10, color: .black)
+        }
+        let (ox, oy) = c.pixel(xMax / 2, -0.1)
+        c.text("CYCLE", x: ox - 20, y: oy, color: .black)
+        let (tx, ty) = c.pixel(0, 1.1)
+        c.text("DEAD-NEURON RATE (DNR) AFTER EACH CYCLE", x: tx, y: ty, color: .black)
         for (li, l) in layers.enumerated() {
             let pts = points.compactMap { p in p.1.layers[l].map { (p.0, Float($0)) } }
             for i in 1..<max(1, pts.count) { c.line(from: pts[i - 1], to: pts[i], color: palette[li % palette.count], alpha: 0.8) }
@@ -713,6 +727,12 @@ struct PruneRun<Subject: PruneSubject> {
         let overall = points.map { ($0.0, Float($0.1.overall)) }
         for i in 1..<max(1, overall.count) { c.line(from: overall[i - 1], to: overall[i], color: .black, alpha: 1) }
         c.scatter(overall.flatMap { [$0.0, $0.1] }, color: .black, alpha: 1, radius: 2)
+        let (lx, ly) = c.pixel(1.05 * xMax, 1)
+        for (i, name) in (["overall"] + layers).enumerated() {
+            let color = i == 0 ? Canvas.Color.black : palette[(i - 1) % palette.count]
+            for dy in 0..<8 { for dx in 0..<8 { c.blend(lx + dx, ly + 16 * i + dy, color, alpha: 1) } }
+            c.text(String(name.prefix(18)), x: lx + 14, y: ly + 16 * i - 1, color: .black)
+        }
         let legend = ["overall: black"] + layers.enumerated().map { "\($0.element): colour \($0.offset % palette.count)" }
         let sparsities = s.cycles.map { String(format: "%d:%.3f", $0.cycle, $0.sparsity) }.joined(separator: " ")
         let text: [(String, String)] = [

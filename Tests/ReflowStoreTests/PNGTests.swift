@@ -653,3 +653,23 @@ private func tarChecksum(_ archive: [UInt8]) -> Int {
         #expect(gray?.message == "3 channels (supported: 1 to 1)")
     }
 }
+
+@Suite("Canvas text")
+struct CanvasTextTests {
+    @Test("glyphs draw their pixels at the scale asked, lower case as upper case, unknown characters as blanks")
+    func text() {
+        var c = Canvas(width: 40, height: 12, window: (xMin: 0, xMax: 1, yMin: 0, yMax: 1))
+        let end = c.text("1a?", x: 0, y: 0, color: .black, scale: 1)
+        #expect(end == 12, "three cells of 4 pixels")
+        func dark(_ x: Int, _ y: Int) -> Bool { c.pixels[3 * (y * 40 + x)] == 0 }
+        // "1": 010 / 110 / 010 / 010 / 111.
+        #expect(dark(1, 0) && !dark(0, 0) && dark(0, 1) && dark(0, 4) && dark(2, 4) && !dark(2, 2))
+        // "a" is "A": 010 / 101 / 111 / 101 / 101 at x = 4.
+        #expect(dark(5, 0) && dark(4, 2) && dark(6, 2) && !dark(5, 1))
+        // "?" has no glyph: its cell stays white.
+        #expect((8..<11).allSatisfy { x in (0..<5).allSatisfy { !dark(x, $0) } })
+        var big = Canvas(width: 20, height: 20, window: (xMin: 0, xMax: 1, yMin: 0, yMax: 1))
+        big.text("-", x: 0, y: 0, color: .black, scale: 2)
+        #expect(big.pixels[3 * (4 * 20 + 0)] == 0 && big.pixels[3 * (5 * 20 + 5)] == 0 && big.pixels[3 * (3 * 20 + 0)] == 255)
+    }
+}
