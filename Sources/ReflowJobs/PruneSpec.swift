@@ -87,6 +87,10 @@ public struct RetrainSpec: Codable, Sendable, Equatable {
     @Explicit public var learningRate: Float? = nil
     /// Null: the model's own batch size (a classifier's 128).
     @Explicit public var batchSize: Int? = nil
+    /// EMA decay of a velocity model's retraining; null: the model's own, capped at
+    /// 1 − 10/steps so that the average reflects the cycle's training (an average of 0.999 over
+    /// 300 steps would still be three quarters the just-pruned weights). Classifiers keep no EMA.
+    @Explicit public var emaDecay: Float? = nil
     /// Half-cosine decay of the learning rate to 0 over each cycle, or a constant rate.
     public var decay: ClassifySpec.Decay = .cosine
     /// Steps between durable checkpoints within a cycle (0: only at cycle ends).
@@ -175,6 +179,7 @@ public struct PruneSpec: JobInput {
             { Validation.range("/retrain/steps", retrain.steps, 0, LoopSpec.maxSteps) },
             { retrain.learningRate.flatMap { $0 > 0 && $0.isFinite ? nil : ("/retrain/learningRate", "must be a positive number") } },
             { retrain.batchSize.flatMap { Validation.range("/retrain/batchSize", $0, 1, TrainingConfig.maxBatchSize) } },
+            { retrain.emaDecay.flatMap { $0 >= 0 && $0 < 1 ? nil : ("/retrain/emaDecay", "must be in [0, 1), got \($0)") } },
             { retrain.checkpointEvery >= 0 ? nil : ("/retrain/checkpointEvery", "must be ≥ 0 (0 = only at cycle ends)") },
             { retrain.logEvery >= 1 ? nil : ("/retrain/logEvery", "must be ≥ 1") },
             { Validation.range("/dnr/samples", dnr.samples, 1, 100_000) },

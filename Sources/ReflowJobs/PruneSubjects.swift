@@ -238,6 +238,11 @@ struct FlowSubject: PruneSubject {
         c.seed = spec.seed &+ UInt64(cycle)
         if let lr = spec.retrain.learningRate { c.learningRate = lr }
         if let b = spec.retrain.batchSize { c.batchSize = b }
+        if let e = spec.retrain.emaDecay {
+            c.emaDecay = e
+        } else if let e = c.emaDecay {
+            c.emaDecay = min(e, max(0, 1 - 10 / Float(max(1, spec.retrain.steps))))
+        }
         c.schedule = spec.retrain.decay == .cosine ? .cosine(warmupSteps: 0, totalSteps: max(1, spec.retrain.steps)) : .constant
         let resolve: (ArtifactRef) throws -> String = { try job.resolve($0, kind: .points, what: "data") }
         let locate: (String) throws -> DatasetLocation = { try job.locateDataset($0, what: "data") }
