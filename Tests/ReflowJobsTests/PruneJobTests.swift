@@ -121,6 +121,25 @@ struct PruneJobTests {
         #expect(m.model.kind == "unet" && !m.snapshot.masks.isEmpty)
     }
 
+    @Test("retraining a velocity model caps its EMA decay at 1 − 10/steps unless retrain.emaDecay is given")
+    func emaCap() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("t", #"{"type": "train", "input": {\#(tinyModel), "steps": 5}}"#)
+        let m = try ModelArtifact.read(path: dir.path + "/t/model.safetensors")
+        #expect(m.training.emaDecay == 0.999)
+        let job = JobExecution(context: JobContext(directory: dir.path + "/x", threads: 1, resolver: dir.resolver),
+                               directory: JobDirectory(path: dir.path + "/x"), digest: "d", legacyDigest: nil, kindName: "prune")
+        var spec = PruneSpec()
+        spec.retrain.steps = 20
+        #expect(try FlowSubject.makeTrainer(m.training, model: m.model, pairs: nil, spec: spec, cycle: 1, job: job).ema?.decay == 0.5)
+        spec.retrain.steps = 100_000
+        #expect(try FlowSubject.makeTrainer(m.training, model: m.model, pairs: nil, spec: spec, cycle: 1, job: job).ema?.decay == 0.999)
+        spec.retrain.emaDecay = 0.9
+        #expect(try FlowSubject.makeTrainer(m.training, model: m.model, pairs: nil, spec: spec, cycle: 1, job: job).ema?.decay == 0.9)
+        #expect(prepareError(dir, #"{"type": "prune", "input": {"model": {"job": "t"}, "retrain": {"emaDecay": 1}}}"#)?.pointer == "/input/retrain/emaDecay")
+    }
+
     @Test("refused at submit with the pointer: sparsity outside [0, 1), unknown layers, structured on a model without unit layers, AP without cycles")
     func refusals() throws {
         let dir = try JobsDir()
