@@ -301,14 +301,15 @@ public enum PruneJob: JobKind {
                     }
                 }
             }
-            // Magnitude ranking: (index, key) per prunable weight.
-            e.add("pruning ranks", floats: p, 4)
+            // Ranking holds per weight an (index, index) pair, a key and a sort index (28 bytes).
+            e.add("pruning ranks", floats: p, 7)
         case .flow(let f):
             var t = f.training
             if let b = s.retrain.batchSize { t.batchSize = b }
             trainingEstimate(t, threads: threads, into: &e)
             let p = f.model.parameterCount, d = f.model.pointSize
-            e.add("trained, rewind and start weights, masks and pruning ranks", floats: p, 10)
+            // Ranking holds per weight an (index, index) pair, a key and a sort index (28 bytes).
+            e.add("trained, rewind and start weights, masks and pruning ranks", floats: p, 12)
             if let ref = s.pairs, let bytes = resolver.fileSize(of: ref, kind: .pairs) {
                 e.add("pairs (file bytes and tensors)", bytes: ResourceEstimate.multiply(bytes, 3))
             }

@@ -169,6 +169,11 @@ public struct PruneSpec: JobInput {
             { !ap.enabled || method != .structured ? nil : ("/ap/enabled", "AP selects single weights; it does not apply to structured pruning") },
             { !ap.enabled || ap.rate <= rate ? nil : ("/ap/rate", "must not exceed rate (\(rate)): AP's share is part of each cycle's pruning") },
             { method != .structured || schedule == .oneShot ? nil : ("/schedule", "structured pruning is one-shot (set schedule to \"oneShot\")") },
+            {
+                guard schedule == .iterative, sparsity >= 0, sparsity < 1, rate > 0, rate < 1 else { return nil }
+                let n = Pruning.schedule(target: sparsity, rate: rate).count
+                return n < 1000 ? nil : ("/rate", "reaching sparsity \(sparsity) at \(rate) per cycle takes more than 1000 cycles; raise rate")
+            },
             { method != .structured || effectiveRewind == .none ? nil : ("/rewind", "structured pruning fine-tunes the smaller model; leave rewind out or set it to {\"kind\": \"none\"}") },
             {
                 guard let l = prunable.layers else { return nil }

@@ -152,6 +152,7 @@ struct PruneJobTests {
         #expect(prepareError(dir, pruneSpec(#""schedule": "oneShot", "ap": {"enabled": true}"#))?.pointer == "/input/ap/enabled")
         #expect(prepareError(dir, pruneSpec(#""method": "structured", "schedule": "iterative""#))?.pointer == "/input/schedule")
         #expect(prepareError(dir, pruneSpec(#""rate": 0"#))?.pointer == "/input/rate")
+        #expect(prepareError(dir, pruneSpec(#""rate": 0.001, "sparsity": 0.9999"#))?.pointer == "/input/rate")
         #expect(prepareError(dir, pruneSpec(#""pairs": {"job": "c"}"#))?.pointer == "/input/pairs")
         #expect(prepareError(dir, #"{"type": "prune", "input": {"model": {"job": "nope"}}}"#)?.pointer == "/input/model/job")
         // A CNN classifier and a U-Net have no unit layers for structured pruning.
