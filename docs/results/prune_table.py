@@ -18,7 +18,7 @@ def ms(xs, fmt="{:.2f}", scale=1.0):
         return "–"
     if len(xs) == 1:
         return fmt.format(xs[0])
-    return (fmt + " ± " + fmt).format(statistics.mean(xs), statistics.stdev(xs))
+    return (fmt + " ± " + fmt.replace("+", "")).format(statistics.mean(xs), statistics.stdev(xs))
 
 SEEDS = [1, 2, 3, 4, 5]
 print("## Classifiers\n")
