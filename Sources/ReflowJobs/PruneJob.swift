@@ -359,12 +359,13 @@ public enum PruneJob: JobKind {
         }
     }
 
-    /// Reads a rewind model's raw weights.
+    /// Reads a rewind model's weights: a velocity model's EMA weights when it has them (what a
+    /// student initialised from it started from, and what sampling uses), a classifier's weights.
     static func rewindWeights(_ ref: ArtifactRef, job: JobExecution) throws -> [String: Tensor] {
         let path: String
         do { path = try modelPath(ref, resolver: job.context.resolver) } catch { throw JobError.invalidInput("rewind.model: \(error.message)") }
         switch try load(path: path) {
-        case .flow(let m): return m.snapshot.model
+        case .flow(let m): return m.weights(useEMA: true)
         case .classifier(let c): return c.weights
         }
     }
