@@ -102,7 +102,7 @@ public enum PruneJob: JobKind {
         JobOutput(JobDirectory.Name.classifier, "the pruned classifier after the latest finished cycle (masks under mask.<name>)"),
         JobOutput(Name.state, "the prune job's record: every finished cycle's sparsity, DNR and quality (its result section)"),
         JobOutput(Name.table, "one row per cycle: sparsity, removed weights, DNR overall and per layer, quality figures"),
-        JobOutput(Name.plot, "the dead-neuron rate against training progress, overall (black) and per ReLU layer (colours), cycle ends marked"),
+        JobOutput(Name.plot, "the dead-neuron rate against the cycles, overall (black) and per ReLU layer (colours), with labelled axes and a legend"),
     ]
 
     enum Name {
