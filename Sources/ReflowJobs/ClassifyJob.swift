@@ -139,8 +139,8 @@ public enum ClassifyJob: JobKind {
         guard let train = s.trainRef, let test = s.testRef else {
             throw SpecError(pointer: "/input/data", message: "must be an images data source ({\"kind\": \"images\", \"dataset\": …}); got \(input.data.kind)")
         }
-        let a = try describeImages(train, pointer: "/input/data", resolver: resolver)
-        let b = try describeImages(test, pointer: "/input/test", resolver: resolver)
+        let a = try ImageSplits.describe(train, pointer: "/input/data", resolver: resolver)
+        let b = try ImageSplits.describe(test, pointer: "/input/test", resolver: resolver)
         if a.labelled == false {
             throw SpecError(pointer: "/input/data", message: "dataset '\(train.dataset)' (\(train.split.rawValue)) has no labels; a classifier needs labelled images")
         }
@@ -178,7 +178,7 @@ public enum ClassifyJob: JobKind {
         e.add("activations and their gradients", floats: s.batchSize, m.activationFloatsPerRow, 2)
         e.add("evaluation blocks (activations, features and logits)", floats: threads, 256, m.activationFloatsPerRow)
         for (ref, what) in [(s.trainRef, "training images"), (s.testRef, "held-out images")] {
-            if let ref, let info = try? describeImages(ref, pointer: "", resolver: resolver), let bytes = info.bytes {
+            if let ref, let info = try? ImageSplits.describe(ref, pointer: "", resolver: resolver), let bytes = info.bytes {
                 e.add("\(what) (and a transient copy while loading)", bytes: ResourceEstimate.multiply(bytes, 2))
                 // The held-out and training-accuracy rows as floats, with their features.
                 e.add("\(what) as floats for accuracy", floats: min(info.count ?? 0, 10_000), m.imageShape!.reduce(1, *) + m.featureDimension + (m.classes ?? 10))
@@ -304,43 +304,6 @@ public enum ClassifyJob: JobKind {
             seconds: seconds, evaluationSeconds: monotonicSeconds() - evalStart,
             stepsPerSecond: seconds > 0 ? Double(trainer.step - resumed) / seconds : 0, threads: job.threads)
         return ["classifier": try ResultValue(encoding: summary)]
-    }
-
-    /// What the headers of an image split tell: shape, count, labels, classes and bytes in memory
-    /// (nil where they are not known without loading, as for PNG folders).
-    struct SplitInfo {
-        var shape: [Int]?
-        var count: Int?
-        var labelled: Bool?
-        var classes: Int?
-        var bytes: Int?
-    }
-
-    static func describeImages(_ ref: ImageDataRef, pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> SplitInfo {
-        let location: DatasetLocation
-        do { location = try resolver.dataset(ref.dataset) } catch {
-            throw SpecError(pointer: pointer + error.pointer, message: error.message)
-        }
-        switch location {
-        case .builtin(let name):
-            let n = min(BuiltinImageSets.counts[ref.split] ?? 0, ref.limit ?? Int.max)
-            let labelled = name == "shapes"
-            return SplitInfo(shape: BuiltinImageSets.imageShape, count: n, labelled: labelled,
-                             classes: labelled ? BuiltinImages.classNames.count : nil, bytes: n * BuiltinImageSets.imageShape.reduce(1, *))
-        case .directory(let url):
-            let summary: ImageDatasetSummary
-            do { summary = try ImageDataset.describe(directory: url) } catch {
-                throw SpecError(pointer: pointer + "/dataset", message: "dataset '\(ref.dataset)': \(error)")
-            }
-            guard let split = summary.splits.first(where: { $0.split == ref.split }) else {
-                throw SpecError(pointer: pointer + "/split", message: "dataset '\(ref.dataset)' has no \(ref.split.rawValue) split (it has \(summary.splits.map(\.split.rawValue).joined(separator: ", ")))")
-            }
-            let n = split.count.map { min($0, ref.limit ?? $0) }
-            var bytes: Int?
-            if let n, let shape = split.imageShape { bytes = n * shape.reduce(1, *) * (split.pixelType == "float32" ? 4 : 1) }
-            return SplitInfo(shape: split.imageShape, count: n, labelled: split.labelled,
-                             classes: summary.classCount ?? split.classCount, bytes: bytes)
-        }
     }
 }
 

@@ -248,11 +248,11 @@ public enum PruneJob: JobKind {
             do { ref = try ClassifierSubject.trainingData(c, s) } catch {
                 throw SpecError(pointer: "/input/data", message: "the classifier records no training dataset; give data")
             }
-            let info = try ClassifyJob.describeImages(ref, pointer: "/input/data", resolver: resolver)
+            let info = try ImageSplits.describe(ref, pointer: "/input/data", resolver: resolver)
             if let shape = info.shape, shape != c.config.imageShape {
                 throw SpecError(pointer: "/input/data", message: "holds \(shape.map(String.init).joined(separator: "×")) images, the classifier takes \((c.config.imageShape ?? []).map(String.init).joined(separator: "×"))")
             }
-            _ = try ClassifyJob.describeImages(ImageDataRef(dataset: ref.dataset, split: .test), pointer: "/input/data", resolver: resolver)
+            _ = try ImageSplits.describe(ImageDataRef(dataset: ref.dataset, split: .test), pointer: "/input/data", resolver: resolver)
             // Named in the echoed input (and so protected from deletion while the job runs).
             s.data = ref
         case .flow(let f):
@@ -295,7 +295,7 @@ public enum PruneJob: JobKind {
             e.add("fixed DNR sample and evaluation blocks", floats: s.dnr.samples + threads * 256, c.config.activationFloatsPerRow)
             if let ref = try? ClassifierSubject.trainingData(c, s) {
                 for split in [ImageSplit.train, .test] {
-                    if let info = try? ClassifyJob.describeImages(ImageDataRef(dataset: ref.dataset, split: split, limit: ref.limit), pointer: "", resolver: resolver),
+                    if let info = try? ImageSplits.describe(ImageDataRef(dataset: ref.dataset, split: split, limit: ref.limit), pointer: "", resolver: resolver),
                        let bytes = info.bytes {
                         e.add("\(split.rawValue) images (and a transient copy) with a float copy for scoring", bytes: ResourceEstimate.multiply(bytes, 7))
                     }

@@ -80,7 +80,7 @@ func checkDataReferences(_ t: TrainingConfig, resolver: any ArtifactResolver) th
 /// Returns the bytes the split takes in memory when the headers tell (nil for PNG folders).
 @discardableResult
 func checkImageData(_ ref: ImageDataRef, shape: [Int], pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> Int? {
-    let info = try ClassifyJob.describeImages(ref, pointer: pointer, resolver: resolver)
+    let info = try ImageSplits.describe(ref, pointer: pointer, resolver: resolver)
     guard let imageShape = info.shape else { return nil }
     guard imageShape == shape else {
         throw SpecError(pointer: pointer, message: "dataset '\(ref.dataset)' holds \(imageShape.map(String.init).joined(separator: "×")) images, the model's imageShape is \(shape.map(String.init).joined(separator: "×"))")
