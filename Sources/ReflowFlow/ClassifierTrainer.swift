@@ -130,32 +130,9 @@ public final class ClassifierTrainer {
                 }
             }
         }
-        let named = optimizer.named
-        let update = WorkerShared((named: named, workers: workers, bins: bins, optimizer: optimizer))
-        parallelChunks(count: bins.count, threads: threads) { range in
-            for w in range {
-                for i in update.value.bins[w] {
-                    let p = update.value.named[i].parameter
-                    let n = p.value.count
-                    p.grad.data.withUnsafeMutableBufferPointer { acc in
-                        for g in update.value.workers {
-                            g.withParameterGradient(p) { grad in
-                                guard let grad else { return }
-                                for j in 0..<n { acc[j] += grad[j] }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        DataParallel.sumGradients(optimizer, workers: workers, bins: bins, threads: threads, norm: false)
         for g in workers { g.reset() }
-        let lr = schedule.learningRate(base: learningRate, step: step)
-        optimizer.beginStep()
-        parallelChunks(count: bins.count, threads: threads) { range in
-            for w in range {
-                for i in update.value.bins[w] { update.value.optimizer.update(parameterAt: i, learningRate: lr) }
-            }
-        }
+        DataParallel.step(optimizer, bins: bins, threads: threads, learningRate: schedule.learningRate(base: learningRate, step: step))
         optimizer.zeroGrad()
         step += 1
         return shardLoss.reduce(0, +)

@@ -90,7 +90,6 @@ public final class FlowTrainer {
     private var shardLoss: [Float]
     /// Parameters per worker for the gradient sum and the update (balanced by size).
     private let bins: [[Int]]
-    private var partialNorm: [Double]
 
     /// Fixed training pairs (z0, z1), each [N, D], for reflow and distillation; nil draws
     /// independent x0 ~ source, x1 ~ data every step (1-rectified flow).
@@ -171,7 +170,6 @@ public final class FlowTrainer {
         batchLabels = [Int32](repeating: 0, count: data?.classCount != nil ? b : 0)
         shardLoss = [Float](repeating: 0, count: threads)
         bins = optimizer.parallelBins(threads: threads)
-        partialNorm = [Double](repeating: 0, count: bins.count)
     }
 
     /// Resumes from a snapshot taken by ``snapshot()`` of a run with the same config (and, for a
@@ -239,49 +237,19 @@ public final class FlowTrainer {
         }
         }
         // Sum the shard gradients (in worker order) into Parameter.grad, each worker a balanced
-        // bin of parameters; also their squared norms when clipping.
+        // bin of parameters; also their squared norm when clipping.
         let clip = config.gradClipNorm
-        let named = optimizer.named
-        let update = WorkerShared((named: named, workers: workers, bins: bins, optimizer: optimizer))
-        partialNorm.withUnsafeMutableBufferPointer { normBuffer in
-        let norms = SendableMutablePointer(normBuffer.baseAddress)
-        parallelChunks(count: bins.count, threads: threads) { range in
-            for w in range {
-                var sumsq = 0.0
-                for i in update.value.bins[w] {
-                    let p = update.value.named[i].parameter
-                    let n = p.value.count
-                    p.grad.data.withUnsafeMutableBufferPointer { acc in
-                        for g in update.value.workers {
-                            g.withParameterGradient(p) { grad in
-                                guard let grad else { return }
-                                for j in 0..<n { acc[j] += grad[j] }
-                            }
-                        }
-                        if clip != nil { for j in 0..<n { sumsq += Double(acc[j]) * Double(acc[j]) } }
-                    }
-                }
-                norms.base![w] = sumsq
-            }
-        }
-        }
+        let sumsq = DataParallel.sumGradients(optimizer, workers: workers, bins: bins, threads: threads, norm: clip != nil)
         // Release the graphs' references to the weights so the update writes in place.
         for g in workers { g.reset() }
         var gradScale: Float = 1
         if let clip {
             // torch.nn.utils.clip_grad_norm_: factor max / (norm + 1e-6) when below 1.
-            let norm = Float(partialNorm.reduce(0, +).squareRoot())
+            let norm = Float(sumsq.squareRoot())
             gradScale = min(1, clip / (norm + 1e-6))
         }
-        let lr = config.schedule.learningRate(base: config.learningRate, step: step), scale = gradScale
-        optimizer.beginStep()
-        parallelChunks(count: bins.count, threads: threads) { range in
-            for w in range {
-                for i in update.value.bins[w] {
-                    update.value.optimizer.update(parameterAt: i, learningRate: lr, gradScale: scale)
-                }
-            }
-        }
+        let lr = config.schedule.learningRate(base: config.learningRate, step: step)
+        DataParallel.step(optimizer, bins: bins, threads: threads, learningRate: lr, gradScale: gradScale)
         optimizer.zeroGrad()
         ema?.update(from: model)
         step += 1
