@@ -87,8 +87,8 @@ extension VelocityNetwork {
 }
 
 /// Optional label buffers as optional pointers.
-enum LabelBuffer {
-    static func with<R>(_ labels: [Int32]?, _ body: (UnsafePointer<Int32>?) -> R) -> R {
+package enum LabelBuffer {
+    package static func with<R>(_ labels: [Int32]?, _ body: (UnsafePointer<Int32>?) -> R) -> R {
         guard let labels else { return body(nil) }
         return labels.withUnsafeBufferPointer { body($0.baseAddress) }
     }

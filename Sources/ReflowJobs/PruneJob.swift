@@ -515,39 +515,19 @@ struct PruneRun<Subject: PruneSubject> {
             }
             let trainer = try subject.trainer(start: from, masks: masks, cycle: cycle, restoring: snapshot)
             let every = spec.dnr.every ?? subject.stepsPerEpoch ?? 0
-            var window = 0.0, count = 0, last: Double?
-            func checkpoint() throws {
+            func checkpoint() throws -> TrainingSnapshot {
                 var s = trainer.snapshot()
                 s.masks = masks.masks
-                s.metadata[ArtifactMetadata.specDigest] = job.digest
                 s.metadata[PruneJob.cycleKey] = String(cycle)
                 s.metadata["reflowd.prune_removed"] = "\(removed.base),\(removed.ap)"
                 s.metadata[PruneJob.curveKey] = String(decoding: try JSONEncoder().encode(curve), as: UTF8.self)
-                try Checkpoint.write(s, to: job.directory.checkpoint)
+                return s
             }
-            job.progress("retrain", (cycle - 1) * steps + trainer.step, total)
-            while trainer.step < steps {
-                if job.context.shouldStop() {
-                    try checkpoint()
-                    throw JobError.interrupted
-                }
-                let loss = Double(trainer.trainStep())
-                guard loss.isFinite else {
-                    throw JobError.diverged("retraining diverged in cycle \(cycle): the loss is \(loss) at step \(trainer.step) (lower retrain.learningRate)")
-                }
-                window += loss
-                count += 1
-                let step = trainer.step
+            let last = try train(trainer, done: (cycle - 1) * steps, total: total, what: "retraining in cycle \(cycle)",
+                                 snapshot: checkpoint) { step in
                 if every > 0 && step % every == 0 && step < steps, let d = DNRRecord(try subject.probe(trainer.evaluationWeights), step: step) {
                     curve.append(d)
                 }
-                if step % spec.retrain.logEvery == 0 || step == steps {
-                    last = window / Double(count)
-                    window = 0
-                    count = 0
-                    job.progress("retrain", (cycle - 1) * steps + step, total, loss: last)
-                }
-                if spec.retrain.checkpointEvery > 0 && step % spec.retrain.checkpointEvery == 0 && step < steps { try checkpoint() }
             }
             trained = trainer.weights
             let evaluated = trainer.evaluationWeights
@@ -573,6 +553,44 @@ struct PruneRun<Subject: PruneSubject> {
             // Nothing to prune (sparsity 0 on an iterative schedule): the dense model is the output.
             try subject.write(weights: dense, ema: [:], masks: masks, step: 0, extra: [:], to: job.directory.file(subject.outputName))
         }
+    }
+
+    /// Trains `trainer` to `retrain.steps`: progress reports (`done` + step of `total`) with the
+    /// mean loss every `logEvery` steps, `afterStep` after each step, and `snapshot()` (stamped
+    /// with the spec's digest) written as `checkpoint.safetensors` every `checkpointEvery` steps
+    /// and on a stop request. Returns the last logged mean loss.
+    func train(_ trainer: any PruneTrainer, done: Int, total: Int, what: String, snapshot: () throws -> TrainingSnapshot,
+               afterStep: (Int) throws -> Void) throws -> Double? {
+        let steps = spec.retrain.steps
+        func checkpoint() throws {
+            var s = try snapshot()
+            s.metadata[ArtifactMetadata.specDigest] = job.digest
+            try Checkpoint.write(s, to: job.directory.checkpoint)
+        }
+        var window = 0.0, count = 0, last: Double?
+        job.progress("retrain", done + trainer.step, total)
+        while trainer.step < steps {
+            if job.context.shouldStop() {
+                try checkpoint()
+                throw JobError.interrupted
+            }
+            let loss = Double(trainer.trainStep())
+            guard loss.isFinite else {
+                throw JobError.diverged("\(what) diverged: the loss is \(loss) at step \(trainer.step) (lower retrain.learningRate)")
+            }
+            window += loss
+            count += 1
+            let step = trainer.step
+            try afterStep(step)
+            if step % spec.retrain.logEvery == 0 || step == steps {
+                last = window / Double(count)
+                window = 0
+                count = 0
+                job.progress("retrain", done + step, total, loss: last)
+            }
+            if spec.retrain.checkpointEvery > 0 && step % spec.retrain.checkpointEvery == 0 && step < steps { try checkpoint() }
+        }
+        return last
     }
 
     /// Metadata of a written pruned model: `extra`, and a classifier's held-out accuracy (the
@@ -622,30 +640,7 @@ struct PruneRun<Subject: PruneSubject> {
         }
         let trainer = try small.trainer(start: outcome.weights, masks: PruneMasks(), cycle: 1, restoring: snapshot)
         let steps = spec.retrain.steps
-        var window = 0.0, count = 0, last: Double?
-        while trainer.step < steps {
-            if job.context.shouldStop() {
-                var s = trainer.snapshot()
-                s.metadata[ArtifactMetadata.specDigest] = job.digest
-                try Checkpoint.write(s, to: job.directory.checkpoint)
-                throw JobError.interrupted
-            }
-            let loss = Double(trainer.trainStep())
-            guard loss.isFinite else { throw JobError.diverged("fine-tuning diverged: the loss is \(loss) at step \(trainer.step)") }
-            window += loss
-            count += 1
-            if trainer.step % spec.retrain.logEvery == 0 || trainer.step == steps {
-                last = window / Double(count)
-                window = 0
-                count = 0
-                job.progress("retrain", trainer.step, steps, loss: last)
-            }
-            if spec.retrain.checkpointEvery > 0 && trainer.step % spec.retrain.checkpointEvery == 0 && trainer.step < steps {
-                var s = trainer.snapshot()
-                s.metadata[ArtifactMetadata.specDigest] = job.digest
-                try Checkpoint.write(s, to: job.directory.checkpoint)
-            }
-        }
+        let last = try train(trainer, done: 0, total: steps, what: "fine-tuning", snapshot: { trainer.snapshot() }) { _ in }
         let weights = trainer.weights, evaluated = trainer.evaluationWeights
         let (d, q) = try measure(evaluated, step: trainer.step, on: small)
         let after = weights.values.reduce(0) { $0 + $1.count }

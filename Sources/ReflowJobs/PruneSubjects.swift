@@ -175,8 +175,7 @@ struct ClassifierSubject: PruneSubject {
     }
 
     func write(weights: [String: Tensor], ema: [String: Tensor], masks: PruneMasks, step: Int, extra: [String: String], to path: String) throws {
-        var meta = artifact.metadata
-        for k in ["format", "reflowd.checkpoint_version", "reflowd.step", "reflowd.rng", "reflowd.data_sha256"] { meta[k] = nil }
+        var meta = artifact.metadata   // without Checkpoint's own keys (Checkpoint.read strips them)
         meta[ClassifierConfig.metadataKey] = String(decoding: config.canonicalJSON, as: UTF8.self)
         meta[ArtifactMetadata.jobType] = job.kindName
         meta[ArtifactMetadata.specDigest] = job.digest
@@ -295,7 +294,7 @@ struct FlowSubject: PruneSubject {
                     let n = min(256, rows - lo)
                     g.reset()
                     let labels = probeLabels.map { Array($0[lo..<(lo + n)]) }
-                    _ = LabelPointer.with(labels) { net.velocity(g, x: xb.baseAddress! + lo * d, t: tb.baseAddress! + lo, labels: $0, rows: n) }
+                    _ = LabelBuffer.with(labels) { net.velocity(g, x: xb.baseAddress! + lo * d, t: tb.baseAddress! + lo, labels: $0, rows: n) }
                     lo += n
                 }
             }
@@ -352,13 +351,5 @@ struct FlowSubject: PruneSubject {
         for (k, v) in extra { meta[k] = v }
         try Checkpoint.write(TrainingSnapshot(model: weights, ema: masks.applied(to: ema), step: step, rng: Random(seed: spec.seed).state,
                                               metadata: meta, masks: masks.masks), to: path)
-    }
-}
-
-/// Optional label arrays as optional pointers.
-enum LabelPointer {
-    static func with<R>(_ labels: [Int32]?, _ body: (UnsafePointer<Int32>?) -> R) -> R {
-        guard let labels else { return body(nil) }
-        return labels.withUnsafeBufferPointer { body($0.baseAddress) }
     }
 }
