@@ -264,25 +264,40 @@ public final class ClassifierNetwork: Module {
 
     /// x: [B, C·H·W] (or [B, C, H, W]) pixels in [−1, 1] → features [B, F] and logits [B, classes].
     public func callAsFunction(_ x: Var) -> (features: Var, logits: Var) {
+        let h = forward(x).features
+        return (h, head(h))
+    }
+
+    /// The activation of every hidden layer (convolutions: [B, C, H, W] before pooling; fully
+    /// connected: [B, F]) in forward order, and the penultimate features. The taps of the
+    /// perceptual premetric (``PerceptualLoss``).
+    public func activations(_ x: Var) -> [Var] { forward(x).taps }
+
+    private func forward(_ x: Var) -> (features: Var, taps: [Var]) {
         let g = x.graph, act = config.activation.op
         let b = x.shape[0], s = config.imageShape!
-        var h: Var
+        var h: Var, taps = [Var]()
         switch config.kind {
         case .mlp:
             h = x.shape.count == 2 ? x : g.reshape(x, [b, s.reduce(1, *)])
-            for (i, l) in layers.enumerated() { h = g.activation(act, l(h), name: "layers.\(i)") }
+            for (i, l) in layers.enumerated() { h = g.activation(act, l(h), name: "layers.\(i)"); taps.append(h) }
         case .cnn:
             h = g.reshape(x, [b] + s)
-            for (j, c) in convs.enumerated() { h = g.activation(act, c(h), name: "convs.\(j)") }
+            for (j, c) in convs.enumerated() { h = g.activation(act, c(h), name: "convs.\(j)"); taps.append(h) }
             h = g.reshape(h, [b, h.value.count / max(1, b)])
             h = g.activation(act, fc!(h), name: "fc")
+            taps.append(h)
         case .lenet:
             h = g.reshape(x, [b] + s)
-            for (j, c) in convs.enumerated() { h = g.avgPool2x2(g.activation(act, c(h), name: "convs.\(j)")) }
+            for (j, c) in convs.enumerated() {
+                let a = g.activation(act, c(h), name: "convs.\(j)")
+                taps.append(a)
+                h = g.avgPool2x2(a)
+            }
             h = g.reshape(h, [b, h.value.count / max(1, b)])
-            for (i, l) in layers.enumerated() { h = g.activation(act, l(h), name: "layers.\(i)") }
+            for (i, l) in layers.enumerated() { h = g.activation(act, l(h), name: "layers.\(i)"); taps.append(h) }
         }
-        return (h, head(h))
+        return (h, taps)
     }
 
     /// Features, logits and predicted labels of `rows` images (no gradients), split into blocks

@@ -27,6 +27,13 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
     public var seed: UInt64 = 0
     /// How flow times are drawn (default t ~ U[0, 1), as in rf_torch.py).
     public var timeSampler: TimeSampler = .uniform(epsilon: 0)
+    /// For a class-conditional model: the probability that a row's label is replaced by the
+    /// null label, so the same network learns v(x, t | ∅) for classifier-free guidance (Ho &
+    /// Salimans 2022; InstaFlow's teacher: 10 %). Unused by unconditional models.
+    public var labelDropout: Float = 0.1
+    /// The perceptual premetric of 2-rectified flow++ (``PerceptualLoss``) on top of `loss`;
+    /// null trains on `loss` alone.
+    @Explicit public var perceptual: PerceptualLoss? = nil
 
     public init() {}
 
@@ -49,6 +56,15 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
             { loss.validationError().map { ("/loss/c", $0) } },
             { emaDecay.flatMap { $0 >= 0 && $0 < 1 ? nil : ("/emaDecay", "must be in [0, 1), got \($0)") } },
             { gradClipNorm.flatMap { $0 > 0 && $0.isFinite ? nil : ("/gradClipNorm", "must be a positive number") } },
+            { labelDropout >= 0 && labelDropout <= 1 ? nil : ("/labelDropout", "must be in [0, 1], got \(labelDropout)") },
+            { Validation.member("/perceptual", perceptual) },
+            {
+                // (That the model makes images of the feature network's shape is checked where the
+                // model is final: a student inherits its teacher's after this validation.)
+                guard perceptual != nil else { return nil }
+                if interpolant != .rectifiedFlow { return ("/perceptual", "needs the rectifiedFlow interpolant (x̂ = x_t + (1 − t)·v)") }
+                return nil
+            },
             { Validation.member("/timeSampler", timeSampler) })
     }
 }
@@ -85,8 +101,13 @@ public final class FlowTrainer {
     let data: DataSampler?, source: DataSampler?
     /// The current batch: x0, x1 → x_t and targets [B, D]; times [B].
     private var batchX0: [Float], batchX1: [Float], batchXt: [Float], batchTarget: [Float], batchT: [Float]
-    /// Class labels of the batch rows, for a labelled data source ([B]); empty otherwise.
+    /// Class labels of the batch rows for a class-conditional model ([B]); empty otherwise.
     private var batchLabels: [Int32]
+    /// The model's classes when it is class-conditional (labels then reach the network).
+    let classes: Int?
+    /// The frozen feature network of the perceptual premetric (`config.perceptual`). Its
+    /// weights are read, never updated (the optimizer holds only the model's parameters).
+    let perceptualNetwork: ClassifierNetwork?
     private var shardLoss: [Float]
     /// Parameters per worker for the gradient sum and the update (balanced by size).
     private let bins: [[Int]]
@@ -94,6 +115,8 @@ public final class FlowTrainer {
     /// Fixed training pairs (z0, z1), each [N, D], for reflow and distillation; nil draws
     /// independent x0 ~ source, x1 ~ data every step (1-rectified flow).
     public let pairs: (z0: Tensor, z1: Tensor)?
+    /// The class label of each pair ([N]) when the pairs were generated under labels.
+    public let pairLabels: [Int32]?
     /// Hex SHA-256 of the stored pairs' float bytes (z0 then z1), recorded in snapshots.
     public let pairsDigest: String?
 
@@ -101,8 +124,9 @@ public final class FlowTrainer {
     /// sources to readable files (not needed for built-in sources).
     public convenience init(_ config: TrainingConfig, threads: Int,
                             resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") },
-                            locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate) throws {
-        try FlowTrainer.check(config, threads: threads)
+                            locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate,
+                            perceptualNetwork: ClassifierNetwork? = nil) throws {
+        try FlowTrainer.check(config, threads: threads, perceptualNetwork: perceptualNetwork)
         let d = config.model.pointSize
         let data: DataSampler, source: DataSampler
         do {
@@ -111,16 +135,29 @@ public final class FlowTrainer {
         } catch let e as DataSourceError {
             throw TrainerError.badConfig(pointer: "/data", message: e.description)
         }
-        self.init(config, threads: threads, data: data, source: source, pairsStorage: nil)
+        try FlowTrainer.checkLabels(config, available: data.classCount, what: "the data")
+        self.init(config, threads: threads, data: data, source: source, pairsStorage: nil, labels: nil,
+                  perceptualNetwork: perceptualNetwork)
+    }
+
+    /// A conditional model needs labels, and no more classes than it has.
+    static func checkLabels(_ config: TrainingConfig, available: Int?, what: String) throws {
+        guard let k = config.model.classes else { return }
+        guard let n = available else {
+            throw TrainerError.badConfig(pointer: "/model/classes", message: "a class-conditional model needs labelled training data; \(what) has no labels")
+        }
+        if n > k { throw TrainerError.badConfig(pointer: "/model/classes", message: "\(what) has \(n) classes, the model \(k)") }
     }
 
     /// A trainer on a stored coupling: batches are drawn uniformly (with replacement) from the
     /// pairs — the (k+1)-RF of a reflow, or a distillation with `.grid` times. `initialWeights`
     /// starts from a teacher's weights (fine-tuning, as the paper's image code does for reflow)
     /// with a fresh optimizer and EMA.
-    public convenience init(_ config: TrainingConfig, threads: Int, pairs: (z0: Tensor, z1: Tensor),
-                            initialWeights: [String: Tensor]? = nil) throws {
-        try FlowTrainer.check(config, threads: threads)
+    /// `labels` ([N]) are the pairs' class labels (pairs a conditional teacher generated); a
+    /// conditional student needs them.
+    public convenience init(_ config: TrainingConfig, threads: Int, pairs: (z0: Tensor, z1: Tensor), labels: [Int32]? = nil,
+                            initialWeights: [String: Tensor]? = nil, perceptualNetwork: ClassifierNetwork? = nil) throws {
+        try FlowTrainer.check(config, threads: threads, perceptualNetwork: perceptualNetwork)
         let d = config.model.pointSize
         guard pairs.z0.rank >= 2, pairs.z0.shape == pairs.z1.shape, pairs.z0.count == pairs.z0.shape[0] * d, pairs.z0.shape[0] > 0 else {
             throw TrainerError.badPairs("pairs must be two [N, \(d)] tensors with N > 0, got \(pairs.z0.shape) and \(pairs.z1.shape)")
@@ -129,29 +166,50 @@ public final class FlowTrainer {
         if let i = pairs.z0.data.firstIndex(where: { !$0.isFinite }) ?? pairs.z1.data.firstIndex(where: { !$0.isFinite }) {
             throw TrainerError.badPairs("pair row \(i / d) holds a non-finite value")
         }
-        self.init(config, threads: threads, data: nil, source: nil, pairsStorage: pairs)
+        if let labels {
+            guard labels.count == pairs.z0.shape[0] else { throw TrainerError.badPairs("\(labels.count) labels for \(pairs.z0.shape[0]) pairs") }
+            if let bad = labels.first(where: { $0 < 0 || $0 >= Int32(config.model.classes ?? Int(Int32.max)) }) {
+                throw TrainerError.badPairs("pair label \(bad) is outside the model's classes")
+            }
+        }
+        try FlowTrainer.checkLabels(config, available: labels.map { Int($0.max() ?? 0) + 1 }, what: "the pairs")
+        self.init(config, threads: threads, data: nil, source: nil, pairsStorage: pairs,
+                  labels: config.model.classes == nil ? nil : labels, perceptualNetwork: perceptualNetwork)
         if let initialWeights {
             try model.load(stateDict: initialWeights)
             ema?.resetAverage(to: model)
         }
     }
 
-    static func check(_ config: TrainingConfig, threads: Int) throws {
+    static func check(_ config: TrainingConfig, threads: Int, perceptualNetwork: ClassifierNetwork?) throws {
         if let (pointer, message) = config.validationError() { throw TrainerError.badConfig(pointer: pointer, message: message) }
         guard threads >= 1 && threads <= 256 else { throw TrainerError.badConfig(pointer: "/threads", message: "must be in [1, 256]") }
+        if config.perceptual != nil {
+            guard let net = perceptualNetwork else {
+                throw TrainerError.badConfig(pointer: "/perceptual/classifier", message: "the feature network was not given to the trainer")
+            }
+            guard net.config.imageShape == config.model.pointShape else {
+                throw TrainerError.badConfig(pointer: "/perceptual/classifier", message: "takes \(net.config.imageShape ?? []) images, the model makes \(config.model.pointShape)")
+            }
+        }
     }
 
     private init(_ config: TrainingConfig, threads: Int, data: DataSampler?, source: DataSampler?,
-                 pairsStorage: (z0: Tensor, z1: Tensor)?) {
+                 pairsStorage: (z0: Tensor, z1: Tensor)?, labels: [Int32]?, perceptualNetwork: ClassifierNetwork?) {
+        self.perceptualNetwork = config.perceptual == nil ? nil : perceptualNetwork
         self.pairs = pairsStorage
+        self.pairLabels = labels
         self.data = data
         self.source = source
         pairsDigest = pairsStorage.map { p in
             var bytes = [UInt8]()
             bytes.reserveCapacity(8 * p.z0.count)
             for t in [p.z0, p.z1] { t.data.withUnsafeBytes { bytes.append(contentsOf: $0) } }
+            // Labels (when a conditional student uses them) are part of the coupling.
+            labels?.withUnsafeBytes { bytes.append(contentsOf: $0) }
             return SHA256.hex(of: bytes)
         }
+        classes = config.model.classes
         self.config = config
         self.threads = threads
         var initRng = Random(seed: config.seed)
@@ -167,7 +225,7 @@ public final class FlowTrainer {
         batchXt = [Float](repeating: 0, count: b * d)
         batchTarget = [Float](repeating: 0, count: b * d)
         batchT = [Float](repeating: 0, count: b)
-        batchLabels = [Int32](repeating: 0, count: data?.classCount != nil ? b : 0)
+        batchLabels = [Int32](repeating: 0, count: config.model.classes != nil ? b : 0)
         shardLoss = [Float](repeating: 0, count: threads)
         bins = optimizer.parallelBins(threads: threads)
     }
@@ -176,13 +234,14 @@ public final class FlowTrainer {
     /// reflow or distillation run, the same `pairs`: the snapshot records their SHA-256 under
     /// `reflowd.pairs_sha256` and a mismatch, or a missing coupling, is refused).
     public convenience init(_ config: TrainingConfig, threads: Int, restoring s: TrainingSnapshot,
-                            pairs: (z0: Tensor, z1: Tensor)? = nil,
+                            pairs: (z0: Tensor, z1: Tensor)? = nil, labels: [Int32]? = nil,
                             resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") },
-                            locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate) throws {
+                            locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate,
+                            perceptualNetwork: ClassifierNetwork? = nil) throws {
         if let pairs {
-            try self.init(config, threads: threads, pairs: pairs)
+            try self.init(config, threads: threads, pairs: pairs, labels: labels, perceptualNetwork: perceptualNetwork)
         } else {
-            try self.init(config, threads: threads, resolve: resolve, locate: locate)
+            try self.init(config, threads: threads, resolve: resolve, locate: locate, perceptualNetwork: perceptualNetwork)
         }
         let recorded = s.metadata["reflowd.pairs_sha256"]
         guard recorded == pairsDigest else {
@@ -204,8 +263,10 @@ public final class FlowTrainer {
     public func trainStep() -> Float {
         drawBatch()
         let b = config.batchSize, d = config.model.pointSize, threads = self.threads
-        let shared = WorkerShared((model: model, workers: workers, loss: config.loss))
+        let shared = WorkerShared((model: model, workers: workers, loss: config.loss, perceptual: config.perceptual,
+                                   features: perceptualNetwork))
         shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
+        batchX1.withUnsafeBufferPointer { x1b in
         batchXt.withUnsafeBufferPointer { xt in
         batchT.withUnsafeBufferPointer { tb in
         batchLabels.withUnsafeBufferPointer { lb in
@@ -213,6 +274,7 @@ public final class FlowTrainer {
                 let losses = SendableMutablePointer(lossBuffer.baseAddress)
                 let pX = SendablePointer(xt.baseAddress), pT = SendablePointer(tb.baseAddress), pTg = SendablePointer(tgt.baseAddress)
                 let pL = SendablePointer(lb.isEmpty ? nil : lb.baseAddress)
+                let pX1 = SendablePointer(x1b.baseAddress)
                 parallelChunks(count: threads, threads: threads) { range in
                     for w in range {
                         let lo = b * w / threads, hi = b * (w + 1) / threads
@@ -226,12 +288,20 @@ public final class FlowTrainer {
                         let v = shared.value.model.velocity(g, x: pX.base! + lo * d, t: pT.base! + lo,
                                                             labels: pL.base.map { $0 + lo }, rows: rows)
                         // Shard loss · rows/B: the shard gradients then add up to the batch gradient.
-                        let loss = g.affine(shared.value.loss(v, target), scale: Float(rows) / Float(b))
+                        let raw: Var
+                        if let perceptual = shared.value.perceptual, let net = shared.value.features {
+                            raw = perceptual(net, loss: shared.value.loss, v: v, target: target, xt: pX.base! + lo * d,
+                                             x1: pX1.base! + lo * d, t: pT.base! + lo, rows: rows)
+                        } else {
+                            raw = shared.value.loss(v, target)
+                        }
+                        let loss = g.affine(raw, scale: Float(rows) / Float(b))
                         g.backward(loss)
                         losses.base![w] = loss.scalar
                     }
                 }
             }
+        }
         }
         }
         }
@@ -258,8 +328,8 @@ public final class FlowTrainer {
 
     /// Draws the whole batch from the trainer's RNG: for stored pairs, per row a pair index then
     /// t; for the independent coupling, x1 for every row, then x0 for every row, then t per row
-    /// (the order of every earlier release, so seeds reproduce). The interpolant then forms x_t
-    /// and the target.
+    /// (the order of every earlier release, so seeds reproduce); for a conditional model then
+    /// one uniform per row for the label dropout. The interpolant then forms x_t and the target.
     private func drawBatch() {
         let b = config.batchSize
         batchX0.withUnsafeMutableBufferPointer { x0 in
@@ -293,6 +363,8 @@ public final class FlowTrainer {
                         t[r] = sampler.sample(&rng)
                         (x0 + r * d).update(from: z0.baseAddress! + i * d, count: d)
                         (x1 + r * d).update(from: z1.baseAddress! + i * d, count: d)
+                        // (checkLabels makes a conditional model take labelled pairs only.)
+                        if let labels { labels[r] = pairLabels?[i] ?? Int32(classes ?? 0) }
                     }
                 }
             }
@@ -300,6 +372,10 @@ public final class FlowTrainer {
             data!.sample(into: UnsafeMutableBufferPointer(start: x1, count: b * d), labels: labels, rng: &rng)
             source!.sample(into: UnsafeMutableBufferPointer(start: x0, count: b * d), rng: &rng)
             for r in 0..<b { t[r] = sampler.sample(&rng) }
+        }
+        if let labels, let k = classes {
+            let p = config.labelDropout
+            for r in 0..<b where rng.uniformFloat() < p { labels[r] = Int32(k) }
         }
         config.interpolant.fill(x0: x0, x1: x1, t: t, rows: b, size: d, xt: xt, target: target)
     }
@@ -312,7 +388,7 @@ public final class FlowTrainer {
         var r = Random(seed: seed)
         var x0 = [Float](repeating: 0, count: rows * d), x1 = x0, xt = x0, tg = x0
         var t = [Float](repeating: 0, count: rows)
-        var labels = [Int32](repeating: 0, count: data?.classCount != nil ? rows : 0)
+        var labels = [Int32](repeating: 0, count: classes != nil ? rows : 0)
         x0.withUnsafeMutableBufferPointer { a in x1.withUnsafeMutableBufferPointer { b in
         t.withUnsafeMutableBufferPointer { tb in labels.withUnsafeMutableBufferPointer { l in
         xt.withUnsafeMutableBufferPointer { xb in tg.withUnsafeMutableBufferPointer { gb in

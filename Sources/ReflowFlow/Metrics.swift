@@ -476,4 +476,52 @@ public enum Metrics {
                             fractionWithin: Double(counts.reduce(0, +)) / Double(n),
                             modesCovered: covered, meanDistance: distanceSum / Double(n), sampleCount: n)
     }
+    /// Statistics of a noise vector: ‖z‖/√d and the lag-1 autocorrelation Σ z_k·z_{k+1} / Σ z_k²
+    /// (over the flattened vector). For z ~ N(0, I): ≈ 1 and ≈ 0.
+    public struct NoiseStatistics: Codable, Sendable, Equatable {
+        public var normOverSqrtD: Double
+        public var lag1Autocorrelation: Double
+    }
+
+    /// The intersection argument of Lee et al. 2024 (§3, Fig. 2), in reflowd's convention.
+    ///
+    /// Two interpolation lines x_t = t·x1 + (1 − t)·x0 of pairs (x0', x1') and (x0'', x1'')
+    /// meet at time t only if x0'' = x0' + (t/(1 − t))·(x1' − x1''). For random pairs (row i and
+    /// the row n/2 places on) this returns the mean statistics of such x0'' at each t, beside
+    /// those of the pairs' own noise x0 (fresh draws): if x0'' is atypical for N(0, I) (norm off
+    /// √d, autocorrelated), a flow trained on typical noise rarely meets it, and one reflow
+    /// already gives nearly non-crossing paths.
+    /// x0, x1: [n, d] with n ≥ 2 → (fresh, [x0'' statistics per t]).
+    public static func intersectionNoise(x0: Tensor, x1: Tensor, times: [Double]) throws(MetricError)
+        -> (fresh: NoiseStatistics, crossing: [NoiseStatistics]) {
+        let (n, d) = try points(x0, "x0")
+        guard x1.shape == x0.shape else { throw MetricError(argument: "x1", message: "shape \(x1.shape) differs from x0's \(x0.shape)") }
+        guard n >= 2 else { throw MetricError(argument: "x0", message: "needs at least 2 pairs, got \(n)") }
+        for t in times where !(t > 0 && t < 1) { throw MetricError(argument: "times", message: "must lie in (0, 1), got \(t)") }
+        let a = x0.data, b = x1.data
+        func stats(_ row: (Int) -> Double) -> (Double, Double) {
+            var sq = 0.0, lag = 0.0, prev = 0.0
+            for k in 0..<d {
+                let z = row(k)
+                sq += z * z
+                if k > 0 { lag += prev * z }
+                prev = z
+            }
+            return ((sq / Double(d)).squareRoot(), sq > 0 ? lag / sq : 0)
+        }
+        func mean(_ f: (Int) -> (Double, Double)) -> NoiseStatistics {
+            var s0 = 0.0, s1 = 0.0
+            for i in 0..<n { let (u, v) = f(i); s0 += u; s1 += v }
+            return NoiseStatistics(normOverSqrtD: s0 / Double(n), lag1Autocorrelation: s1 / Double(n))
+        }
+        let fresh = mean { i in stats { Double(a[i * d + $0]) } }
+        let crossing = times.map { t in
+            let w = t / (1 - t)
+            return mean { i in
+                let j = (i + n / 2) % n
+                return stats { Double(a[i * d + $0]) + w * (Double(b[i * d + $0]) - Double(b[j * d + $0])) }
+            }
+        }
+        return (fresh, crossing)
+    }
 }

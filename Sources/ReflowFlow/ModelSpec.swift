@@ -24,6 +24,9 @@ public protocol ModelConfig: Codable, Sendable, Validatable {
     var pointShape: [Int] { get }
     /// Number of scalar parameters (computed from the hyperparameters, without building).
     var parameterCount: Int { get }
+    /// Class labels 0..<classes of a class-conditional model, nil for an unconditional one.
+    /// Label `classes` is the null label (classifier-free guidance, label dropout).
+    var classes: Int? { get }
     /// Floats of activations kept for backward per batch row (the memory estimate of a training
     /// step is about `rows × activationFloatsPerRow × 4` bytes per worker graph).
     var activationFloatsPerRow: Int { get }
@@ -116,6 +119,8 @@ public struct ModelSpec: Codable, Sendable, Equatable, Validatable, CustomString
     /// D, the flattened size of one point.
     public var pointSize: Int { config.pointShape.reduce(1, *) }
     public var parameterCount: Int { config.parameterCount }
+    /// Classes of a conditional model (nil: unconditional); see ``ModelConfig/classes``.
+    public var classes: Int? { config.classes }
 
     public func makeNetwork(rng: inout Random) -> any VelocityNetwork { config.makeNetwork(rng: &rng) }
     public func makeNetwork(stateDict: [String: Tensor]) throws -> any VelocityNetwork {
@@ -177,7 +182,7 @@ extension VelocityMLPConfig: ModelConfig {
 
     public var parameterCount: Int {
         let s = sizes
-        return (0..<(s.count - 1)).reduce(0) { $0 + s[$1] * s[$1 + 1] + s[$1 + 1] }
+        return (0..<(s.count - 1)).reduce(0) { $0 + s[$1] * s[$1 + 1] + s[$1 + 1] } + (classes.map { ($0 + 1) * s[1] } ?? 0)
     }
 
     /// Input; per hidden layer the pre-activation, the activation and the activation's saved

@@ -31,6 +31,12 @@ import Synchronization
 ///   v_i = v(z_i, t_i), z_mid = z_i + (h/2)·v_i, v_mid = v(z_mid, t_i + h/2),
 ///   v'_i = (v_mid − v_i)/(h/2), z_{i+1} = z_i + h·v_i + (h²/2)·v'_i.
 ///   Algebraically this is `midpoint`; only rounding differs.
+/// - `remix`: the "new" few-step sampler of Lee et al. 2024, "Improving the Training of
+///   Rectified Flows" (rfpp `generate.py --sampler new`), in reflowd's time convention: predict
+///   the data x̂ = z + (1 − t)·v(z, t), then re-mix it with the **initial** noise z_a on the
+///   straight line from (a, z_a) to (1, x̂): z_{t'} = ((t' − a)·x̂ + (1 − t')·z_a)/(1 − a)
+///   (a = tStart; z_{t'} = t'·x̂ + (1 − t')·z_0 for a = 0). 1 NFE/step; forward only. On a
+///   straight constant-velocity field it equals Euler; one step is Euler's one step.
 ///
 /// JSON: `{"kind": "euler", "steps": 100}`, `{"kind": "rk45", "rtol": 1e-5, "atol": 1e-5, "maxNFE": 10000}`
 /// (absent rk45 fields take the paper's defaults; fixed-step methods need `steps`). Check
@@ -42,6 +48,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     case rk4(steps: Int)
     case rk45(rtol: Double = 1e-5, atol: Double = 1e-5, maxNFE: Int = 10_000)
     case rfSolver2(steps: Int)
+    case remix(steps: Int)
 
     /// Largest accepted `steps` of a fixed-step method.
     public static let maxSteps = 100_000
@@ -57,13 +64,14 @@ public enum ODEMethod: Codable, Sendable, Equatable {
         case .rk4: "rk4"
         case .rk45: "rk45"
         case .rfSolver2: "rfSolver2"
+        case .remix: "remix"
         }
     }
 
     /// Number of steps of a fixed-step method; nil for `rk45`.
     public var steps: Int? {
         switch self {
-        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s): s
+        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s), .remix(let s): s
         case .rk45: nil
         }
     }
@@ -71,7 +79,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     /// Velocity evaluations per step of a fixed-step method; nil for `rk45`.
     public var evaluationsPerStep: Int? {
         switch self {
-        case .euler: 1
+        case .euler, .remix: 1
         case .heun, .midpoint, .rfSolver2: 2
         case .rk4: 4
         case .rk45: nil
@@ -87,7 +95,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     /// The first invalid parameter as a message, or nil when the method is usable.
     public func validationError() -> String? {
         switch self {
-        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s):
+        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s), .remix(let s):
             if s < 1 || s > ODEMethod.maxSteps {
                 return "\(name).steps must be in [1, \(ODEMethod.maxSteps)], got \(s)"
             }
@@ -114,7 +122,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey { case kind, steps, rtol, atol, maxNFE }
-    enum Kind: String, Codable { case euler, heun, midpoint, rk4, rk45, rfSolver2 }
+    enum Kind: String, Codable { case euler, heun, midpoint, rk4, rk45, rfSolver2, remix }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -124,6 +132,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
         case .midpoint: self = .midpoint(steps: try c.decode(Int.self, forKey: .steps))
         case .rk4: self = .rk4(steps: try c.decode(Int.self, forKey: .steps))
         case .rfSolver2: self = .rfSolver2(steps: try c.decode(Int.self, forKey: .steps))
+        case .remix: self = .remix(steps: try c.decode(Int.self, forKey: .steps))
         case .rk45:
             self = .rk45(rtol: try c.decodeIfPresent(Double.self, forKey: .rtol) ?? 1e-5,
                          atol: try c.decodeIfPresent(Double.self, forKey: .atol) ?? 1e-5,
@@ -300,6 +309,9 @@ public enum ODESolver {
             record?(0, a, UnsafePointer(x))
             return ODEStats(nfe: 0, acceptedSteps: 0, rejectedSteps: 0)
         }
+        if case .remix = method, direction == .backward {
+            throw ODEError.invalidArgument("remix predicts the data and re-mixes the initial noise: it integrates forward only")
+        }
         if case .rk45(let rtol, let atol, let maxNFE) = method {
             return try dormandPrince(field, x: x, rows: rows, from: Double(a), to: Double(b),
                                      rtol: rtol, atol: atol, maxNFE: maxNFE, record: record)
@@ -316,10 +328,11 @@ public enum ODESolver {
         let m = rows * field.dimension
         let h = (b - a) / Float(steps)       // < 0 when integrating backward
         let half = h * 0.5
-        // Scratch: k1…k4 and the stage input, each [rows, d].
+        // Scratch: k1…k4 and the stage input, each [rows, d] (remix: k1 and the initial state).
         var scratch = [Float](repeating: 0, count: (perStep + 1) * m)
         scratch.withUnsafeMutableBufferPointer { s in
             let k1 = s.baseAddress!, k2 = k1 + m, tmp = k1 + perStep * m
+            if case .remix = method { tmp.update(from: x, count: m) }      // z_a
             let k3 = k2 + m, k4 = k3 + m       // only touched by rk4 (perStep = 4)
             record?(0, a, x)
             for i in 0..<steps {
@@ -330,6 +343,10 @@ public enum ODESolver {
                 switch method {
                 case .euler:
                     for j in 0..<m { x[j] += h * k1[j] }
+                case .remix:
+                    // x̂ = x + (1 − t)·v; x ← ((t' − a)·x̂ + (1 − t')·z_a)/(1 − a)
+                    let toData = 1 - t, wHat = (tNext - a) / (1 - a), wInit = (1 - tNext) / (1 - a)
+                    for j in 0..<m { x[j] = wHat * (x[j] + toData * k1[j]) + wInit * tmp[j] }
                 case .heun:
                     for j in 0..<m { tmp[j] = x[j] + h * k1[j] }
                     field.velocity(tmp, count: rows, t: tNext, into: k2)           // k2 = v(x + h·k1, t + h)
@@ -573,7 +590,9 @@ public enum ODESolver {
     /// norm is an RMS over the block), so its results and NFE depend on `blockRows` (and on the
     /// other rows of the block); use one block (blockRows ≥ n) for scipy-like whole-batch control.
     ///
-    /// `labels` ([n], optional) are the class labels of the rows for a conditional model.
+    /// `labels` ([n], optional) are the class labels of the rows for a conditional model, and
+    /// `guidance` its classifier-free guidance scale α (see ``NetworkVelocityField/guidance``;
+    /// nil evaluates the model once per stage with the labels).
     /// `shouldStop` is polled before each block: when it returns true the remaining blocks are
     /// skipped and the call throws ``ODEError/interrupted`` (a long solve stops within one block).
     ///
@@ -584,7 +603,7 @@ public enum ODESolver {
     /// `threads` or `blockRows` < 1, interval) and `rk45` failures (of the first failing block in
     /// row order), and `StateDictError` for weights that do not fit `model`.
     public static func solve(
-        model: ModelSpec, stateDict: [String: Tensor], x: Tensor, labels: [Int32]? = nil, method: ODEMethod,
+        model: ModelSpec, stateDict: [String: Tensor], x: Tensor, labels: [Int32]? = nil, guidance: Float? = nil, method: ODEMethod,
         direction: ODEDirection, threads: Int, blockRows: Int = 1024,
         tStart: Float = 0, tEnd: Float = 1, recordTrajectory: Bool = false,
         shouldStop: (@Sendable () -> Bool)? = nil
@@ -599,6 +618,10 @@ public enum ODESolver {
         try validate(x: x, dimension: d)
         if let labels, labels.count != x.shape[0] {
             throw ODEError.invalidArgument("labels has \(labels.count) entries for \(x.shape[0]) rows")
+        }
+        if let guidance {
+            guard model.classes != nil else { throw ODEError.invalidArgument("guidance needs a class-conditional model") }
+            guard guidance.isFinite else { throw ODEError.invalidArgument("guidance must be finite, got \(guidance)") }
         }
         _ = try model.makeNetwork(stateDict: stateDict)   // check the weights once, on the caller's thread
         let n = x.shape[0]
@@ -630,6 +653,7 @@ public enum ODESolver {
                     let field: NetworkVelocityField
                     do {
                         field = try NetworkVelocityField(model: model, stateDict: stateDict)
+                        field.guidance = guidance
                     } catch {
                         for blk in range { results.set(blk, .init(stats: .failure(error), frames: [])) }
                         return

@@ -115,10 +115,11 @@ extension ClassifierConfig: UnitPrunable {
 }
 
 extension VelocityMLPConfig: UnitPrunable {
-    /// Every hidden layer (the output layer keeps the data's dimension).
+    /// Every hidden layer (the output layer keeps the data's dimension); for a class-conditional
+    /// MLP not the first, whose units also receive the label embedding.
     public var unitLinks: [UnitLink] {
         let n = hiddenWidths.count
-        return (0..<n).map { UnitLink(layer: "layers.\($0)", next: "layers.\($0 + 1)") }
+        return ((classes == nil ? 0 : 1)..<n).map { UnitLink(layer: "layers.\($0)", next: "layers.\($0 + 1)") }
     }
 
     public var unitActivation: Activation { activation }

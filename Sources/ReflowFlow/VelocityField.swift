@@ -90,6 +90,15 @@ public struct AnalyticVelocity: VelocityField, Sendable {
 /// to the network's ``VelocityNetwork/velocity(_:x:t:labels:rows:)`` on a private no-grad graph
 /// with single-threaded kernels, exactly as the network was trained.
 ///
+/// With ``guidance`` α set (a class-conditional network), each evaluation is classifier-free
+/// guidance (Ho & Salimans 2022; InstaFlow Eq. 7):
+///
+///     v = (1 − α)·v(x, t | ∅) + α·v(x, t | label) = v_∅ + α·(v_label − v_∅)
+///
+/// evaluated as one forward pass of 2·count rows (the labelled rows, then the same points
+/// with the null label). α = 1 gives the conditional velocity and α = 0 the unconditional one
+/// (exactly, in this form, up to the BLAS rounding of the larger block).
+///
 /// Not thread-safe: build one per worker thread (the weights are shared copy-on-write, only
 /// the graph and its buffers are per instance). The graph reuses its buffers, so after the
 /// first evaluation of a given block size nothing is allocated.
@@ -97,8 +106,14 @@ public final class NetworkVelocityField: VelocityField {
     public let network: any VelocityNetwork
     private let graph = Graph(threads: 1, gradEnabled: false)
     private var times: [Float] = []
-    /// Class labels of the rows of the next evaluations ([count]); nil for unconditional.
+    /// Class labels of the rows of the next evaluations ([count]); nil for unconditional (or,
+    /// for a conditional network, the null label).
     public var labels: UnsafePointer<Int32>?
+    /// Classifier-free guidance scale α; nil evaluates the network once with ``labels``.
+    /// Ignored by an unconditional network (its classes are nil).
+    public var guidance: Float?
+    /// Doubled inputs and labels of a guided evaluation.
+    private var guidedX: [Float] = [], guidedLabels: [Int32] = []
 
     public var dimension: Int { network.spec.pointSize }
 
@@ -119,14 +134,39 @@ public final class NetworkVelocityField: VelocityField {
     public func velocity(_ x: UnsafePointer<Float>, count: Int, t: Float, into v: UnsafeMutablePointer<Float>) {
         guard count > 0 else { return }
         let d = dimension
-        if times.count != count { times = [Float](repeating: t, count: count) } else if times[0] != t {
-            for i in 0..<count { times[i] = t }
+        guard let alpha = guidance, let k = network.spec.classes else {
+            evaluate(x, labels: labels, rows: count, t: t) { v.update(from: $0, count: count * d) }
+            return
+        }
+        // Rows 0..<count: the points with their labels; rows count..<2count: with the null label.
+        if guidedX.count != 2 * count * d { guidedX = [Float](repeating: 0, count: 2 * count * d) }
+        if guidedLabels.count != 2 * count { guidedLabels = [Int32](repeating: Int32(k), count: 2 * count) }
+        for r in 0..<count { guidedLabels[r] = labels?[r] ?? Int32(k) }
+        guidedX.withUnsafeMutableBufferPointer { gx in
+            gx.baseAddress!.update(from: x, count: count * d)
+            (gx.baseAddress! + count * d).update(from: x, count: count * d)
+        }
+        guidedX.withUnsafeBufferPointer { gx in
+            guidedLabels.withUnsafeBufferPointer { gl in
+                evaluate(gx.baseAddress!, labels: gl.baseAddress!, rows: 2 * count, t: t) { out in
+                    let m = count * d, a = alpha, b = 1 - alpha
+                    for j in 0..<m { v[j] = b * out[m + j] + a * out[j] }
+                }
+            }
+        }
+    }
+
+    /// One forward pass of `rows` rows at time t; `body` reads the [rows, d] output.
+    private func evaluate(_ x: UnsafePointer<Float>, labels: UnsafePointer<Int32>?, rows: Int, t: Float,
+                          _ body: (UnsafePointer<Float>) -> Void) {
+        if times.count != rows { times = [Float](repeating: t, count: rows) } else if times[0] != t {
+            for i in 0..<rows { times[i] = t }
         }
         graph.reset()
         let out = times.withUnsafeBufferPointer { tp in
-            network.velocity(graph, x: x, t: tp.baseAddress!, labels: labels, rows: count)   // [count, d]
+            network.velocity(graph, x: x, t: tp.baseAddress!, labels: labels, rows: rows)   // [rows, d]
         }
-        graph.read(out.id) { pv in v.update(from: pv, count: count * d) }
+        graph.read(out.id) { body($0) }
         graph.reset()
     }
 }

@@ -83,9 +83,15 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
     /// [C, H, W] when the points are images (C·H·W = `dimension`): the network is the same MLP
     /// on flattened pixels, but jobs treat its points as images (grids, image evaluation).
     public var imageShape: [Int]?
+    /// Class labels 0..<classes (nil: unconditional). A label embedding `labelEmbedding.weight`
+    /// ([classes + 1, first hidden width], the last row the null label of classifier-free
+    /// guidance) is added to the first layer's pre-activation: the time enters as input
+    /// features, so this is the MLP's "embedding added to the time embedding" (equivalently a
+    /// one-hot label input).
+    public var classes: Int?
 
     public init(dimension: Int = 2, width: Int = 256, depth: Int = 3, activation: Activation = .silu,
-                timeInput: TimeInput = .raw, widths: [Int]? = nil, imageShape: [Int]? = nil) {
+                timeInput: TimeInput = .raw, widths: [Int]? = nil, imageShape: [Int]? = nil, classes: Int? = nil) {
         self.dimension = dimension
         self.width = width
         self.depth = depth
@@ -93,9 +99,10 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
         self.timeInput = timeInput
         self.widths = widths
         self.imageShape = imageShape
+        self.classes = classes
     }
 
-    enum CodingKeys: String, CodingKey { case dimension, width, depth, activation, timeInput, widths, imageShape }
+    enum CodingKeys: String, CodingKey { case dimension, width, depth, activation, timeInput, widths, imageShape, classes }
 
     /// The hidden widths, first to last.
     public var hiddenWidths: [Int] { widths ?? [Int](repeating: width, count: depth) }
@@ -123,6 +130,7 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
         timeInput = try c.decodeIfPresent(TimeInput.self, forKey: .timeInput) ?? .raw
         widths = try c.decodeIfPresent([Int].self, forKey: .widths)
         imageShape = try c.decodeIfPresent([Int].self, forKey: .imageShape)
+        classes = try c.decodeIfPresent(Int.self, forKey: .classes)
     }
 
     /// The first invalid field as (JSON pointer relative to this object, message).
@@ -141,6 +149,7 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
             for i in 1...2 where !(2...256).contains(s[i]) { return ("/imageShape/\(i)", "must be in [2, 256], got \(s[i])") }
             if s.reduce(1, *) != dimension { return ("/imageShape", "holds \(s.reduce(1, *)) values per image, dimension is \(dimension)") }
         }
+        if let k = classes, !(1...100_000).contains(k) { return ("/classes", "must be in [1, 100000], got \(k)") }
         return nil
     }
 
@@ -148,17 +157,21 @@ public struct VelocityMLPConfig: Codable, Sendable, Equatable {
     public var sizes: [Int] { [inputWidth] + hiddenWidths + [dimension] }
 }
 
-/// An MLP velocity field. Parameter names are `layers.<i>.weight|bias` as in PyTorch.
-///
-/// Unconditional: it has no label embedding, so the `labels` of
-/// ``velocity(_:x:t:labels:rows:)`` are not used (class conditioning adds one).
+/// An MLP velocity field. Parameter names are `layers.<i>.weight|bias` as in PyTorch, plus
+/// `labelEmbedding.weight` for a class-conditional config (see ``VelocityMLPConfig/classes``).
 public final class VelocityMLP: VelocityNetwork {
     public let config: VelocityMLPConfig
     public let mlp: MLP
+    /// [classes + 1, first hidden width] for a conditional config; nil otherwise.
+    public let labelEmbedding: Parameter?
 
     public init(_ config: VelocityMLPConfig, rng: inout Random) {
         self.config = config
         mlp = MLP(sizes: config.sizes, activation: config.activation, rng: &rng)
+        // Drawn after the layers, so an unconditional config keeps the weights a seed always gave;
+        // the bound of the first layer's bias (as if the one-hot label were more inputs).
+        let bound = 1 / Float(config.inputWidth).squareRoot()
+        labelEmbedding = config.classes.map { Parameter(rng.uniform([$0 + 1, config.sizes[1]], low: -bound, high: bound)) }
     }
 
     /// Builds the network directly from `stateDict` (no random initialisation). Throws when a
@@ -176,16 +189,29 @@ public final class VelocityMLP: VelocityNetwork {
             }
             layers.append(try Linear(weight: w, bias: b))
         }
-        let expected = Set((0..<(sizes.count - 1)).flatMap { ["layers.\($0).weight", "layers.\($0).bias"] })
+        var expected = Set((0..<(sizes.count - 1)).flatMap { ["layers.\($0).weight", "layers.\($0).bias"] })
+        if let k = config.classes {
+            let name = "labelEmbedding.weight"
+            guard let e = stateDict[name] else { throw StateDictError.missing(name) }
+            guard e.shape == [k + 1, sizes[1]] else { throw StateDictError.shapeMismatch(name: name, expected: [k + 1, sizes[1]], found: e.shape) }
+            labelEmbedding = Parameter(e)
+            expected.insert(name)
+        } else {
+            labelEmbedding = nil
+        }
         if let extra = stateDict.keys.sorted().first(where: { !expected.contains($0) }) { throw StateDictError.unexpected(extra) }
         mlp = try MLP(layers: layers, activation: config.activation)
     }
 
-    public func namedParameters() -> [(name: String, parameter: Parameter)] { mlp.namedParameters() }
+    public func namedParameters() -> [(name: String, parameter: Parameter)] {
+        mlp.namedParameters() + (labelEmbedding.map { [(name: "labelEmbedding.weight", parameter: $0)] } ?? [])
+    }
 
     public var spec: ModelSpec { ModelSpec(config) }
 
-    /// x: [rows, d], t: [rows] → v: [rows, d]; packs `[x_r, φ(t_r)]` into one constant.
+    /// x: [rows, d], t: [rows], labels: [rows] or nil → v: [rows, d]; packs `[x_r, φ(t_r)]` into
+    /// one constant. For a conditional config a label equal to `classes` (or nil labels) is the
+    /// null label of classifier-free guidance; an unconditional one ignores `labels`.
     public func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
                          labels: UnsafePointer<Int32>?, rows: Int) -> Var {
         let d = config.dimension, w = config.inputWidth, time = config.timeInput
@@ -196,7 +222,23 @@ public final class VelocityMLP: VelocityNetwork {
                 time.write(t[r], to: p + r * w + d)
             }
         }
-        return mlp(input)
+        guard let labelEmbedding, let k = config.classes else { return mlp(input) }
+        // First layer, plus the label's embedding row (onehot [rows, k+1] · E [k+1, h]), then
+        // the rest of the MLP as MLP.callAsFunction runs it.
+        let onehot = graph.constant(shape: [rows, k + 1]) { p in
+            p.update(repeating: 0)
+            for r in 0..<rows {
+                let l = labels.map { Int($0[r]) } ?? k
+                p[r * (k + 1) + ((0..<k).contains(l) ? l : k)] = 1
+            }
+        }
+        let layers = mlp.layers
+        var h = graph.binary(.add, layers[0](input), graph.matmul(onehot, graph.parameter(labelEmbedding)))
+        for i in 1..<layers.count {
+            h = graph.activation(mlp.activation.op, h, name: "layers.\(i - 1)")
+            h = layers[i](h)
+        }
+        return h
     }
 
     /// packed: [B, inputWidth] = [x_t, φ(t)] (see ``VelocityMLPConfig/pack(x:count:t:into:)``) → v: [B, d]

@@ -11,6 +11,8 @@ public struct DistillSpec: StudentInput {
     public var loop = LoopSpec()
     public var inherited: Set<String> = Set(inheritableKeys)
     public var previewSteps: Int { k }
+    /// InstaFlow distils pairs its 2-RF generated at guidance 1.5.
+    public static var defaultGuidance: Float? { 1.5 }
 
     public init() {}
     public static var requiredKeys: [String] { ["teacher"] }

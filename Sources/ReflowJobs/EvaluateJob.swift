@@ -25,6 +25,11 @@ public struct EvaluateSpec: JobInput {
     public var trainImages = 10_000
     /// Image models: KID subsets (each of min(1000, n) images).
     public var kidSubsets = 100
+    /// Class-conditional models: the guidance scale α of every solver's samples (null: the
+    /// conditional velocity alone). Samples are drawn under the balanced labels i mod classes.
+    @Explicit public var guidance: Float? = nil
+    /// The per-t loss curve (nil: not measured).
+    @Explicit public var lossCurve: LossCurveSpec? = nil
 
     public init() {}
     public static var requiredKeys: [String] { ["model"] }
@@ -45,7 +50,9 @@ public struct EvaluateSpec: JobInput {
             { Validation.range("/projections", projections, 1, 4096) },
             { Validation.member("/classifier", classifier) },
             { Validation.range("/trainImages", trainImages, 10, 200_000) },
-            { Validation.range("/kidSubsets", kidSubsets, 1, FeatureMetrics.maxSubsets) })
+            { Validation.range("/kidSubsets", kidSubsets, 1, FeatureMetrics.maxSubsets) },
+            { Conditioning.validationError(labels: nil, perClass: nil, guidance: guidance, maxPoints: n) },
+            { Validation.member("/lossCurve", lossCurve) })
     }
 }
 
@@ -55,13 +62,16 @@ public enum EvaluateJob: JobKind {
     public static let phases = ["evaluate"]
     // Image models also write `samples_<solver>.png` grids (one per solver, names from the
     // solver list, so not a fixed output name; see docs/JOBS.md).
-    public static let outputs = [JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)")]
+    public static let outputs = [JobOutput("trajectories.png", "Euler trajectories over the target (2-D models)"),
+                                 JobOutput(LossCurve.plotName, "the held-out loss per t bin (with lossCurve)")]
 
     /// Fills a null `target` with the model's training data (the echo names what is compared
     /// against) and checks a given one.
     public static func prepare(_ input: EvaluateSpec, resolver: any ArtifactResolver) throws(SpecError) -> EvaluateSpec {
         var input = input
         let m = try StudentTraining.model("/input/model", input.model, resolver: resolver)
+        try Conditioning.check(labels: nil, perClass: nil, guidance: input.guidance, model: m.model, maxPoints: input.n)
+        if let c = input.lossCurve { try c.check(model: m, resolver: resolver) }
         if m.model.pointShape.count == 3 { return try ImageEvaluation.prepare(input, model: m, resolver: resolver) }
         if input.target == nil { input.target = m.training.data }
         if let t = input.target {
@@ -76,12 +86,16 @@ public enum EvaluateJob: JobKind {
 
     public static func estimate(_ s: EvaluateSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
-        if m.pointShape.count == 3 { return ImageEvaluation.estimate(s, model: m, resolver: resolver, threads: threads) }
+        if m.pointShape.count == 3 {
+            var e = ImageEvaluation.estimate(s, model: m, resolver: resolver, threads: threads)
+            s.lossCurve?.estimate(pointSize: m.pointSize, threads: threads, into: &e)
+            return e
+        }
         // reference, second reference, z, one solution at a time, and the metrics' projections;
         // rk45 integrates all n rows as one block, fixed-step solvers 1,024 at a time.
         let block = s.solvers.contains { $0.steps == nil } ? s.n : min(s.n, 1024)
         var e = pointsEstimate(m, n: s.n, copies: 6, solver: .euler(steps: s.straightnessSteps), blockRows: block,
-                               threads: threads, trajectoryRows: min(s.n, 2000))
+                               threads: threads, trajectoryRows: min(s.n, 2000), guided: s.guidance != nil)
         // Sliced W2: the projections of both sets (Doubles) and the random directions
         // (projections × D Doubles); energy distance: subsamples of at most 2,048 points.
         e.add("sliced-W2 projections and directions", floats: ResourceEstimate.add(ResourceEstimate.multiply(s.n, 4), ResourceEstimate.multiply(s.projections, m.pointSize)), 2)
@@ -89,6 +103,7 @@ public enum EvaluateJob: JobKind {
         if case .points(let ref)? = s.target, let bytes = resolver.fileSize(of: ref, kind: .points) {
             e.add("target point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
         }
+        s.lossCurve?.estimate(pointSize: m.pointSize, threads: threads, into: &e)
         return e
     }
 
@@ -103,11 +118,13 @@ public enum EvaluateJob: JobKind {
         let reference = data.sample(s.n, rng: &rng)
         let second = data.sample(s.n, rng: &rng)
         let z = JobExecution.draw(try job.sampler(m.training.source, pointSize: d, what: "model source"), n: s.n, seed: s.seed &+ 1).x
+        let labels = Conditioning.labels(nil, perClass: nil, n: s.n, model: m.model)
         var rows = [EvaluationRow]()
         for (i, method) in s.solvers.enumerated() {
             try job.checkStop()
             job.progress("evaluate", i, s.solvers.count + 1)
-            let sol = try job.solve(m.model, weights, z, method, blockRows: method.steps == nil ? s.n : 1024)
+            let sol = try job.solve(m.model, weights, z, method, blockRows: method.steps == nil ? s.n : 1024,
+                                    labels: labels, guidance: s.guidance)
             let cov = try target.distribution.map { try Metrics.supportCoverage(samples: sol.x, distribution: $0) }
             rows.append(EvaluationRow(
                 solver: method, nfe: sol.nfe, nfeMean: sol.nfeMean,
@@ -120,7 +137,8 @@ public enum EvaluateJob: JobKind {
         try job.checkStop()
         let trajN = min(s.n, 2000)
         let start = Tensor(shape: [trajN, d], data: Array(z.data.prefix(d * trajN)))
-        let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), trajectory: true)
+        let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), trajectory: true,
+                                 labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)
         let frames = (traj.trajectory ?? []).map(\.x)
         let m512 = min(trajN, 512)
         let excess = try Metrics.relativeTransportCost(z0: Tensor(shape: [m512, d], data: Array(start.data.prefix(d * m512))),
@@ -136,7 +154,11 @@ public enum EvaluateJob: JobKind {
                                                reference: reference), "trajectories.png")
         }
         job.progress("evaluate", s.solvers.count + 1, s.solvers.count + 1)
-        return ["evaluation": try ResultValue(encoding: summary)]
+        var sections: JobResult.Sections = ["evaluation": try ResultValue(encoding: summary)]
+        if let c = s.lossCurve {
+            sections["lossCurve"] = try ResultValue(encoding: try LossCurve.run(c, model: m, weights: weights, target: target, job: job))
+        }
+        return sections
     }
 }
 

@@ -66,6 +66,9 @@ public struct ImageEvaluationRow: Codable, Sendable, Equatable {
     public var minClassFraction: Double
     /// The 8×8 sample grid written for this solver.
     public var grid: String
+    /// Class-conditional models: the fraction of samples the classifier assigns to the class
+    /// they were drawn under (balanced labels i mod classes).
+    public var classAccuracy: Double?
 }
 
 /// The result of evaluating an image model.
@@ -86,6 +89,12 @@ public struct ImageEvaluationSummary: Codable, Sendable, Equatable {
     /// The reference images per class as the classifier labels them.
     public var realLabelHistogram: [Int]
     public var rows: [ImageEvaluationRow]
+    /// Guidance scale of the samples (class-conditional models; nil: none).
+    public var guidance: Float?
+    /// Straightness S (Liu et al. 2022, Eq. 3, mean squared error per pixel) of Euler
+    /// trajectories with `straightnessSteps` for the first min(n, 256) noise draws.
+    public var straightness: Double
+    public var straightnessSteps: Int
 }
 
 extension JobResult {
@@ -98,6 +107,8 @@ enum ImageEvaluation {
     static let minimumN = 10
     /// Rows per solver block (U-Net activations are large; rk45 adapts per block).
     static let blockRows = 256
+    /// Trajectories the straightness is measured on.
+    static let straightnessRows = 256
 
     /// Checks the classifier, the reference and the training images of an image model and fills
     /// a null `target` with the held-out (`test`) split of the training data's dataset.
@@ -119,6 +130,11 @@ enum ImageEvaluation {
         guard art.config.imageShape == shape else {
             throw SpecError(pointer: "/input/classifier", message: "classifies \((art.config.imageShape ?? []).map(String.init).joined(separator: "×")) images, the model generates \(shapeText)")
         }
+        // A model trained on this classifier's features (the perceptual premetric) would be
+        // scored by the network it was optimised against.
+        if let p = m.training.perceptual, let used = try? resolver.path(for: p.classifier, kind: .classifier), used == path {
+            throw SpecError(pointer: "/input/classifier", message: "is the feature network this model was trained against (perceptual.classifier); evaluate with another classifier")
+        }
         guard case .images(let trainRef) = m.training.data else {
             throw SpecError(pointer: "/input/model", message: "an image model must have been trained on an images data source (its training images give the real-vs-real floor)")
         }
@@ -134,7 +150,9 @@ enum ImageEvaluation {
 
     static func estimate(_ s: EvaluateSpec, model: ModelSpec, resolver: any ArtifactResolver, threads: Int) -> ResourceEstimate {
         let d = model.pointSize
-        var e = pointsEstimate(model, n: s.n, copies: 3, solver: s.solvers[0], blockRows: blockRows, threads: threads, trajectoryRows: 0)
+        var e = pointsEstimate(model, n: s.n, copies: 3, solver: s.solvers[0], blockRows: blockRows, threads: threads, trajectoryRows: 0,
+                               guided: s.guidance != nil)
+        e.add("straightness trajectory", floats: s.straightnessSteps + 1, min(s.n, straightnessRows), d)
         var c = ClassifierConfig()
         if let ref = s.classifier, let p = try? resolver.path(for: ref, kind: .classifier), let a = try? ClassifierArtifact.read(path: p) {
             c = a.config
@@ -205,11 +223,12 @@ enum ImageEvaluation {
         job.progress("evaluate", 1, steps)
 
         let z = JobExecution.draw(try job.sampler(m.training.source, pointSize: d, what: "model source"), n: s.n, seed: s.seed &+ 1).x
+        let labels = Conditioning.labels(nil, perClass: nil, n: s.n, model: m.model)
         var rows = [ImageEvaluationRow](), usedNames = Set<String>()
         for (i, method) in s.solvers.enumerated() {
             try job.checkStop()
             let start = monotonicSeconds()
-            let sol = try job.solve(m.model, weights, z, method, blockRows: min(s.n, blockRows))
+            let sol = try job.solve(m.model, weights, z, method, blockRows: min(s.n, blockRows), labels: labels, guidance: s.guidance)
             let seconds = monotonicSeconds() - start
             // Pixels outside [−1, 1] are clipped, as when samples are saved as images.
             let x = sol.x.data.map { Swift.min(1, Swift.max(-1, $0)) }
@@ -228,16 +247,28 @@ enum ImageEvaluation {
                 solver: method, nfe: sol.nfe, nfeMean: sol.nfeMean, seconds: seconds, metrics: row, floor: floor,
                 memorisation: MemorisationSummary(mem), labelHistogram: hist,
                 maxClassFraction: Double(hist.max() ?? 0) / Double(s.n), minClassFraction: Double(hist.min() ?? 0) / Double(s.n),
-                grid: name))
+                grid: name,
+                classAccuracy: labels.map { l in Double(zip(l, out.labels).filter { $0.0 == $0.1 }.count) / Double(s.n) }))
             job.progress("evaluate", i + 2, steps)
         }
+        try job.checkStop()
+        let trajN = min(s.n, straightnessRows)
+        let start = Tensor(shape: [trajN, d], data: Array(z.data.prefix(trajN * d)))
+        let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), blockRows: min(trajN, blockRows),
+                                 trajectory: true, labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)
+        let straightness = try Metrics.straightness(trajectory: (traj.trajectory ?? []).map(\.x))
         let summary = ImageEvaluationSummary(
             n: s.n, target: targetRef, realImages: real.count, trainImages: train.count, featureDimension: f,
             classes: art.config.classes ?? 0,
             classifierTestAccuracy: art.metadata[ClassifierArtifact.testAccuracyKey].flatMap(Double.init),
-            floor: floor, realLabelHistogram: realOut.histogram, rows: rows)
+            floor: floor, realLabelHistogram: realOut.histogram, rows: rows, guidance: s.guidance,
+            straightness: straightness, straightnessSteps: s.straightnessSteps)
+        var sections: JobResult.Sections = ["imageEvaluation": try ResultValue(encoding: summary)]
+        if let c = s.lossCurve {
+            sections["lossCurve"] = try ResultValue(encoding: try LossCurve.run(c, model: m, weights: weights, target: .images(targetRef), job: job))
+        }
         job.progress("evaluate", steps, steps)
-        return ["imageEvaluation": try ResultValue(encoding: summary)]
+        return sections
     }
 
     /// The first 64 samples as an 8×8 grid (2× upscaled), with the job parameters in tEXt chunks.
@@ -253,6 +284,7 @@ enum ImageEvaluation {
         e.outputFormatting = [.sortedKeys]
         func json(_ v: some Encodable) -> String { (try? e.encode(v)).map { String(decoding: $0, as: UTF8.self) } ?? "" }
         return [("Software", "reflowd evaluate"), ("reflowd.solver", json(method)), ("reflowd.model_ref", json(s.model)),
+                ("reflowd.guidance", s.guidance.map { String($0) } ?? "none"),
                 ("reflowd.model", String(decoding: m.model.canonicalJSON, as: UTF8.self)), ("reflowd.use_ema", String(s.useEMA)),
                 ("reflowd.seed", String(s.seed)), ("reflowd.n", String(s.n))]
     }

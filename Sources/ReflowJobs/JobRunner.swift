@@ -234,11 +234,15 @@ public struct JobExecution: Sendable {
         }
     }
 
+    /// Integrates x through a model (see ``ODESolver/solve(model:stateDict:x:labels:guidance:method:direction:threads:blockRows:tStart:tEnd:recordTrajectory:shouldStop:)``):
+    /// `labels` and `guidance` condition a class-conditional model.
     public func solve(_ model: ModelSpec, _ weights: [String: Tensor], _ x: Tensor, _ method: ODEMethod,
-                      direction: ODEDirection = .forward, blockRows: Int = 1024, trajectory: Bool = false) throws -> ODESolution {
+                      direction: ODEDirection = .forward, blockRows: Int = 1024, trajectory: Bool = false,
+                      labels: [Int32]? = nil, guidance: Float? = nil) throws -> ODESolution {
         let stop = context.shouldStop
         do {
-            return try ODESolver.solve(model: model, stateDict: weights, x: x, method: method, direction: direction,
+            return try ODESolver.solve(model: model, stateDict: weights, x: x, labels: labels, guidance: guidance,
+                                       method: method, direction: direction,
                                        threads: context.threads, blockRows: blockRows, recordTrajectory: trajectory,
                                        shouldStop: stop)
         } catch ODEError.interrupted {
@@ -247,6 +251,23 @@ public struct JobExecution: Sendable {
             if case .nonFinite = e { throw JobError.diverged("solver \(method.name): \(e)") }
             throw JobError.resourceLimit("solver \(method.name): \(e)")
         }
+    }
+
+    /// The frozen feature network of a training config's perceptual premetric (nil without one).
+    public func perceptualNetwork(_ training: TrainingConfig) throws -> ClassifierNetwork? {
+        guard let p = training.perceptual else { return nil }
+        let art = try ClassifierArtifact.read(path: resolve(p.classifier, kind: .classifier, what: "perceptual.classifier"))
+        guard art.config.imageShape == training.model.pointShape else {
+            throw JobError.invalidInput("perceptual.classifier: classifies \(art.config.imageShape ?? []) images, the model makes \(training.model.pointShape)")
+        }
+        return try art.network()
+    }
+
+    /// n class labels drawn uniformly from 0..<classes, from their own stream of `seed` (so
+    /// the noise drawn with the same seed does not change).
+    public static func uniformLabels(n: Int, classes: Int, seed: UInt64) -> [Int32] {
+        var rng = Random(seed: seed ^ 0x4C41_4245_4C53_2121)
+        return (0..<n).map { _ in Int32(rng.int(below: classes)) }
     }
 
     /// n draws from a source: `Random(seed).normal` for the standard Gaussian (so pairs can store
@@ -366,14 +387,17 @@ public struct JobExecution: Sendable {
     }
 
     /// `samples.png`: Euler samples (`steps`: 100, or k for a k-step student) of the trained
-    /// model over its data (2-D points only: a scatter plot needs two coordinates).
+    /// model over its data (2-D points only: a scatter plot needs two coordinates). A
+    /// class-conditional model samples row i under label i mod classes (no guidance).
     public func preview(_ training: TrainingConfig, weights: [String: Tensor], points: Int, steps: Int = 100) throws {
+        let labels: (Int) -> [Int32]? = { n in training.model.classes.map { k in (0..<n).map { Int32($0 % k) } } }
         if points > 0, training.model.pointShape.count == 3 {
             // Image models: an 8×8 grid of Euler samples from a fixed noise seed.
             let n = min(points, 64)
             let d = training.model.pointSize
             let z = JobExecution.draw(try sampler(training.source, pointSize: d, what: "source"), n: n, seed: 424_242).x
-            let x = try solve(training.model, weights, z, .euler(steps: steps), blockRows: max(1, (n + threads - 1) / threads)).x
+            let x = try solve(training.model, weights, z, .euler(steps: steps), blockRows: max(1, (n + threads - 1) / threads),
+                              labels: labels(n)).x
             let text = [("reflowd.job", kindName), ("reflowd.solver", "euler \(steps)"), ("reflowd.noise_seed", "424242"),
                         ("reflowd.model", training.model.description)]
             try write(Figures.imageGrid(x, shape: training.model.pointShape, text: text), "samples.png")
@@ -382,7 +406,7 @@ public struct JobExecution: Sendable {
         guard points > 0, training.model.pointSize == 2 else { return }
         let d = training.model.pointSize
         let z = JobExecution.draw(try sampler(training.source, pointSize: d, what: "source"), n: points, seed: 424_242).x
-        let x = try solve(training.model, weights, z, .euler(steps: steps)).x
+        let x = try solve(training.model, weights, z, .euler(steps: steps), labels: labels(points)).x
         var rng = Random(seed: 424_243)
         let reference = try sampler(training.data, pointSize: d, what: "data").sample(points, rng: &rng)
         try write(Figures.scatter(x, reference: reference), "samples.png")

@@ -229,8 +229,9 @@ public enum PruneJob: JobKind {
                     throw SpecError(pointer: "/input/rewind", message: "the classifier file records no initial seed (written before pruning existed); retrain it, or rewind to {\"kind\": \"model\", …} or {\"kind\": \"none\"}")
                 }
             case .flow(let f):
-                if f.snapshot.metadata[initializationKey] == StudentInit.teacher.rawValue {
-                    throw SpecError(pointer: "/input/rewind", message: "this model started from its teacher's weights, so its initialisation is the teacher: rewind to {\"kind\": \"model\", \"model\": <the teacher>}")
+                let start = f.snapshot.metadata[initializationKey]
+                if start != nil && start != StudentInit.scratch.rawValue {
+                    throw SpecError(pointer: "/input/rewind", message: "this model started from another model's weights (its teacher's or initFrom's), so that model is its initialisation: rewind to {\"kind\": \"model\", \"model\": <that model>}")
                 }
             }
         case .model(let ref):
@@ -340,17 +341,20 @@ public enum PruneJob: JobKind {
             return try PruneRun(spec: s, subject: subject, dense: a.weights, denseEvaluation: a.weights, initial: initial, job: job,
                                 subjectName: "classifier").run()
         case .flow(let m):
-            var pairs: (z0: Tensor, z1: Tensor)?
+            var pairs: (z0: Tensor, z1: Tensor, labels: [Int32]?)?
             if let ref = s.pairs {
                 let p = try PairStore.read(path: try job.resolve(ref, kind: .pairs, what: "pairs"))
                 guard p.z0.rank == 2, p.z0.shape[1] == m.model.pointSize else {
                     throw JobError.invalidInput("pairs: of dimension \(p.z0.shape.last ?? 0), the model needs \(m.model.pointSize)")
                 }
-                pairs = (p.z0, p.z1)
+                pairs = (p.z0, p.z1, p.labels)
             }
             let subject = try FlowSubject(artifact: m, pairs: pairs, spec: s, job: job)
             var initial: [String: Tensor]?
-            if m.snapshot.metadata[initializationKey] != StudentInit.teacher.rawValue {
+            // Random initialisations are reproducible from the seed (train jobs, scratch students);
+            // a student started from a teacher or another model has no seed initialisation.
+            let start = m.snapshot.metadata[initializationKey]
+            if start == nil || start == StudentInit.scratch.rawValue {
                 var rng = Random(seed: m.training.seed)
                 initial = m.model.makeNetwork(rng: &rng).stateDict()
             }

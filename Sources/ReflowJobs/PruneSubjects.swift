@@ -188,7 +188,7 @@ struct ClassifierSubject: PruneSubject {
 struct FlowSubject: PruneSubject {
     var model: ModelSpec
     let artifact: ModelArtifact
-    let pairs: (z0: Tensor, z1: Tensor)?
+    let pairs: (z0: Tensor, z1: Tensor, labels: [Int32]?)?
     let spec: PruneSpec
     let job: JobExecution
     /// The fixed DNR sample: (x_t, t) rows drawn like training batches with a fixed seed.
@@ -198,7 +198,7 @@ struct FlowSubject: PruneSubject {
     /// Classifier features of the reference when an evaluation classifier is given.
     let classifier: ClassifierArtifact?, referenceFeatures: [Float]?
 
-    init(artifact: ModelArtifact, pairs: (z0: Tensor, z1: Tensor)?, spec: PruneSpec, job: JobExecution) throws {
+    init(artifact: ModelArtifact, pairs: (z0: Tensor, z1: Tensor, labels: [Int32]?)?, spec: PruneSpec, job: JobExecution) throws {
         self.artifact = artifact
         model = artifact.model
         self.pairs = pairs
@@ -230,7 +230,7 @@ struct FlowSubject: PruneSubject {
         }
     }
 
-    static func makeTrainer(_ base: TrainingConfig, model: ModelSpec, pairs: (z0: Tensor, z1: Tensor)?, spec: PruneSpec, cycle: Int,
+    static func makeTrainer(_ base: TrainingConfig, model: ModelSpec, pairs: (z0: Tensor, z1: Tensor, labels: [Int32]?)?, spec: PruneSpec, cycle: Int,
                             job: JobExecution, restoring: TrainingSnapshot? = nil) throws -> FlowTrainer {
         var c = base
         c.model = model
@@ -245,12 +245,17 @@ struct FlowSubject: PruneSubject {
         c.schedule = spec.retrain.decay == .cosine ? .cosine(warmupSteps: 0, totalSteps: max(1, spec.retrain.steps)) : .constant
         let resolve: (ArtifactRef) throws -> String = { try job.resolve($0, kind: .points, what: "data") }
         let locate: (String) throws -> DatasetLocation = { try job.locateDataset($0, what: "data") }
+        // A model trained with the perceptual premetric retrains with it (same feature network).
+        let features = try job.perceptualNetwork(c)
         do {
             if let restoring {
-                return try FlowTrainer(c, threads: job.threads, restoring: restoring, pairs: pairs, resolve: resolve, locate: locate)
+                return try FlowTrainer(c, threads: job.threads, restoring: restoring, pairs: pairs.map { ($0.z0, $0.z1) }, labels: pairs?.labels,
+                                       resolve: resolve, locate: locate, perceptualNetwork: features)
             }
-            if let pairs { return try FlowTrainer(c, threads: job.threads, pairs: pairs) }
-            return try FlowTrainer(c, threads: job.threads, resolve: resolve, locate: locate)
+            if let pairs {
+                return try FlowTrainer(c, threads: job.threads, pairs: (pairs.z0, pairs.z1), labels: pairs.labels, perceptualNetwork: features)
+            }
+            return try FlowTrainer(c, threads: job.threads, resolve: resolve, locate: locate, perceptualNetwork: features)
         } catch let e as TrainerError { throw JobError.invalidInput(e.description) }
     }
 

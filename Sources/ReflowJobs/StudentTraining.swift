@@ -33,6 +33,16 @@ public struct StudentSettings: Codable, Sendable, Equatable, Validatable {
     /// Seed of the z0 draw.
     public var noiseSeed: UInt64 = 1
     public var initialization: StudentInit = .teacher
+    /// Classifier-free guidance scale α of a class-conditional teacher while it generates the
+    /// pairs (InstaFlow: the 1-RF teacher at α ∈ {1, 2, 4}, the 2-RF at 1.5 for distillation).
+    /// Null: the job kind's default (reflow: the plain conditional velocity; distill: 1.5).
+    /// Each pair's label is drawn uniformly from the teacher's classes (seeded by `noiseSeed`)
+    /// and stored with the pair.
+    @Explicit public var guidance: Float? = nil
+    /// Start the student from this model's weights (same architecture as the student; fresh
+    /// optimizer and EMA) instead of `initialization`: a second training stage on the same
+    /// pairs, e.g. InstaFlow's perceptual stage after its L2 stage.
+    @Explicit public var initFrom: ArtifactRef? = nil
 
     public init() {}
 
@@ -42,9 +52,11 @@ public struct StudentSettings: Codable, Sendable, Equatable, Validatable {
         Validation.first(
             { Validation.member("/teacher", teacher) },
             { Validation.member("/pairsFrom", pairsFrom) },
+            { Validation.member("/initFrom", initFrom) },
             { Validation.range("/pairs", pairs, 1, StudentSettings.maxPairs) },
             { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } },
-            { Validation.range("/blockRows", blockRows, 1, 1 << 20) })
+            { Validation.range("/blockRows", blockRows, 1, 1 << 20) },
+            { guidance.flatMap { $0.isFinite && abs($0) <= 100 ? nil : ("/guidance", "must be a number in [-100, 100], got \($0)") } })
     }
 }
 
@@ -58,6 +70,12 @@ public protocol StudentInput: JobInput {
     var inherited: Set<String> { get set }
     /// Euler steps of the preview (a k-step student samples with k).
     var previewSteps: Int { get }
+    /// The guidance of a conditional teacher when `guidance` is null.
+    static var defaultGuidance: Float? { get }
+}
+
+extension StudentInput {
+    public static var defaultGuidance: Float? { nil }
 }
 
 /// Keys of a student spec that follow the teacher when absent.
@@ -84,7 +102,19 @@ enum StudentTraining {
         if s.inherited.contains("data") { s.training.data = teacher.training.data }
         if s.inherited.contains("source") { s.training.source = teacher.training.source }
         s.inherited = []
-        if s.student.initialization == .teacher && s.training.model != teacher.model {
+        if teacher.model.classes == nil {
+            if s.student.guidance != nil {
+                throw SpecError(pointer: "/input/guidance", message: "needs a class-conditional teacher; this teacher is unconditional")
+            }
+        } else if s.student.guidance == nil {
+            s.student.guidance = S.defaultGuidance
+        }
+        if let ref = s.student.initFrom {
+            let start = try model("/input/initFrom", ref, resolver: resolver)
+            if start.model != s.training.model {
+                throw SpecError(pointer: "/input/initFrom", message: "has another architecture than the student (\(start.model.description.prefix(200)))")
+            }
+        } else if s.student.initialization == .teacher && s.training.model != teacher.model {
             throw SpecError(pointer: "/input/model", message: "must equal the teacher's architecture when initialization is \"teacher\" (leave it out to inherit it)")
         }
         if teacher.model.pointSize != s.training.model.pointSize {
@@ -122,13 +152,22 @@ enum StudentTraining {
 
     static func run<S: StudentInput>(_ s: S, job: JobExecution) throws -> JobResult.Sections {
         let teacher = try job.model(s.student.teacher)
-        let (z0, z1, pairsSummary) = try pairs(s, teacher: teacher, job: job)
+        let (z0, z1, labels, pairsSummary) = try pairs(s, teacher: teacher, job: job)
         let threads = job.threads
-        let initial = s.student.initialization == .teacher ? teacher.weights(useEMA: s.student.useEMA) : nil
+        let initial: [String: Tensor]?
+        if let ref = s.student.initFrom {
+            initial = try job.model(ref).weights(useEMA: s.student.useEMA)
+        } else {
+            initial = s.student.initialization == .teacher ? teacher.weights(useEMA: s.student.useEMA) : nil
+        }
+        let features = try job.perceptualNetwork(s.training)
         let summary = try job.trainLoop(s.training, s.loop, phase: job.kindName,
-                                        metadata: [PruneJob.initializationKey: s.student.initialization.rawValue]) { snapshot in
-            if let snapshot { return try FlowTrainer(s.training, threads: threads, restoring: snapshot, pairs: (z0, z1)) }
-            return try FlowTrainer(s.training, threads: threads, pairs: (z0, z1), initialWeights: initial)
+                                        metadata: [PruneJob.initializationKey: s.student.initFrom == nil ? s.student.initialization.rawValue : "model"]) { snapshot in
+            if let snapshot {
+                return try FlowTrainer(s.training, threads: threads, restoring: snapshot, pairs: (z0, z1), labels: labels, perceptualNetwork: features)
+            }
+            return try FlowTrainer(s.training, threads: threads, pairs: (z0, z1), labels: labels, initialWeights: initial,
+                                   perceptualNetwork: features)
         }
         let final = try ModelArtifact.read(path: job.directory.model)
         try job.preview(s.training, weights: final.weights(useEMA: true), points: s.loop.previewPoints, steps: s.previewSteps)
@@ -137,7 +176,8 @@ enum StudentTraining {
 
     /// Pairs for a student: reused from `pairsFrom` or this directory, else generated from the
     /// teacher in chunks (stop requests are honoured between chunks) and stored with ``PairStore``.
-    static func pairs<S: StudentInput>(_ s: S, teacher: ModelArtifact, job: JobExecution) throws -> (z0: Tensor, z1: Tensor, summary: PairsSummary) {
+    static func pairs<S: StudentInput>(_ s: S, teacher: ModelArtifact, job: JobExecution) throws
+        -> (z0: Tensor, z1: Tensor, labels: [Int32]?, summary: PairsSummary) {
         let st = s.student
         let d = s.training.model.pointSize
         let solverJSON = String(decoding: try JSONEncoder().encode(st.solver), as: UTF8.self)
@@ -146,16 +186,24 @@ enum StudentTraining {
             return PairsSummary(count: z0.shape[0], solver: solver, nfeMean: Double(meta["reflowd.nfe_mean"] ?? "") ?? 0,
                                 seconds: seconds, reused: reused, transportCost: try Metrics.transportCost(z0: z0, z1: z1))
         }
-        func check(_ p: (z0: Tensor, z1: Tensor, metadata: [String: String]), _ name: String) throws {
+        func check(_ p: (z0: Tensor, z1: Tensor, labels: [Int32]?, metadata: [String: String]), _ name: String) throws {
             guard p.z0.rank == 2, p.z0.shape[1] == d else {
                 throw JobError.invalidInput("\(name): pairs of dimension \(p.z0.shape.last ?? 0), the model needs \(d)")
+            }
+            if let k = s.training.model.classes {
+                guard let labels = p.labels else {
+                    throw JobError.invalidInput("\(name): a class-conditional student needs labelled pairs (from a conditional teacher)")
+                }
+                if let bad = labels.first(where: { Int($0) >= k }) {
+                    throw JobError.invalidInput("\(name): pair label \(bad) is outside the student's \(k) classes")
+                }
             }
         }
         if let ref = st.pairsFrom {
             let path = try job.resolve(ref, kind: .pairs, what: "pairsFrom")
             let p = try PairStore.read(path: path)
             try check(p, "pairsFrom")
-            return (p.z0, p.z1, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
+            return (p.z0, p.z1, p.labels, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
         }
         let own = job.directory.pairs
         // Image models solve at most 64 images per block: a conv network runs image by image, so
@@ -165,16 +213,22 @@ enum StudentTraining {
         var meta = ["reflowd.teacher_sha256": teacher.digest, "reflowd.solver": solverJSON,
                     "reflowd.noise_seed": String(st.noiseSeed), "reflowd.use_ema": String(st.useEMA),
                     "reflowd.block_rows": String(blockRows)]
+        let classes = teacher.model.classes
+        if classes != nil {
+            meta["reflowd.labels"] = "uniform"
+            meta["reflowd.guidance"] = st.guidance.map { String($0) } ?? "none"
+        }
         if FileManager.default.fileExists(atPath: own) {
             let p = try PairStore.read(path: own)
             let same = meta.allSatisfy { p.metadata[$0.key] == $0.value } && p.z0.shape[0] == st.pairs
             guard same else { throw JobError.invalidInput("\(JobDirectory.Name.pairs) in the job directory was made with other settings; use an empty directory") }
             try check(p, JobDirectory.Name.pairs)
-            return (p.z0, p.z1, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
+            return (p.z0, p.z1, p.labels, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
         }
         let weights = teacher.weights(useEMA: st.useEMA)
         let source = try job.sampler(teacher.training.source, pointSize: d, what: "teacher source")
         let (z0, noise) = JobExecution.draw(source, n: st.pairs, seed: st.noiseSeed)
+        let labels = classes.map { JobExecution.uniformLabels(n: st.pairs, classes: $0, seed: st.noiseSeed) }
         var z1 = [Float]()
         z1.reserveCapacity(z0.count)
         let chunk = blockRows * max(1, 8192 / blockRows)
@@ -186,7 +240,8 @@ enum StudentTraining {
             try job.checkStop()
             let hi = min(st.pairs, row + chunk)
             let x = Tensor(shape: [hi - row, d], data: Array(z0.data[(row * d)..<(hi * d)]))
-            let sol = try job.solve(teacher.model, weights, x, st.solver, blockRows: blockRows)
+            let sol = try job.solve(teacher.model, weights, x, st.solver, blockRows: blockRows,
+                                    labels: labels.map { Array($0[row..<hi]) }, guidance: st.guidance)
             z1.append(contentsOf: sol.x.data)
             nfeSum += sol.nfeMean * Double(hi - row)
             row = hi
@@ -197,13 +252,13 @@ enum StudentTraining {
         let z1t = Tensor(shape: [st.pairs, d], data: z1)
         meta["reflowd.nfe_mean"] = String(nfeSum / Double(st.pairs))
         if let noise {
-            try PairStore.write(z1: z1t, noise: noise, z0: z0t, metadata: meta, to: own)
+            try PairStore.write(z1: z1t, noise: noise, z0: z0t, labels: labels, metadata: meta, to: own)
         } else {
-            try PairStore.write(z0: z0t, z1: z1t, metadata: meta, to: own)
+            try PairStore.write(z0: z0t, z1: z1t, labels: labels, metadata: meta, to: own)
         }
         try? FileManager.default.removeItem(atPath: own + ".sha256")
         if d == 2 { try job.write(Figures.coupling(z0: z0t, z1: z1t, count: 300), "coupling.png") }
-        return (z0t, z1t, try summary(z0t, z1t, meta, seconds: seconds, reused: false))
+        return (z0t, z1t, labels, try summary(z0t, z1t, meta, seconds: seconds, reused: false))
     }
 }
 

@@ -39,7 +39,23 @@ public enum TrainJob: JobKind {
 
     public static func prepare(_ input: TrainSpec, resolver: any ArtifactResolver) throws(SpecError) -> TrainSpec {
         try checkDataReferences(input.training, resolver: resolver)
+        try checkLabels(input.training, resolver: resolver)
         return input
+    }
+
+    /// A class-conditional model needs labelled data with at most its number of classes.
+    static func checkLabels(_ t: TrainingConfig, resolver: any ArtifactResolver) throws(SpecError) {
+        guard let k = t.model.classes else { return }
+        let available: Int?
+        switch t.data {
+        case .distribution(let d): available = d.classCount
+        case .images(let ref): available = try ImageSplits.describe(ref, pointer: "/input/data", resolver: resolver).classes
+        default: available = nil
+        }
+        guard let n = available else {
+            throw SpecError(pointer: "/input/model/classes", message: "a class-conditional model needs labelled data (a built-in 2-D mixture or a labelled image dataset); /input/data has no labels")
+        }
+        if n > k { throw SpecError(pointer: "/input/model/classes", message: "the data has \(n) classes, the model \(k)") }
     }
 
     public static func estimate(_ input: TrainSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
@@ -53,9 +69,12 @@ public enum TrainJob: JobKind {
         let threads = job.threads
         let resolve: (ArtifactRef) throws -> String = { try job.resolve($0, kind: .points, what: "data") }
         let locate: (String) throws -> DatasetLocation = { try job.locateDataset($0, what: "data") }
+        let features = try job.perceptualNetwork(s.training)
         let summary = try job.trainLoop(s.training, s.loop, phase: "train") { snapshot in
-            if let snapshot { return try FlowTrainer(s.training, threads: threads, restoring: snapshot, resolve: resolve, locate: locate) }
-            return try FlowTrainer(s.training, threads: threads, resolve: resolve, locate: locate)
+            if let snapshot {
+                return try FlowTrainer(s.training, threads: threads, restoring: snapshot, resolve: resolve, locate: locate, perceptualNetwork: features)
+            }
+            return try FlowTrainer(s.training, threads: threads, resolve: resolve, locate: locate, perceptualNetwork: features)
         }
         let final = try ModelArtifact.read(path: job.directory.model)
         try job.preview(s.training, weights: final.weights(useEMA: true), points: s.loop.previewPoints)
@@ -66,6 +85,19 @@ public enum TrainJob: JobKind {
 /// Checks that point-set data and source references of a training config resolve to readable
 /// point files of the model's dimension (read once here, so a mismatch is a 422, not a failed job).
 func checkDataReferences(_ t: TrainingConfig, resolver: any ArtifactResolver) throws(SpecError) {
+    if let p = t.perceptual {
+        let path: String
+        do { path = try resolver.path(for: p.classifier, kind: .classifier) } catch {
+            throw SpecError(pointer: "/input/perceptual/classifier" + error.pointer, message: error.message)
+        }
+        let art: ClassifierArtifact
+        do { art = try ClassifierArtifact.read(path: path) } catch {
+            throw SpecError(pointer: "/input/perceptual/classifier", message: "cannot use this classifier: \(error)")
+        }
+        guard art.config.imageShape == t.model.pointShape else {
+            throw SpecError(pointer: "/input/perceptual/classifier", message: "classifies \((art.config.imageShape ?? []).map(String.init).joined(separator: "×")) images, the model makes \(t.model.pointShape.map(String.init).joined(separator: "×"))")
+        }
+    }
     for (pointer, source) in [("/input/data", t.data), ("/input/source", t.source)] {
         switch source {
         case .points(let ref): try checkPointFile(ref, pointSize: t.model.pointSize, pointer: pointer, resolver: resolver)
