@@ -40,10 +40,13 @@ build: deps
 # The test binaries link OpenBLAS but cannot re-execute themselves the way reflowd does, so the
 # kernel correction is made here: `reflowd blas-core --coretype` prints the OPENBLAS_CORETYPE this
 # CPU needs (nothing when OpenBLAS's own choice is right). A value set by the caller is kept.
+# OpenBLAS runs single-threaded, as in reflowd (BLAS.swift: the engine threads GEMMs itself;
+# OpenBLAS's spinning threads under concurrent workers slow small GEMMs by 10–100×).
 test: deps
 	$(SWIFT) build -c release $(CPU_FLAGS)
 	@core="$$($(BIN) blas-core --coretype)"; \
 	if [ -n "$$core" ]; then export OPENBLAS_CORETYPE="$$core"; echo "make test: OPENBLAS_CORETYPE=$$core (from reflowd blas-core)"; fi; \
+	export OPENBLAS_NUM_THREADS=1; \
 	echo "$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports"; \
 	$(SWIFT) test -c release $(CPU_FLAGS) --enable-testable-imports
 

@@ -91,8 +91,9 @@ public struct ImageEvaluationSummary: Codable, Sendable, Equatable {
     public var rows: [ImageEvaluationRow]
     /// Guidance scale of the samples (class-conditional models; nil: none).
     public var guidance: Float?
-    /// Straightness S (Liu et al. 2022, Eq. 3, mean squared error per pixel) of Euler
-    /// trajectories with `straightnessSteps` for the first min(n, 256) noise draws.
+    /// Straightness S (Liu et al. 2022, Eq. 3) per pixel (S / (C·H·W), as rfpp's `utils.py`
+    /// averages over pixels) of Euler trajectories with `straightnessSteps` for the first
+    /// min(n, 256) noise draws.
     public var straightness: Double
     public var straightnessSteps: Int
 }
@@ -256,7 +257,8 @@ enum ImageEvaluation {
         let start = Tensor(shape: [trajN, d], data: Array(z.data.prefix(trajN * d)))
         let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), blockRows: min(trajN, blockRows),
                                  trajectory: true, labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)
-        let straightness = try Metrics.straightness(trajectory: (traj.trajectory ?? []).map(\.x))
+        // Per pixel (rfpp's utils.py averages the squared error over pixels): comparable across image sizes.
+        let straightness = try Metrics.straightness(trajectory: (traj.trajectory ?? []).map(\.x)) / Double(d)
         let summary = ImageEvaluationSummary(
             n: s.n, target: targetRef, realImages: real.count, trainImages: train.count, featureDimension: f,
             classes: art.config.classes ?? 0,

@@ -87,7 +87,11 @@ public struct InvertSpec: JobInput {
         Validation.first(
             { Validation.member("/model", model) },
             { Validation.member("/points", points) },
-            { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } })
+            { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } },
+            {
+                if case .remix = solver { return ("/solver/kind", "remix re-mixes the initial noise and integrates forward only; invert with euler, heun, midpoint, rk4, rk45 or rfSolver2") }
+                return nil
+            })
     }
 }
 

@@ -66,32 +66,52 @@ public enum JobRunner {
     /// SHA-256 of the canonical JSON of a prepared spec (recorded in checkpoints).
     public static func digest(_ spec: JobSpec) -> String { SHA256.hex(of: SpecParser.canonicalJSON(spec)) }
 
-    /// The digest the same spec had before the tagged model and the interpolant existed (the
-    /// canonical JSON without `model.kind`/`model.version` of a version-1 MLP and without a
-    /// `rectifiedFlow` interpolant), or nil when the spec uses anything newer. Checkpoints of a
-    /// job interrupted under the earlier release carry it; accepting it lets such a job resume
-    /// after an upgrade instead of failing.
-    public static func legacyDigest(_ spec: JobSpec) -> String? {
+    /// Keys issue #11 added to job inputs, with the value that means "as before" (an input that
+    /// sets any of them otherwise has no earlier form).
+    static let addedForConditioning: [String: ResultValue] = [
+        "labelDropout": .double(0.1), "perceptual": .null, "guidance": .null, "initFrom": .null,
+        "labels": .null, "perClass": .null, "lossCurve": .null,
+    ]
+
+    /// The digests the same spec had under earlier releases, newest first: before class
+    /// conditioning (without the keys of ``addedForConditioning`` at their neutral values), and
+    /// before the tagged model and the interpolant existed (also without `model.kind`/
+    /// `model.version` of a version-1 MLP and without a `rectifiedFlow` interpolant). Empty when
+    /// the spec uses anything newer. Checkpoints of a job interrupted under an earlier release
+    /// carry one of them; accepting it lets such a job resume after an upgrade.
+    public static func legacyDigests(_ spec: JobSpec) -> [String] {
         guard case .object(var root)? = try? JSONDecoder().decode(ResultValue.self, from: Data(SpecParser.canonicalJSON(spec))),
-              case .object(var input)? = root["input"] else { return nil }
+              case .object(var input)? = root["input"] else { return [] }
+        func hash(_ input: [String: ResultValue]) -> String? {
+            root["input"] = .object(input)
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            return (try? e.encode(ResultValue.object(root))).map { SHA256.hex(of: Array($0)) }
+        }
+        var out = [String]()
+        var stripped = false
+        for (key, neutral) in addedForConditioning {
+            guard let v = input[key] else { continue }
+            if v != neutral { return [] }
+            input[key] = nil
+            stripped = true
+        }
+        if stripped, let d = hash(input) { out.append(d) }
         var changed = false
         if case .object(var model)? = input["model"] {
-            guard model["kind"] == .string("mlp"), model["version"] == .int(1) else { return nil }
+            guard model["kind"] == .string("mlp"), model["version"] == .int(1) else { return out }
             model["kind"] = nil
             model["version"] = nil
             input["model"] = .object(model)
             changed = true
         }
         if let i = input["interpolant"] {
-            guard i == .string(Interpolant.rectifiedFlow.rawValue) else { return nil }
+            guard i == .string(Interpolant.rectifiedFlow.rawValue) else { return out }
             input["interpolant"] = nil
             changed = true
         }
-        guard changed else { return nil }
-        root["input"] = .object(input)
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return (try? e.encode(ResultValue.object(root))).map { SHA256.hex(of: Array($0)) }
+        if changed, let d = hash(input) { out.append(d) }
+        return out
     }
 
     /// Runs a prepared spec; writes its artifacts and `result.json` into `context.directory`.
@@ -103,7 +123,7 @@ public enum JobRunner {
             try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: true)
             let start = monotonicSeconds()
             var result = JobResult(type: spec.type)
-            let job = JobExecution(context: context, directory: dir, digest: digest(spec), legacyDigest: legacyDigest(spec),
+            let job = JobExecution(context: context, directory: dir, digest: digest(spec), legacyDigests: legacyDigests(spec),
                                    kindName: spec.type)
             result.sections = try spec.kind.runInput(spec.input, job)
             result.seconds = monotonicSeconds() - start
@@ -191,9 +211,9 @@ public struct JobExecution: Sendable {
     public let directory: JobDirectory
     /// SHA-256 of the prepared spec (owner of checkpoints in this directory).
     public let digest: String
-    /// The spec's digest under the earlier release (``JobRunner/legacyDigest(_:)``): its
+    /// The spec's digests under earlier releases (``JobRunner/legacyDigests(_:)``): their
     /// checkpoints are this job's too.
-    public let legacyDigest: String?
+    public let legacyDigests: [String]
     public let kindName: String
 
     public var threads: Int { context.threads }
@@ -309,7 +329,7 @@ public struct JobExecution: Sendable {
         for (k, v) in extra { meta[k] = v }
         func owned(_ s: TrainingSnapshot, _ name: String) throws {
             let owner = s.metadata[ArtifactMetadata.specDigest]
-            guard owner == digest || (owner != nil && owner == legacyDigest) else {
+            guard owner == digest || (owner.map { legacyDigests.contains($0) } ?? false) else {
                 throw JobError.invalidInput("\(name) belongs to a different job spec; use an empty directory")
             }
         }
@@ -470,4 +490,13 @@ func trainingEstimate(_ config: TrainingConfig, threads: Int, into e: inout Reso
     e.add("batch buffers (x0, x1, x_t, target, t)", floats: b, d + 1, 4)
     // Values and gradients of every recorded node, across all worker shards (they sum to B rows).
     e.add("activations and their gradients", floats: b, config.model.config.activationFloatsPerRow, 2)
+    if config.perceptual != nil {
+        // The frozen feature network (weights, per-worker weight gradients) and its activations
+        // for x̂ and x1 with their gradients; sized for a CNN classifier of the model's images.
+        var c = ClassifierConfig()
+        c.imageShape = config.model.pointShape.count == 3 ? config.model.pointShape : [1, 28, 28]
+        c.classes = 10
+        e.add("perceptual feature network (weights, gradients, activations of x̂ and x1)", floats: ResourceEstimate.add(
+            ResourceEstimate.multiply(c.parameterCount, 2 + threads), ResourceEstimate.multiply(b, c.activationFloatsPerRow * 4)))
+    }
 }

@@ -44,7 +44,8 @@ public enum SampleJob: JobKind {
     public static let outputs = [
         JobOutput("samples.npy", "the samples, [n, D] float32 (format npy)"),
         JobOutput("samples.csv", "the samples as CSV (format csv)"),
-        JobOutput("labels.npy", "the class label of each sample, [n, 1] float32 (class-conditional models; labels.csv with format csv)"),
+        JobOutput("labels.npy", "the class label of each sample, [n, 1] float32 (class-conditional models, format npy)"),
+        JobOutput("labels.csv", "the labels as CSV (class-conditional models, format csv)"),
         JobOutput("samples.png", "scatter of the samples over the model's data (2-D models); an 8×8 grid of the first 64 samples (image models)"),
         JobOutput("trajectories.png", "ODE trajectories of the first points (2-D models)"),
         JobOutput("translation.png", "source images above their translations (image models trained from an image source)"),

@@ -135,7 +135,8 @@ enum StudentTraining {
         e.add("pairs (z0, z1, generation buffer, file bytes)", floats: s.student.pairs, d, 6)
         // Each solver worker: one block's activations and up to 8 Dormand–Prince stages.
         let rows = m.pointShape.count == 3 ? min(s.student.blockRows, 64) : s.student.blockRows
-        e.add("teacher solver blocks", floats: threads, rows, m.config.activationFloatsPerRow + 8 * d)
+        // A guided teacher evaluates every block twice over (labelled and null rows in one pass).
+        e.add("teacher solver blocks", floats: threads, rows * (s.student.guidance == nil ? 1 : 2), m.config.activationFloatsPerRow + 8 * d)
         addDataFiles(s.training, resolver: resolver, into: &e)
         return e
     }

@@ -35,6 +35,30 @@ struct TimeSamplerTests {
         #expect(ends > 3 * middle)
     }
 
+    @Test("uShaped passes a Kolmogorov–Smirnov test against its inverse-CDF definition (10⁵ draws); a = 2's CDF is rejected")
+    func uShapedKolmogorovSmirnov() {
+        let n = 100_000
+        let xs = Self.draw(.uShaped(a: 4), n, seed: 9).map(Double.init).sorted()
+        // s = ln(1 + u(e^a − 1))/a has CDF (e^{as} − 1)/(e^a − 1); t = s or 1 − s with
+        // probability ½; then t ← t(1 − 2·10⁻⁵) + 10⁻⁵.
+        func cdf(_ x: Double, a: Double) -> Double {
+            let t = min(1, max(0, (x - 1e-5) / (1 - 2e-5)))
+            let fs = { (y: Double) in (exp(a * y) - 1) / (exp(a) - 1) }
+            return 0.5 * fs(t) + 0.5 * (1 - fs(1 - t))
+        }
+        func ks(_ a: Double) -> Double {
+            var d = 0.0
+            for (i, x) in xs.enumerated() {
+                let f = cdf(x, a: a)
+                d = max(d, abs(Double(i + 1) / Double(n) - f), abs(f - Double(i) / Double(n)))
+            }
+            return d
+        }
+        let critical = 1.95 / Double(n).squareRoot()   // the 0.1 % level
+        #expect(ks(4) < critical, "D = \(ks(4))")
+        #expect(ks(2) > critical, "the test has power: a = 2 gives D = \(ks(2))")
+    }
+
     @Test func logitNormalIsCentredForMeanZero() {
         let xs = Self.draw(.logitNormal(mean: 0, std: 1)).sorted()
         #expect(abs(xs[xs.count / 2] - 0.5) < 0.01)

@@ -131,15 +131,32 @@ struct LegacyDigestTests {
         #expect(SHA256.hex(of: Array(old.utf8)) == digest)
         let spec = try SpecParser.parse(Array(old.utf8))
         #expect(JobRunner.digest(spec) != digest, "the canonical form changed (model kind/version, interpolant)")
-        #expect(JobRunner.legacyDigest(spec) == digest)
+        #expect(JobRunner.legacyDigests(spec).last == digest)
+    }
+
+    @Test("a spec of the release before class conditioning keeps its digest as a legacy one; setting a new key drops it")
+    func beforeConditioning() throws {
+        let spec = try SpecParser.parse(Array(#"{"type": "reflow", "input": {"teacher": {"job": "t"}, "pairs": 10}}"#.utf8))
+        // The canonical form of that release: this release's without the conditioning keys.
+        guard case .object(var root) = try JSONDecoder().decode(ResultValue.self, from: Data(SpecParser.canonicalJSON(spec))),
+              case .object(var input)? = root["input"] else { Issue.record("not an object"); return }
+        #expect(input["labelDropout"] == .double(0.1) && input["guidance"] == .null && input["initFrom"] == .null && input["perceptual"] == .null)
+        for k in ["labelDropout", "guidance", "initFrom", "perceptual"] { input[k] = nil }
+        root["input"] = .object(input)
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let old = SHA256.hex(of: Array(try e.encode(ResultValue.object(root))))
+        #expect(JobRunner.legacyDigests(spec).first == old)
+        let guided = try SpecParser.parse(Array(#"{"type": "reflow", "input": {"teacher": {"job": "t"}, "pairs": 10, "guidance": 2}}"#.utf8))
+        #expect(JobRunner.legacyDigests(guided).isEmpty)
     }
 
     @Test("a spec using what the previous release did not have has no legacy digest")
     func noLegacyForNewFeatures() throws {
         let spec = try SpecParser.parse(Array(#"{"type": "train", "input": {"model": {"dimension": 3}, "data": {"kind": "normal", "std": 2}}}"#.utf8))
-        let legacy = try #require(JobRunner.legacyDigest(spec))
+        let legacy = try #require(JobRunner.legacyDigests(spec).last)
         #expect(legacy != JobRunner.digest(spec))   // computed, but no old checkpoint can carry it
         let sample = try SpecParser.parse(Array(#"{"type": "sample", "input": {"model": {"job": "x"}}}"#.utf8))
-        #expect(JobRunner.legacyDigest(sample) == nil, "no model spec or interpolant to strip")
+        #expect(JobRunner.legacyDigests(sample).count == 1, "only the conditioning keys to strip (no model spec or interpolant)")
     }
 }

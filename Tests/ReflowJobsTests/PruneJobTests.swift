@@ -129,7 +129,7 @@ struct PruneJobTests {
         let m = try ModelArtifact.read(path: dir.path + "/t/model.safetensors")
         #expect(m.training.emaDecay == 0.999)
         let job = JobExecution(context: JobContext(directory: dir.path + "/x", threads: 1, resolver: dir.resolver),
-                               directory: JobDirectory(path: dir.path + "/x"), digest: "d", legacyDigest: nil, kindName: "prune")
+                               directory: JobDirectory(path: dir.path + "/x"), digest: "d", legacyDigests: [], kindName: "prune")
         var spec = PruneSpec()
         spec.retrain.steps = 20
         #expect(try FlowSubject.makeTrainer(m.training, model: m.model, pairs: nil, spec: spec, cycle: 1, job: job).ema?.decay == 0.5)

@@ -190,6 +190,34 @@ struct LossTests {
         #expect(Swift.abs(Double(evaluate(.pseudoHuber(c: c), p1, t1)) - want1) < 1e-6)
     }
 
+    @Test("rfpp's pseudo-Huber: c = 0.00054·d (or ·√d), divided by d; value and gradient by hand")
+    func scaledPseudoHuber() throws {
+        // Per sample Σd²: 1.25, 4, 4.25 over d = 2 features.
+        for (scaling, c) in [(HuberScaling.d, 0.00054 * 2.0), (.sqrtD, 0.00054 * (2.0).squareRoot())] {
+            let want = ([1.25, 4, 4.25] as [Double]).map { (($0 + c * c).squareRoot() - c) / 2 }.reduce(0, +) / 3
+            #expect(Swift.abs(Double(evaluate(.scaledPseudoHuber(scaling: scaling), pred, target)) - want) < 1e-6)
+        }
+        // Gradient by hand: ∂/∂pred_j of (√(‖δ‖² + c²) − c)/(d·B) = δ_j / (d·B·√(‖δ‖² + c²)).
+        let p = Tensor(shape: [1, 4], data: [1, -2, 0.5, 0]), t = Tensor(shape: [1, 4], data: [0, 0, 0, 0])
+        let g = Graph(threads: 1)
+        let vp = g.input(p), vt = g.input(t, requiresGrad: false)
+        g.backward(Loss.scaledPseudoHuber(scaling: .d)(vp, vt))
+        let c: Float = 0.00054 * 4, norm = (1 + 4 + 0.25 + c * c).squareRoot()
+        let grad = g.grad(vp).data
+        for j in 0..<4 { #expect(Swift.abs(grad[j] - p.data[j] / (4 * norm)) < 1e-6) }
+        let r = gradCheck(inputs: [randn([4, 3], seed: 3), randn([4, 3], seed: 4)]) { g, v in Loss.scaledPseudoHuber(scaling: .sqrtD)(v[0], v[1]) }
+        #expect(r.passed, "\(r)")
+        // Per-sample values average to the loss.
+        let g2 = Graph(threads: 1, gradEnabled: false)
+        let per = Loss.scaledPseudoHuber(scaling: .d).perSample(g2.input(pred), g2.input(target)).value.data
+        #expect(Swift.abs(per.reduce(0, +) / 3 - evaluate(.scaledPseudoHuber(scaling: .d), pred, target)) < 1e-7)
+        // Wire form: scaling instead of c; both at once is refused.
+        #expect(try JSONDecoder().decode(Loss.self, from: Data(#"{"kind": "pseudoHuber", "scaling": "sqrtD"}"#.utf8)) == .scaledPseudoHuber(scaling: .sqrtD))
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(Loss.self, from: Data(#"{"kind": "pseudoHuber", "scaling": "d", "c": 1}"#.utf8)) }
+        let back = try JSONDecoder().decode(Loss.self, from: try JSONEncoder().encode(Loss.scaledPseudoHuber(scaling: .d)))
+        #expect(back == .scaledPseudoHuber(scaling: .d))
+    }
+
     @Test func validation() {
         #expect(Loss.mse.validationError() == nil)
         #expect(Loss.pseudoHuber(c: 0.03).validationError() == nil)
