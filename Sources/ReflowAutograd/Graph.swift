@@ -146,9 +146,9 @@ public final class Graph {
     public func parameter(_ p: Parameter) -> Var {
         let key = ObjectIdentifier(p)
         if let id = nodeOfParameter[key] { return Var(graph: self, id: id) }
-        let v = append(p.value, .leaf, needsGrad: isGradEnabled, external: true)
+        let v = append(p.value, .leaf, needsGrad: isGradEnabled && !p.isFrozen, external: true)
         nodeOfParameter[key] = v.id
-        if isGradEnabled && accumulatesIntoParameters { parameterOfNode[v.id] = p }
+        if isGradEnabled && !p.isFrozen && accumulatesIntoParameters { parameterOfNode[v.id] = p }
         return v
     }
 

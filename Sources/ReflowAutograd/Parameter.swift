@@ -14,6 +14,10 @@ public final class Parameter {
     /// The gradient is logically zero (PyTorch's `set_to_none`): the next backward pass may
     /// overwrite `gradStorage` instead of zero-filling and accumulating into it.
     var gradIsZero = true
+    /// A frozen parameter is recorded as a leaf that needs no gradient: backward passes skip
+    /// its gradient (and every branch that only leads to frozen weights and constants). For
+    /// fixed feature networks inside a loss (the perceptual premetric).
+    public var isFrozen = false
 
     public init(_ value: Tensor) {
         self.value = value

@@ -197,6 +197,8 @@ public final class FlowTrainer {
     private init(_ config: TrainingConfig, threads: Int, data: DataSampler?, source: DataSampler?,
                  pairsStorage: (z0: Tensor, z1: Tensor)?, labels: [Int32]?, perceptualNetwork: ClassifierNetwork?) {
         self.perceptualNetwork = config.perceptual == nil ? nil : perceptualNetwork
+        // Its weights are constants of the loss: no gradient is computed for them.
+        for p in self.perceptualNetwork?.namedParameters() ?? [] { p.parameter.isFrozen = true }
         self.pairs = pairsStorage
         self.pairLabels = labels
         self.data = data

@@ -43,6 +43,11 @@ public struct StudentSettings: Codable, Sendable, Equatable, Validatable {
     /// optimizer and EMA) instead of `initialization`: a second training stage on the same
     /// pairs, e.g. InstaFlow's perceptual stage after its L2 stage.
     @Explicit public var initFrom: ArtifactRef? = nil
+    /// Pairs from real data instead of noise (2-rectified flow++'s Config G): draw `pairs`
+    /// items of this source (seeded by `noiseSeed`; images keep their labels), invert each with
+    /// the teacher's ODE backward (`solver`, under its label for a conditional teacher, no
+    /// guidance), and train on (inverted noise, real item).
+    @Explicit public var inversionData: DataSource? = nil
 
     public init() {}
 
@@ -53,6 +58,14 @@ public struct StudentSettings: Codable, Sendable, Equatable, Validatable {
             { Validation.member("/teacher", teacher) },
             { Validation.member("/pairsFrom", pairsFrom) },
             { Validation.member("/initFrom", initFrom) },
+            { Validation.member("/inversionData", inversionData) },
+            {
+                guard inversionData != nil else { return nil }
+                if pairsFrom != nil { return ("/inversionData", "give either pairsFrom or inversionData") }
+                if guidance != nil { return ("/guidance", "inversion pairs are inverted without guidance") }
+                if case .remix = solver { return ("/solver/kind", "remix integrates forward only; inversion solves backward") }
+                return nil
+            },
             { Validation.range("/pairs", pairs, 1, StudentSettings.maxPairs) },
             { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } },
             { Validation.range("/blockRows", blockRows, 1, 1 << 20) },
@@ -102,11 +115,32 @@ enum StudentTraining {
         if s.inherited.contains("data") { s.training.data = teacher.training.data }
         if s.inherited.contains("source") { s.training.source = teacher.training.source }
         s.inherited = []
+        if let inv = s.student.inversionData {
+            switch inv {
+            case .images(let ref): try checkImageData(ref, shape: teacher.model.pointShape, pointer: "/input/inversionData", resolver: resolver)
+            case .points(let ref): try checkPointFile(ref, pointSize: teacher.model.pointSize, pointer: "/input/inversionData", resolver: resolver)
+            default:
+                if let k = inv.knownPointSize(modelPointSize: teacher.model.pointSize), k != teacher.model.pointSize {
+                    throw SpecError(pointer: "/input/inversionData", message: "gives \(k)-D points, the teacher's are \(teacher.model.pointSize)-D")
+                }
+            }
+            if let k = teacher.model.classes {
+                let available: Int?
+                switch inv {
+                case .distribution(let d): available = d.classCount
+                case .images(let ref): available = try ImageSplits.describe(ref, pointer: "/input/inversionData", resolver: resolver).classes
+                default: available = nil
+                }
+                guard let n = available, n <= k else {
+                    throw SpecError(pointer: "/input/inversionData", message: "a class-conditional teacher inverts each item under its label: needs labelled data with at most \(k) classes")
+                }
+            }
+        }
         if teacher.model.classes == nil {
             if s.student.guidance != nil {
                 throw SpecError(pointer: "/input/guidance", message: "needs a class-conditional teacher; this teacher is unconditional")
             }
-        } else if s.student.guidance == nil {
+        } else if s.student.guidance == nil && s.student.inversionData == nil {
             s.student.guidance = S.defaultGuidance
         }
         if let ref = s.student.initFrom {
@@ -138,6 +172,9 @@ enum StudentTraining {
         // A guided teacher evaluates every block twice over (labelled and null rows in one pass).
         e.add("teacher solver blocks", floats: threads, rows * (s.student.guidance == nil ? 1 : 2), m.config.activationFloatsPerRow + 8 * d)
         addDataFiles(s.training, resolver: resolver, into: &e)
+        if case .images(let ref)? = s.student.inversionData, let bytes = try? checkImageData(ref, shape: m.pointShape, pointer: "", resolver: resolver) {
+            e.add("inversion data split", bytes: ResourceEstimate.multiply(bytes, 2))
+        }
         return e
     }
 
@@ -216,8 +253,13 @@ enum StudentTraining {
                     "reflowd.block_rows": String(blockRows)]
         let classes = teacher.model.classes
         if classes != nil {
-            meta["reflowd.labels"] = "uniform"
+            meta["reflowd.labels"] = st.inversionData == nil ? "uniform" : "data"
             meta["reflowd.guidance"] = st.guidance.map { String($0) } ?? "none"
+        }
+        if let inv = st.inversionData {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            meta["reflowd.inversion_data"] = String(decoding: try e.encode(inv), as: UTF8.self)
         }
         if FileManager.default.fileExists(atPath: own) {
             let p = try PairStore.read(path: own)
@@ -227,30 +269,56 @@ enum StudentTraining {
             return (p.z0, p.z1, p.labels, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))
         }
         let weights = teacher.weights(useEMA: st.useEMA)
-        let source = try job.sampler(teacher.training.source, pointSize: d, what: "teacher source")
-        let (z0, noise) = JobExecution.draw(source, n: st.pairs, seed: st.noiseSeed)
-        let labels = classes.map { JobExecution.uniformLabels(n: st.pairs, classes: $0, seed: st.noiseSeed) }
-        var z1 = [Float]()
-        z1.reserveCapacity(z0.count)
-        let chunk = blockRows * max(1, 8192 / blockRows)
+        // The teacher's ODE over `from` in chunks (stop requests are honoured between chunks).
         var nfeSum = 0.0
+        func integrate(_ from: Tensor, labels: [Int32]?, direction: ODEDirection, guidance: Float?) throws -> [Float] {
+            var out = [Float]()
+            out.reserveCapacity(from.count)
+            let chunk = blockRows * max(1, 8192 / blockRows)
+            var row = 0
+            job.progress("pairs", 0, st.pairs)
+            while row < st.pairs {
+                try job.checkStop()
+                let hi = min(st.pairs, row + chunk)
+                let x = Tensor(shape: [hi - row, d], data: Array(from.data[(row * d)..<(hi * d)]))
+                let sol = try job.solve(teacher.model, weights, x, st.solver, direction: direction, blockRows: blockRows,
+                                        labels: labels.map { Array($0[row..<hi]) }, guidance: guidance)
+                out.append(contentsOf: sol.x.data)
+                nfeSum += sol.nfeMean * Double(hi - row)
+                row = hi
+                job.progress("pairs", row, st.pairs)
+            }
+            return out
+        }
         let start = monotonicSeconds()
-        var row = 0
-        job.progress("pairs", 0, st.pairs)
-        while row < st.pairs {
-            try job.checkStop()
-            let hi = min(st.pairs, row + chunk)
-            let x = Tensor(shape: [hi - row, d], data: Array(z0.data[(row * d)..<(hi * d)]))
-            let sol = try job.solve(teacher.model, weights, x, st.solver, blockRows: blockRows,
-                                    labels: labels.map { Array($0[row..<hi]) }, guidance: st.guidance)
-            z1.append(contentsOf: sol.x.data)
-            nfeSum += sol.nfeMean * Double(hi - row)
-            row = hi
-            job.progress("pairs", row, st.pairs)
+        let z0t: Tensor, z1t: Tensor, labels: [Int32]?, noise: Random.State?
+        if let inv = st.inversionData {
+            // Real items (z1) and their labels, then the noise the teacher maps them to (z0).
+            let data = try job.sampler(inv, pointSize: d, what: "inversionData")
+            var rng = Random(seed: st.noiseSeed)
+            var x = [Float](repeating: 0, count: st.pairs * d), l = [Int32](repeating: 0, count: st.pairs)
+            x.withUnsafeMutableBufferPointer { xb in l.withUnsafeMutableBufferPointer { lb in data.sample(into: xb, labels: lb.baseAddress, rng: &rng) } }
+            if let k = classes {
+                guard data.classCount != nil else { throw JobError.invalidInput("inversionData: a class-conditional teacher needs labelled data") }
+                if let bad = l.first(where: { Int($0) >= k }) {
+                    throw JobError.invalidInput("inversionData: label \(bad) is outside the teacher's \(k) classes")
+                }
+                labels = l
+            } else {
+                labels = nil
+            }
+            z1t = Tensor(shape: [st.pairs, d], data: x)
+            z0t = Tensor(shape: [st.pairs, d], data: try integrate(z1t, labels: labels, direction: .backward, guidance: nil))
+            noise = nil
+        } else {
+            let source = try job.sampler(teacher.training.source, pointSize: d, what: "teacher source")
+            let drawn = JobExecution.draw(source, n: st.pairs, seed: st.noiseSeed)
+            labels = classes.map { JobExecution.uniformLabels(n: st.pairs, classes: $0, seed: st.noiseSeed) }
+            z0t = Tensor(shape: [st.pairs, d], data: drawn.x.data)
+            z1t = Tensor(shape: [st.pairs, d], data: try integrate(drawn.x, labels: labels, direction: .forward, guidance: st.guidance))
+            noise = drawn.noise
         }
         let seconds = monotonicSeconds() - start
-        let z0t = Tensor(shape: [st.pairs, d], data: z0.data)
-        let z1t = Tensor(shape: [st.pairs, d], data: z1)
         meta["reflowd.nfe_mean"] = String(nfeSum / Double(st.pairs))
         if let noise {
             try PairStore.write(z1: z1t, noise: noise, z0: z0t, labels: labels, metadata: meta, to: own)

@@ -274,3 +274,32 @@ struct GraphBehaviourTests {
         #expect(g.freshAllocations == afterStep2, "allocations grew from \(afterStep2) to \(g.freshAllocations)")
     }
 }
+
+@Suite("Frozen parameters")
+struct FrozenParameterTests {
+    @Test("a frozen parameter gets no gradient; the input's gradient through it is unchanged")
+    func frozen() throws {
+        let w = Parameter(randn([3, 4], seed: 1)), b = Parameter(randn([3], seed: 2))
+        let x = randn([5, 4], seed: 3)
+        func inputGradient(frozen: Bool) -> (Tensor, Bool) {
+            w.isFrozen = frozen
+            b.isFrozen = frozen
+            let g = Graph(threads: 1, accumulatesIntoParameters: false)
+            let xi = g.input(x)
+            g.backward(g.sum(g.square(g.linear(xi, weight: g.parameter(w), bias: g.parameter(b)))))
+            let hasWeightGrad = g.withParameterGradient(w) { $0 != nil }
+            return (g.grad(xi), hasWeightGrad)
+        }
+        let (live, liveW) = inputGradient(frozen: false)
+        let (cold, coldW) = inputGradient(frozen: true)
+        #expect(liveW && !coldW)
+        expectBitwiseEqual(cold, live)
+        // A branch of only frozen weights and constants records no gradient at all.
+        w.isFrozen = true
+        let g = Graph(threads: 1, accumulatesIntoParameters: false)
+        let out = g.linear(g.input(x, requiresGrad: false), weight: g.parameter(w), bias: nil)
+        g.backward(g.sum(out))
+        #expect(g.withParameterGradient(w) { $0 == nil })
+        w.isFrozen = false
+    }
+}

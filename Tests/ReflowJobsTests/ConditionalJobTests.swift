@@ -101,6 +101,35 @@ struct ConditionalJobTests {
         #expect(f.lossCurve?.coupling == "independent" && f.lossCurve?.bins.count == 4)
     }
 
+    @Test("inversion pairs (rfpp Config G): real labelled items and the teacher's backward ODE of them")
+    func inversionPairs() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("rf1", #"{"type": "train", "input": {\#(Self.model), "steps": 100, "batchSize": 128, "previewPoints": 0}}"#)
+        try dir.run("g", #"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "inversionData": {"kind": "gaussianRing", "count": 8}, "pairs": 200, "solver": {"kind": "euler", "steps": 10}, "noiseSeed": 3, "steps": 5, "batchSize": 32, "previewPoints": 0}}"#)
+        let p = try PairStore.read(path: dir.path + "/g/pairs.safetensors")
+        // z1 and the labels are the data's own draw from noiseSeed.
+        var rng = Random(seed: 3)
+        var x = [Float](repeating: 0, count: 400), l = [Int32](repeating: 0, count: 200)
+        x.withUnsafeMutableBufferPointer { xb in l.withUnsafeMutableBufferPointer { lb in
+            Distribution2D.gaussianRing(count: 8).sample(into: xb, labels: lb.baseAddress, rng: &rng)
+        } }
+        #expect(p.z1.data == x && p.labels == l)
+        #expect(p.metadata["reflowd.labels"] == "data" && p.metadata["reflowd.guidance"] == "none")
+        let t = try ModelArtifact.read(path: dir.path + "/rf1/model.safetensors")
+        let back = try ODESolver.solve(model: t.model, stateDict: t.weights(useEMA: true), x: p.z1, labels: l, method: .euler(steps: 10),
+                                       direction: .backward, threads: 1)
+        for i in 0..<400 { #expect(abs(back.x.data[i] - p.z0.data[i]) < 1e-4) }
+        func prepareError(_ json: String) -> SpecError? {
+            do { _ = try JobRunner.prepare(try SpecParser.parse(Array(json.utf8)), resolver: dir.resolver); return nil } catch { return error }
+        }
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "inversionData": {"kind": "normal"}}}"#)?.pointer == "/input/inversionData")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "inversionData": {"kind": "twoMoons"}, "guidance": 2}}"#)?.pointer == "/input/guidance")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "inversionData": {"kind": "twoMoons"}, "pairsFrom": {"job": "g"}}}"#)?.pointer == "/input/inversionData")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "inversionData": {"kind": "twoMoons"}, "solver": {"kind": "remix", "steps": 2}}}"#)?.pointer == "/input/solver/kind")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "inversionData": {"kind": "twoMoons"}}}"#) == nil)
+    }
+
     @Test("the loss curve is the mean squared velocity error per bin centre (an oracle on the same pairs)")
     func lossCurveOracle() throws {
         var rng = Random(seed: 3)
