@@ -141,7 +141,8 @@ struct LegacyDigestTests {
         guard case .object(var root) = try JSONDecoder().decode(ResultValue.self, from: Data(SpecParser.canonicalJSON(spec))),
               case .object(var input)? = root["input"] else { Issue.record("not an object"); return }
         #expect(input["labelDropout"] == .double(0.1) && input["guidance"] == .null && input["initFrom"] == .null && input["perceptual"] == .null)
-        for k in ["labelDropout", "guidance", "initFrom", "perceptual"] { input[k] = nil }
+        #expect(input["inversionData"] == .null)
+        for k in ["labelDropout", "guidance", "initFrom", "perceptual", "inversionData"] { input[k] = nil }
         root["input"] = .object(input)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
