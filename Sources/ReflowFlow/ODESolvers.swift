@@ -36,7 +36,10 @@ import Synchronization
 ///   the data x̂ = z + (1 − t)·v(z, t), then re-mix it with the **initial** noise z_a on the
 ///   straight line from (a, z_a) to (1, x̂): z_{t'} = ((t' − a)·x̂ + (1 − t')·z_a)/(1 − a)
 ///   (a = tStart; z_{t'} = t'·x̂ + (1 − t')·z_0 for a = 0). 1 NFE/step; forward only. On a
-///   straight constant-velocity field it equals Euler; one step is Euler's one step.
+///   straight constant-velocity field it equals Euler. It differs from Euler's step by
+///   (1 − t')/(1 − a)·(z_a − z + (t − a)·v), which vanishes on the first step (z = z_a, t = a)
+///   and on the last (t' = 1): with 1 or 2 steps it *is* Euler, on any field; it differs from
+///   3 steps on.
 ///
 /// JSON: `{"kind": "euler", "steps": 100}`, `{"kind": "rk45", "rtol": 1e-5, "atol": 1e-5, "maxNFE": 10000}`
 /// (absent rk45 fields take the paper's defaults; fixed-step methods need `steps`). Check
