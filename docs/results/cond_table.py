@@ -59,7 +59,7 @@ print("#### Guidance of the conditional 1-RF (Euler 50, n = 2000, seeds 1–3)\n
 print("| α | FD ↓ | class accuracy ↑ | precision | recall | KID ×10³ |")
 print("|---|---|---|---|---|---|")
 guide = {}
-for g in ["0", "1", "1.5", "2", "4"]:
+for g in ["0", "1", "1.5", "2", "4", "8", "16"]:
     r, _ = rows("e_rf1_g%s" % g)
     m = r.get("euler-50")
     if not m:
@@ -79,8 +79,8 @@ print("|---|---|---|---|---|---|---|")
 ab = {}
 r1, s1 = rows("e_rf1_g1")
 if r1:
-    print("| 1-RF teacher (α = 1) | %s | %s | – | %s | %s / %s | – |" % (ms(r1["euler-1"]["frechetDistance"]), ms(r1["euler-2"]["frechetDistance"]),
-          ms(r1["euler-1"]["classAccuracy"], "%.3f"), ms(r1["euler-1"]["precision"], "%.3f"), ms(r1["euler-1"]["recall"], "%.3f")))
+    print("| 1-RF teacher (α = 1) | %s | %s | – | %s | %s / %s | %s |" % (ms(r1["euler-1"]["frechetDistance"]), ms(r1["euler-2"]["frechetDistance"]),
+          ms(r1["euler-1"]["classAccuracy"], "%.3f"), ms(r1["euler-1"]["precision"], "%.3f"), ms(r1["euler-1"]["recall"], "%.3f"), ms(s1, "%.4f")))
 for key, label in cols:
     r, st = rows("e_" + key)
     if not r:
@@ -103,6 +103,19 @@ for a, b in steps:
               paired(ra["remix-2"]["frechetDistance"], ra["euler-2"]["frechetDistance"])))
 print()
 
+# 2b. remix against Euler where they differ (3 and 4 NFE).
+print("#### rfpp's \"new\" update rule (remix) against Euler at 3 and 4 NFE (FD, n = 2000, seeds 1–3)\n")
+print("| model | Euler 3 | remix 3 | remix − Euler (paired) | Euler 4 | remix 4 | remix − Euler (paired) |")
+print("|---|---|---|---|---|---|---|")
+for key, label in cols:
+    r, _ = rows("f_" + key)
+    if not r or "remix-4" not in r:
+        continue
+    f = lambda k: r[k]["frechetDistance"]
+    print("| %s | %s | %s | %s | %s | %s | %s |" % (label, ms(f("euler-3")), ms(f("remix-3")), paired(f("remix-3"), f("euler-3")),
+          ms(f("euler-4")), ms(f("remix-4")), paired(f("remix-4"), f("euler-4"))))
+print()
+
 # 3. InstaFlow.
 print("#### InstaFlow at CPU scale: one-step students (1 NFE, n = 2000, seeds 1–3)\n")
 print("| student | FD ↓ | class accuracy ↑ | precision | recall |")
@@ -121,7 +134,12 @@ for a, b in [("d_if", "d_rf1"), ("d_if_lp", "d_rf1_lp"), ("d_rf1_lp", "d_rf1"), 
     if a in inst and b in inst:
         print("- FD %s − %s: %s" % (a, b, paired(inst[a]["frechetDistance"], inst[b]["frechetDistance"])))
 if r1 and "r2_if" in ab:
-    print("- straightness (per pixel) of the 2-RF r2_if: %s; of the 2-RF from scratch r2_base: %s" % (ms(ab["r2_if"][1], "%.4f"), ms(ab["r2_base"][1], "%.4f")))
+    print("- straightness (per pixel, Euler 100, 256 trajectories, labels i mod 10, no guidance) of the 1-RF teacher: %s; of InstaFlow's 2-RF r2_if: %s; of the 2-RF from scratch r2_base: %s" % (
+        ms(s1, "%.4f"), ms(ab["r2_if"][1], "%.4f"), ms(ab["r2_base"][1], "%.4f")))
+# Training speed of the runs (one thread each, two jobs at a time).
+print()
+print("Training throughput (steps/s, 1 thread, batch 128, beside one other job):", ", ".join(
+    "%s %.1f" % (k, load(k)["training"]["stepsPerSecond"]) for k in ["rf1", "r2_base", "r2_u", "r2_uh", "r2_uhs", "r2_uhp", "r2_uhpi", "r2_if", "r3", "r2_g", "d_rf1", "d_rf1_lp", "d_if", "d_if_lp"] if load(k)))
 print()
 
 # 4. Loss curves and the intersection argument.
@@ -131,7 +149,8 @@ for name, label in [("e_rf1_g1_s1", "1-RF (independent coupling)"), ("e_r2_base_
     if r and "lossCurve" in r:
         c = r["lossCurve"]
         curves.append((label, c))
-        print("%s: endsOverMiddle %.2f; loss per bin: %s" % (label, c["endsOverMiddle"], ", ".join("%.2f:%.4g" % (b["t"], b["mean"]) for b in c["bins"])))
+        print("%s: endsOverMiddle %.2f; loss per bin (t: mean ± standard error): %s" % (label, c["endsOverMiddle"],
+              ", ".join("%.3f: %.4f ± %.4f" % (b["t"], b["mean"], b["standardError"]) for b in c["bins"])))
         i = c.get("intersection")
         if i:
             print("  intersection: fresh noise ‖z‖/√d %.3f, lag-1 %.3f; crossing noise per t %s" % (
