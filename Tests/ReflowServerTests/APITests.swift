@@ -195,6 +195,40 @@ struct APITests {
         #expect(!FileManager.default.fileExists(atPath: s.dir + "/jobs/\(id)"))
     }
 
+    @Test("class labels over HTTP: a conditional model samples per class; bad labels and guidance are 422 problem+json with the pointer")
+    func conditionalLabels() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let train = try c.json("POST", "/v1/jobs", #"{"type": "train", "input": {"model": {"width": 16, "depth": 2, "classes": 3}, "data": {"kind": "threeGaussians"}, "batchSize": 32, "steps": 30, "previewPoints": 0}}"#)
+        #expect(train.status == 202)
+        let id = try #require(try train.json()["id"] as? String)
+        #expect(try s.waitDone(id, client: c)["state"] as? String == "succeeded")
+        let ok = try c.json("POST", "/v1/jobs", #"{"type": "sample", "input": {"model": {"job": "\#(id)"}, "perClass": 4, "guidance": 2, "trajectories": 0}}"#)
+        let echoed = try ok.json()["input"] as? [String: Any]
+        #expect(ok.status == 202 && echoed?["n"] as? Int == 12, "perClass × classes")
+        let sid = try #require(try ok.json()["id"] as? String)
+        #expect(try s.waitDone(sid, client: c)["state"] as? String == "succeeded")
+        #expect(try c.request("GET", "/v1/jobs/\(sid)/artifacts/labels.npy").status == 200)
+        for (body, pointer) in [
+            (#"{"type": "sample", "input": {"model": {"job": "\#(id)"}, "labels": [0, 3]}}"#, "/input/labels/1"),
+            (#"{"type": "sample", "input": {"model": {"job": "\#(id)"}, "labels": [0], "perClass": 1}}"#, "/input/perClass"),
+            (#"{"type": "train", "input": {"model": {"classes": 3}, "data": {"kind": "normal"}}}"#, "/input/model/classes"),
+        ] {
+            let r = try c.json("POST", "/v1/jobs", body)
+            #expect(r.status == 422 && r.header("Content-Type") == "application/problem+json")
+            #expect(try r.json()["pointer"] as? String == pointer)
+        }
+        // An unconditional model takes no labels and no guidance.
+        let plain = try c.json("POST", "/v1/jobs", tinyTrain)
+        let pid = try #require(try plain.json()["id"] as? String)
+        _ = try s.waitDone(pid, client: c)
+        for (key, value) in [("labels", "[0]"), ("guidance", "2")] {
+            let r = try c.json("POST", "/v1/jobs", #"{"type": "sample", "input": {"model": {"job": "\#(pid)"}, "\#(key)": \#(value)}}"#)
+            #expect(try r.status == 422 && r.json()["pointer"] as? String == "/input/\(key)")
+        }
+    }
+
     @Test("cancel: a queued job is canceled at once, a running one goes through canceling; terminal jobs refuse")
     func cancel() throws {
         let s = try TestServer()
