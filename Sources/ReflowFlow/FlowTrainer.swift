@@ -117,7 +117,8 @@ public final class FlowTrainer {
     public let pairs: (z0: Tensor, z1: Tensor)?
     /// The class label of each pair ([N]) when the pairs were generated under labels.
     public let pairLabels: [Int32]?
-    /// Hex SHA-256 of the stored pairs' float bytes (z0 then z1), recorded in snapshots.
+    /// Hex SHA-256 of the stored pairs' float bytes (z0 then z1, then the labels when a
+    /// conditional student uses them), recorded in snapshots.
     public let pairsDigest: String?
 
     /// A 1-RF trainer on independent draws. `resolve` maps artifact references of point-set

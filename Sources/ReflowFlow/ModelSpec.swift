@@ -188,7 +188,11 @@ extension VelocityMLPConfig: ModelConfig {
     /// Input; per hidden layer the pre-activation, the activation and the activation's saved
     /// σ (SiLU and GELU keep it for backward); output and loss terms. Checked against the peak
     /// RSS of training runs in docs/JOBS.md.
-    public var activationFloatsPerRow: Int { inputWidth + 3 * hiddenWidths.reduce(0, +) + 4 * dimension }
+    /// A conditional MLP adds its one-hot label row and the embedding product and sum (with
+    /// their gradients).
+    public var activationFloatsPerRow: Int {
+        inputWidth + 3 * hiddenWidths.reduce(0, +) + 4 * dimension + (classes.map { $0 + 1 + 4 * hiddenWidths[0] } ?? 0)
+    }
 
     public var forwardFlopsPerRow: Int { parameterCount }
 

@@ -88,7 +88,7 @@ public enum EvaluateJob: JobKind {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
         if m.pointShape.count == 3 {
             var e = ImageEvaluation.estimate(s, model: m, resolver: resolver, threads: threads)
-            s.lossCurve?.estimate(pointSize: m.pointSize, threads: threads, into: &e)
+            s.lossCurve?.estimate(model: m, threads: threads, resolver: resolver, into: &e)
             return e
         }
         // reference, second reference, z, one solution at a time, and the metrics' projections;
@@ -103,7 +103,7 @@ public enum EvaluateJob: JobKind {
         if case .points(let ref)? = s.target, let bytes = resolver.fileSize(of: ref, kind: .points) {
             e.add("target point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
         }
-        s.lossCurve?.estimate(pointSize: m.pointSize, threads: threads, into: &e)
+        s.lossCurve?.estimate(model: m, threads: threads, resolver: resolver, into: &e)
         return e
     }
 

@@ -108,8 +108,16 @@ enum ImageEvaluation {
     static let minimumN = 10
     /// Rows per solver block (U-Net activations are large; rk45 adapts per block).
     static let blockRows = 256
-    /// Trajectories the straightness is measured on.
+    /// Trajectories the straightness is measured on (at most).
     static let straightnessRows = 256
+
+    /// min(n, 256) trajectories, fewer when (steps + 1) frames of them would exceed half the
+    /// solver's trajectory limit (large images); at least 2 (prepare refuses specs where even
+    /// 2 do not fit).
+    static func straightnessTrajectories(_ s: EvaluateSpec, pointSize d: Int) -> Int {
+        let fit = (ODESolver.maxTrajectoryFloats / 2) / max(1, (s.straightnessSteps + 1) * d)
+        return max(2, min(s.n, straightnessRows, fit))
+    }
 
     /// Checks the classifier, the reference and the training images of an image model and fills
     /// a null `target` with the held-out (`test`) split of the training data's dataset.
@@ -146,6 +154,9 @@ enum ImageEvaluation {
         }
         try checkImageData(targetRef, shape: shape, pointer: "/input/target", resolver: resolver)
         if s.n < minimumN { throw SpecError(pointer: "/input/n", message: "must be at least \(minimumN) for an image model (k-NN metrics), got \(s.n)") }
+        if (s.straightnessSteps + 1) * 2 * m.model.pointSize > ODESolver.maxTrajectoryFloats / 2 {
+            throw SpecError(pointer: "/input/straightnessSteps", message: "\(s.straightnessSteps) steps of \(shapeText) images exceed the trajectory limit; use fewer")
+        }
         return s
     }
 
@@ -153,7 +164,7 @@ enum ImageEvaluation {
         let d = model.pointSize
         var e = pointsEstimate(model, n: s.n, copies: 3, solver: s.solvers[0], blockRows: blockRows, threads: threads, trajectoryRows: 0,
                                guided: s.guidance != nil)
-        e.add("straightness trajectory", floats: s.straightnessSteps + 1, min(s.n, straightnessRows), d)
+        e.add("straightness trajectory", floats: s.straightnessSteps + 1, straightnessTrajectories(s, pointSize: d), d)
         var c = ClassifierConfig()
         if let ref = s.classifier, let p = try? resolver.path(for: ref, kind: .classifier), let a = try? ClassifierArtifact.read(path: p) {
             c = a.config
@@ -253,7 +264,7 @@ enum ImageEvaluation {
             job.progress("evaluate", i + 2, steps)
         }
         try job.checkStop()
-        let trajN = min(s.n, straightnessRows)
+        let trajN = straightnessTrajectories(s, pointSize: d)
         let start = Tensor(shape: [trajN, d], data: Array(z.data.prefix(trajN * d)))
         let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), blockRows: min(trajN, blockRows),
                                  trajectory: true, labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)

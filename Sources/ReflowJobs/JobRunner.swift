@@ -90,9 +90,14 @@ public enum JobRunner {
         }
         var out = [String]()
         var stripped = false
-        for (key, neutral) in addedForConditioning {
+        // Conditional U-Nets existed before: they trained on their data's labels without
+        // dropout, so for a conditional model the earlier behaviour is labelDropout 0.
+        var conditional = false
+        if case .object(let model)? = input["model"], let c = model["classes"], c != .null { conditional = true }
+        for (key, neutralValue) in addedForConditioning {
             guard let v = input[key] else { continue }
-            if v != neutral { return [] }
+            let neutral = key == "labelDropout" && conditional ? ResultValue.int(0) : neutralValue
+            if v != neutral && !(key == "labelDropout" && conditional && v == .double(0)) { return [] }
             input[key] = nil
             stripped = true
         }
@@ -490,13 +495,17 @@ func trainingEstimate(_ config: TrainingConfig, threads: Int, into e: inout Reso
     e.add("batch buffers (x0, x1, x_t, target, t)", floats: b, d + 1, 4)
     // Values and gradients of every recorded node, across all worker shards (they sum to B rows).
     e.add("activations and their gradients", floats: b, config.model.config.activationFloatsPerRow, 2)
-    if config.perceptual != nil {
-        // The frozen feature network (weights, per-worker weight gradients) and its activations
-        // for x̂ and x1 with their gradients; sized for a CNN classifier of the model's images.
-        var c = ClassifierConfig()
-        c.imageShape = config.model.pointShape.count == 3 ? config.model.pointShape : [1, 28, 28]
-        c.classes = 10
-        e.add("perceptual feature network (weights, gradients, activations of x̂ and x1)", floats: ResourceEstimate.add(
-            ResourceEstimate.multiply(c.parameterCount, 2 + threads), ResourceEstimate.multiply(b, c.activationFloatsPerRow * 4)))
-    }
+}
+
+/// The frozen feature network of a perceptual premetric: its weights (and the loaded copy) and
+/// its activations for x̂ and x1 with their gradients, per batch row. Sized from the
+/// classifier's own config (a default CNN when the reference does not resolve yet).
+func perceptualEstimate(_ config: TrainingConfig, resolver: any ArtifactResolver, into e: inout ResourceEstimate) {
+    guard let p = config.perceptual else { return }
+    var c = ClassifierConfig()
+    if let path = try? resolver.path(for: p.classifier, kind: .classifier), let a = try? ClassifierArtifact.read(path: path) { c = a.config }
+    c.imageShape = c.imageShape ?? (config.model.pointShape.count == 3 ? config.model.pointShape : [1, 28, 28])
+    c.classes = c.classes ?? 10
+    e.add("perceptual feature network (weights, activations of x̂ and x1)", floats: ResourceEstimate.add(
+        ResourceEstimate.multiply(c.parameterCount, 2), ResourceEstimate.multiply(config.batchSize, ResourceEstimate.multiply(c.activationFloatsPerRow, 4))))
 }

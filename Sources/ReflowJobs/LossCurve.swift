@@ -65,11 +65,22 @@ public struct LossCurveSpec: Codable, Sendable, Equatable, Validatable {
         if guidance != nil && t.model.classes == nil {
             throw SpecError(pointer: "/input/lossCurve/guidance", message: "needs a class-conditional teacher; this teacher is unconditional")
         }
+        if let k = m.model.classes, let tk = t.model.classes, tk > k {
+            throw SpecError(pointer: "/input/lossCurve/teacher", message: "labels its pairs with \(tk) classes, the model has \(k)")
+        }
     }
 
-    /// Memory: the pairs, their labels and x_t / v per worker.
-    func estimate(pointSize d: Int, threads: Int, into e: inout ResourceEstimate) {
+    /// Memory: the pairs, their labels and x_t / v per worker, the model's activations of one
+    /// block per worker, and the teacher's checkpoint and (guided: doubled) solver blocks.
+    func estimate(model: ModelSpec, threads: Int, resolver: any ArtifactResolver, into e: inout ResourceEstimate) {
+        let d = model.pointSize
         e.add("loss-curve pairs and per-worker x_t, v", floats: n, d, 3 + 2 * threads)
+        e.add("loss-curve blocks", floats: threads, min(n, LossCurve.blockRows), model.config.activationFloatsPerRow)
+        if let ref = teacher, let path = try? resolver.path(for: ref, kind: .model), let t = try? ModelArtifact.read(path: path) {
+            e.add("loss-curve teacher checkpoint", floats: t.model.parameterCount, 4)
+            let rows = min(n, JobExecution.blockRows(t.model, n: n, threads: threads)) * (guidance == nil ? 1 : 2)
+            e.add("loss-curve teacher solver blocks", floats: threads, rows, t.model.config.activationFloatsPerRow + 8 * d)
+        }
     }
 }
 
@@ -111,6 +122,8 @@ extension JobResult {
 
 enum LossCurve {
     static let plotName = "loss_curve.png"
+    /// Rows per network evaluation.
+    static let blockRows = 512
 
     /// Draws the held-out pairs and measures the curve; writes `loss_curve.png`.
     static func run(_ spec: LossCurveSpec, model m: ModelArtifact, weights: [String: Tensor], target: DataSource,
@@ -171,10 +184,13 @@ enum LossCurve {
             for bin in range {
                 let t = (Float(bin) + 0.5) / Float(bins)
                 for j in 0..<(n * d) { xt[j] = t * b[j] + (1 - t) * a[j] }
+                // Blocks of `blockRows` rows bound the network's activations.
                 xt.withUnsafeBufferPointer { xp in v.withUnsafeMutableBufferPointer { vp in
                     LabelBuffer.with(shared.value.labels) { lp in
-                        field.labels = lp
-                        field.velocity(xp.baseAddress!, count: n, t: t, into: vp.baseAddress!)
+                        for lo in stride(from: 0, to: n, by: blockRows) {
+                            field.labels = lp.map { $0 + lo }
+                            field.velocity(xp.baseAddress! + lo * d, count: min(blockRows, n - lo), t: t, into: vp.baseAddress! + lo * d)
+                        }
                         field.labels = nil
                     }
                 } }

@@ -308,6 +308,7 @@ public enum PruneJob: JobKind {
             var t = f.training
             if let b = s.retrain.batchSize { t.batchSize = b }
             trainingEstimate(t, threads: threads, into: &e)
+            perceptualEstimate(t, resolver: resolver, into: &e)
             let p = f.model.parameterCount, d = f.model.pointSize
             // Ranking holds per weight an (index, index) pair, a key and a sort index (28 bytes).
             e.add("trained, rewind and start weights, masks and pruning ranks", floats: p, 12)

@@ -136,6 +136,16 @@ enum StudentTraining {
                 }
             }
         }
+        if let k = s.training.model.classes {
+            // A conditional student trains on its pairs' labels: the teacher's classes, or the
+            // inversion data's (checked above against the teacher's).
+            if s.student.pairsFrom == nil {
+                guard let tk = teacher.model.classes else {
+                    throw SpecError(pointer: "/input/model/classes", message: "a class-conditional student needs labelled pairs; this teacher is unconditional")
+                }
+                if tk > k { throw SpecError(pointer: "/input/model/classes", message: "the teacher labels its pairs with \(tk) classes, the student has \(k)") }
+            }
+        }
         if teacher.model.classes == nil {
             if s.student.guidance != nil {
                 throw SpecError(pointer: "/input/guidance", message: "needs a class-conditional teacher; this teacher is unconditional")
@@ -163,6 +173,7 @@ enum StudentTraining {
     static func estimate<S: StudentInput>(_ s: S, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         var e = ResourceEstimate()
         trainingEstimate(s.training, threads: threads, into: &e)
+        perceptualEstimate(s.training, resolver: resolver, into: &e)
         let m = try model("/input/teacher", s.student.teacher, resolver: resolver).model, d = m.pointSize
         e.add("teacher checkpoint (weights, EMA, optimizer state)", floats: m.parameterCount, 4)
         // z0 and z1, the generation buffer, and the file's bytes while it is written or read.

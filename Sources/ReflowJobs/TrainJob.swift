@@ -61,6 +61,7 @@ public enum TrainJob: JobKind {
     public static func estimate(_ input: TrainSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         var e = ResourceEstimate()
         trainingEstimate(input.training, threads: threads, into: &e)
+        perceptualEstimate(input.training, resolver: resolver, into: &e)
         addDataFiles(input.training, resolver: resolver, into: &e)
         return e
     }

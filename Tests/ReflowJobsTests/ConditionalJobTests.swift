@@ -130,21 +130,21 @@ struct ConditionalJobTests {
         #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "inversionData": {"kind": "twoMoons"}}}"#) == nil)
     }
 
-    @Test("the loss curve is the mean squared velocity error per bin centre (an oracle on the same pairs)")
+    @Test("the loss curve is the mean squared velocity error per bin centre (an oracle on the same pairs, more rows than one block)")
     func lossCurveOracle() throws {
         var rng = Random(seed: 3)
         let spec = ModelSpec(VelocityMLPConfig(dimension: 2, width: 8, depth: 1, classes: 3))
         let weights = spec.makeNetwork(rng: &rng).stateDict()
-        let x0 = rng.normal([50, 2]), x1 = rng.normal([50, 2], mean: 2)
-        let labels = (0..<50).map { Int32($0 % 3) }
+        let x0 = rng.normal([1100, 2]), x1 = rng.normal([1100, 2], mean: 2)
+        let labels = (0..<1100).map { Int32($0 % 3) }
         let bins = LossCurve.measure(model: spec, weights: weights, x0: x0, x1: x1, labels: labels, bins: 4, threads: 2)
         let net = try spec.makeNetwork(stateDict: weights)
         for (b, bin) in bins.enumerated() {
             let t = (Float(b) + 0.5) / 4
-            let xt = Tensor(shape: [50, 2], data: (0..<100).map { t * x1.data[$0] + (1 - t) * x0.data[$0] })
-            let v = net.velocity(x: xt, t: [Float](repeating: t, count: 50), labels: labels)
+            let xt = Tensor(shape: [1100, 2], data: (0..<2200).map { t * x1.data[$0] + (1 - t) * x0.data[$0] })
+            let v = net.velocity(x: xt, t: [Float](repeating: t, count: 1100), labels: labels)
             var per = [Double]()
-            for r in 0..<50 {
+            for r in 0..<1100 {
                 var l = 0.0
                 for c in 0..<2 {
                     let e = Double(v.data[2 * r + c]) - Double(x1.data[2 * r + c] - x0.data[2 * r + c])
@@ -152,13 +152,13 @@ struct ConditionalJobTests {
                 }
                 per.append(l / 2)
             }
-            let mean = per.reduce(0, +) / 50
+            let mean = per.reduce(0, +) / 1100
             let meanError = abs(bin.mean - mean)
             #expect(meanError < 1e-5 * max(1, mean))
             #expect(Float(bin.t) == t)
             var ss = 0.0
             for p in per { ss += (p - mean) * (p - mean) }
-            let se = (ss / 49).squareRoot() / (50.0).squareRoot()
+            let se = (ss / 1099).squareRoot() / (1100.0).squareRoot()
             let seError = abs(bin.standardError - se)
             #expect(seError < 1e-5 * max(1, se))
         }
@@ -186,6 +186,10 @@ struct ConditionalJobTests {
         #expect(prepareError(#"{"type": "train", "input": {"model": {"classes": 3}, "data": {"kind": "normal"}}}"#)?.pointer == "/input/model/classes")
         #expect(prepareError(#"{"type": "train", "input": {"model": {"classes": 4}, "data": {"kind": "gaussianRing", "count": 8}}}"#)?.pointer == "/input/model/classes")
         #expect(prepareError(#"{"type": "train", "input": {"labelDropout": 1.5}}"#)?.pointer == "/input/labelDropout")
+        // A conditional student needs a conditional teacher with no more classes than it has.
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "u"}, "model": {"width": 8, "depth": 1, "classes": 8}, "initialization": "scratch"}}"#)?.pointer == "/input/model/classes")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "c"}, "model": {"width": 8, "depth": 1, "classes": 4}, "initialization": "scratch"}}"#)?.pointer == "/input/model/classes")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "c"}, "model": {"width": 8, "depth": 1, "classes": 8}, "initialization": "scratch"}}"#) == nil)
         #expect(prepareError(#"{"type": "sample", "input": {"model": {"job": "c"}, "solver": {"kind": "remix", "steps": 0}}}"#)?.pointer == "/input/solver/steps")
         // The perceptual premetric needs a classifier of the model's images.
         #expect(prepareError(#"{"type": "train", "input": {"perceptual": {"classifier": {"job": "nope"}}}}"#)?.pointer == "/input/perceptual/classifier/job")

@@ -150,6 +150,10 @@ struct LegacyDigestTests {
         #expect(JobRunner.legacyDigests(spec).first == old)
         let guided = try SpecParser.parse(Array(#"{"type": "reflow", "input": {"teacher": {"job": "t"}, "pairs": 10, "guidance": 2}}"#.utf8))
         #expect(JobRunner.legacyDigests(guided).isEmpty)
+        // Conditional (U-Net) models trained without label dropout before: 0 is their neutral value.
+        let unet = #"{"type": "train", "input": {"model": {"kind": "unet", "classes": 10}, "data": {"kind": "images", "dataset": "builtin:shapes"}, "labelDropout": DROP}}"#
+        #expect(JobRunner.legacyDigests(try SpecParser.parse(Array(unet.replacingOccurrences(of: "DROP", with: "0").utf8))).count == 1)
+        #expect(JobRunner.legacyDigests(try SpecParser.parse(Array(unet.replacingOccurrences(of: "DROP", with: "0.1").utf8))).isEmpty)
     }
 
     @Test("a spec using what the previous release did not have has no legacy digest")
