@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import Synchronization
 import ReflowEngine
 import ReflowAutograd
 import ReflowNN
@@ -27,8 +28,16 @@ import ReflowStore
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
+    /// Serialises the venv's creation: tests (and the cases of parameterised tests) run in
+    /// parallel, and two concurrent `python3 -m venv` of one directory fail ("File exists").
+    static let venvLock = Mutex(())
+
     /// The venv's python, creating the venv on first use.
     static func python() throws -> String {
+        try venvLock.withLock { _ in try createVenv() }
+    }
+
+    private static func createVenv() throws -> String {
         let venv = packageRoot + "/.build/interop-venv"
         let py = venv + "/bin/python"
         let ready = venv + "/.ready"
