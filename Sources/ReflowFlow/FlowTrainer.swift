@@ -34,6 +34,11 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
     /// The perceptual premetric of 2-rectified flow++ (``PerceptualLoss``) on top of `loss`;
     /// null trains on `loss` alone.
     @Explicit public var perceptual: PerceptualLoss? = nil
+    /// Stored pairs only: SlimFlow's annealing of the pairs' noise (``Annealing``); null: none.
+    @Explicit public var annealing: Annealing? = nil
+    /// Stored image pairs only: mirror each drawn pair (noise and data together) left to right
+    /// with probability ½ (SlimFlow's flip augmentation; the teacher is flip-equivariant).
+    public var flipPairs = false
 
     public init() {}
 
@@ -58,6 +63,8 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
             { gradClipNorm.flatMap { $0 > 0 && $0.isFinite ? nil : ("/gradClipNorm", "must be a positive number") } },
             { labelDropout >= 0 && labelDropout <= 1 ? nil : ("/labelDropout", "must be in [0, 1], got \(labelDropout)") },
             { Validation.member("/perceptual", perceptual) },
+            { Validation.member("/annealing", annealing) },
+            { flipPairs && model.pointShape.count != 3 ? ("/flipPairs", "mirrors images: the model's points are not images") : nil },
             {
                 // (That the model makes images of the feature network's shape is checked where the
                 // model is final: a student inherits its teacher's after this validation.)
@@ -105,6 +112,8 @@ public final class FlowTrainer {
     private var batchLabels: [Int32]
     /// The model's classes when it is class-conditional (labels then reach the network).
     let classes: Int?
+    /// The optimizer step whose batch is being drawn (the annealing's k).
+    private var drawStep = 0
     /// The frozen feature network of the perceptual premetric (`config.perceptual`). Its
     /// weights are read, never updated (the optimizer holds only the model's parameters).
     let perceptualNetwork: ClassifierNetwork?
@@ -334,6 +343,7 @@ public final class FlowTrainer {
     /// (the order of every earlier release, so seeds reproduce); for a conditional model then
     /// one uniform per row for the label dropout. The interpolant then forms x_t and the target.
     private func drawBatch() {
+        drawStep = step
         let b = config.batchSize
         batchX0.withUnsafeMutableBufferPointer { x0 in
         batchX1.withUnsafeMutableBufferPointer { x1 in
@@ -371,6 +381,23 @@ public final class FlowTrainer {
                     }
                 }
             }
+            // SlimFlow's augmentations, drawn after the rows (so without them the batches are
+            // those of every earlier release): flips, one uniform per row; then the annealed
+            // noise, fresh normals for every row only while β > 0.
+            if config.flipPairs {
+                let shape = config.model.pointShape
+                for r in 0..<b where rng.uniformFloat() < 0.5 {
+                    HorizontalFlip.flip(x0 + r * d, shape: shape)
+                    HorizontalFlip.flip(x1 + r * d, shape: shape)
+                }
+            }
+            if let annealing = config.annealing {
+                let beta = annealing.beta(step: drawStep)
+                if beta > 0 {
+                    let keep = (1 - beta * beta).squareRoot()
+                    for j in 0..<(b * d) { x0[j] = keep * x0[j] + beta * Float(rng.normal()) }
+                }
+            }
         } else {
             data!.sample(into: UnsafeMutableBufferPointer(start: x1, count: b * d), labels: labels, rng: &rng)
             source!.sample(into: UnsafeMutableBufferPointer(start: x0, count: b * d), rng: &rng)
@@ -387,6 +414,16 @@ public final class FlowTrainer {
     /// are, but from `Random(seed: seed)`: the trainer's own RNG and buffers are untouched. The
     /// fixed sample on which the prune job measures dead-neuron rates.
     public func fixedSample(rows: Int, seed: UInt64) -> (x: [Float], t: [Float], labels: [Int32]?) {
+        let b = batch(rows: rows, seed: seed, step: step)
+        return (b.xt, b.t, b.labels)
+    }
+
+    /// A batch of `rows` rows drawn as the batch of optimizer step `step` is, from
+    /// `Random(seed: seed)`: x0, x1 (after the pairs' flips and annealing), t, labels and x_t.
+    func batch(rows: Int, seed: UInt64, step k: Int) -> (x0: [Float], x1: [Float], t: [Float], labels: [Int32]?, xt: [Float]) {
+        let saved = drawStep
+        drawStep = k
+        defer { drawStep = saved }
         let d = config.model.pointSize
         var r = Random(seed: seed)
         var x0 = [Float](repeating: 0, count: rows * d), x1 = x0, xt = x0, tg = x0
@@ -398,7 +435,7 @@ public final class FlowTrainer {
             draw(rows: rows, rng: &r, x0: a.baseAddress!, x1: b.baseAddress!, t: tb.baseAddress!,
                  labels: l.isEmpty ? nil : l.baseAddress, xt: xb.baseAddress!, target: gb.baseAddress!)
         } } } } } }
-        return (xt, t, labels.isEmpty ? nil : labels)
+        return (x0, x1, t, labels.isEmpty ? nil : labels, xt)
     }
 
     /// The complete resumable state.

@@ -40,6 +40,12 @@ public enum TrainJob: JobKind {
     public static func prepare(_ input: TrainSpec, resolver: any ArtifactResolver) throws(SpecError) -> TrainSpec {
         try checkDataReferences(input.training, resolver: resolver)
         try checkLabels(input.training, resolver: resolver)
+        if input.training.annealing != nil {
+            throw SpecError(pointer: "/input/annealing", message: "anneals the noise of stored pairs: use it in a reflow or distill job")
+        }
+        if input.training.flipPairs {
+            throw SpecError(pointer: "/input/flipPairs", message: "mirrors stored pairs: use it in a reflow or distill job")
+        }
         return input
     }
 
