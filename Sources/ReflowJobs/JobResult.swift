@@ -14,6 +14,10 @@ public struct TrainingSummary: Codable, Sendable, Equatable {
     public var seconds: Double
     public var stepsPerSecond: Double
     public var threads: Int
+    /// The trained model's size: scalar parameters, and multiply-adds of one forward pass per
+    /// sample (one network evaluation, so one Euler step or one NFE costs this much).
+    public var parameters: Int?
+    public var macsPerSample: Int?
 }
 
 /// The pairs a reflow or distill job trained on.

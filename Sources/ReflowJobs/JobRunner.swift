@@ -344,7 +344,8 @@ public struct JobExecution: Sendable {
             try owned(s, JobDirectory.Name.model)
             let log = readLossLog(upTo: s.step)
             return TrainingSummary(steps: s.step, resumedFromStep: s.step, finalLoss: log.last?.1 ?? 0,
-                                   recentMeanLoss: log.last?.1 ?? 0, seconds: 0, stepsPerSecond: 0, threads: threads)
+                                   recentMeanLoss: log.last?.1 ?? 0, seconds: 0, stepsPerSecond: 0, threads: threads,
+                                   parameters: training.model.parameterCount, macsPerSample: training.model.config.forwardFlopsPerRow)
         }
         var snapshot: TrainingSnapshot?
         if FileManager.default.fileExists(atPath: directory.checkpoint) {
@@ -398,7 +399,8 @@ public struct JobExecution: Sendable {
         let done = trainer.step - resumed
         return TrainingSummary(steps: trainer.step, resumedFromStep: resumed, finalLoss: last.isFinite ? last : 0,
                                recentMeanLoss: recent.isFinite ? recent : last,
-                               seconds: seconds, stepsPerSecond: seconds > 0 ? Double(done) / seconds : 0, threads: threads)
+                               seconds: seconds, stepsPerSecond: seconds > 0 ? Double(done) / seconds : 0, threads: threads,
+                               parameters: training.model.parameterCount, macsPerSample: training.model.config.forwardFlopsPerRow)
     }
 
     /// `(step, loss)` records of `loss.csv` up to `step` (empty when absent or unreadable).

@@ -28,7 +28,11 @@ struct ConditionalJobTests {
     func conditionalTwoD() throws {
         let dir = try JobsDir()
         defer { dir.remove() }
-        try dir.run("rf1", #"{"type": "train", "input": {\#(Self.model), "steps": 1500, "batchSize": 256, "learningRate": 3e-3, "labelDropout": 0.2, "previewPoints": 0}}"#)
+        let trained = try dir.run("rf1", #"{"type": "train", "input": {\#(Self.model), "steps": 1500, "batchSize": 256, "learningRate": 3e-3, "labelDropout": 0.2, "previewPoints": 0}}"#)
+        // The result reports the model's size: the layers (input x, y, t) and the label embedding (9 rows).
+        let cfg = VelocityMLPConfig(dimension: 2, width: 64, depth: 2, classes: 8)
+        let counted = (3 * 64 + 64) + (64 * 64 + 64) + (64 * 2 + 2) + 9 * 64
+        #expect(cfg.parameterCount == counted && trained.training?.parameters == counted && trained.training?.macsPerSample == counted)
         // Mode centres from labelled data draws.
         var rng = Random(seed: 9)
         var pts = [Float](repeating: 0, count: 2 * 8000), labels = [Int32](repeating: 0, count: 8000)
