@@ -39,6 +39,9 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
     /// Stored image pairs only: mirror each drawn pair (noise and data together) left to right
     /// with probability ½ (SlimFlow's flip augmentation; the teacher is flip-equivariant).
     public var flipPairs = false
+    /// One-step distillation only: SlimFlow's flow-guided two-step term with the frozen teacher
+    /// (``TwoStepDistillation``); null: none.
+    @Explicit public var twoStep: TwoStepDistillation? = nil
 
     public init() {}
 
@@ -64,7 +67,8 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
             { labelDropout >= 0 && labelDropout <= 1 ? nil : ("/labelDropout", "must be in [0, 1], got \(labelDropout)") },
             { Validation.member("/perceptual", perceptual) },
             { Validation.member("/annealing", annealing) },
-            { flipPairs && model.pointShape.count != 3 ? ("/flipPairs", "mirrors images: the model's points are not images") : nil },
+            { Validation.member("/twoStep", twoStep) },
+
             {
                 // (That the model makes images of the feature network's shape is checked where the
                 // model is final: a student inherits its teacher's after this validation.)
@@ -114,6 +118,10 @@ public final class FlowTrainer {
     let classes: Int?
     /// The optimizer step whose batch is being drawn (the annealing's k).
     private var drawStep = 0
+    /// The frozen teacher of the two-step term (`config.twoStep`).
+    let guideNetwork: (any VelocityNetwork)?
+    /// The two-step term's fresh noise [B, D] and times [B] (empty without it).
+    private var batchZ: [Float], batchU: [Float]
     /// The frozen feature network of the perceptual premetric (`config.perceptual`). Its
     /// weights are read, never updated (the optimizer holds only the model's parameters).
     let perceptualNetwork: ClassifierNetwork?
@@ -146,8 +154,11 @@ public final class FlowTrainer {
             throw TrainerError.badConfig(pointer: "/data", message: e.description)
         }
         try FlowTrainer.checkLabels(config, available: data.classCount, what: "the data")
+        if config.twoStep != nil {
+            throw TrainerError.badConfig(pointer: "/twoStep", message: "needs a teacher: it is a term of one-step distillation")
+        }
         self.init(config, threads: threads, data: data, source: source, pairsStorage: nil, labels: nil,
-                  perceptualNetwork: perceptualNetwork)
+                  perceptualNetwork: perceptualNetwork, guideNetwork: nil)
     }
 
     /// A conditional model needs labels, and no more classes than it has.
@@ -165,9 +176,17 @@ public final class FlowTrainer {
     /// with a fresh optimizer and EMA.
     /// `labels` ([N]) are the pairs' class labels (pairs a conditional teacher generated); a
     /// conditional student needs them.
+    /// `guideNetwork` is the teacher of the two-step term (`config.twoStep`); its weights are
+    /// frozen here.
     public convenience init(_ config: TrainingConfig, threads: Int, pairs: (z0: Tensor, z1: Tensor), labels: [Int32]? = nil,
-                            initialWeights: [String: Tensor]? = nil, perceptualNetwork: ClassifierNetwork? = nil) throws {
+                            initialWeights: [String: Tensor]? = nil, perceptualNetwork: ClassifierNetwork? = nil,
+                            guideNetwork: (any VelocityNetwork)? = nil) throws {
         try FlowTrainer.check(config, threads: threads, perceptualNetwork: perceptualNetwork)
+        if config.twoStep != nil {
+            guard let guide = guideNetwork, guide.spec.pointSize == config.model.pointSize else {
+                throw TrainerError.badConfig(pointer: "/twoStep", message: "needs the teacher's network (of the student's point size)")
+            }
+        }
         let d = config.model.pointSize
         guard pairs.z0.rank >= 2, pairs.z0.shape == pairs.z1.shape, pairs.z0.count == pairs.z0.shape[0] * d, pairs.z0.shape[0] > 0 else {
             throw TrainerError.badPairs("pairs must be two [N, \(d)] tensors with N > 0, got \(pairs.z0.shape) and \(pairs.z1.shape)")
@@ -184,7 +203,7 @@ public final class FlowTrainer {
         }
         try FlowTrainer.checkLabels(config, available: labels.map { Int($0.max() ?? 0) + 1 }, what: "the pairs")
         self.init(config, threads: threads, data: nil, source: nil, pairsStorage: pairs,
-                  labels: config.model.classes == nil ? nil : labels, perceptualNetwork: perceptualNetwork)
+                  labels: config.model.classes == nil ? nil : labels, perceptualNetwork: perceptualNetwork, guideNetwork: guideNetwork)
         if let initialWeights {
             try model.load(stateDict: initialWeights)
             ema?.resetAverage(to: model)
@@ -194,6 +213,10 @@ public final class FlowTrainer {
     static func check(_ config: TrainingConfig, threads: Int, perceptualNetwork: ClassifierNetwork?) throws {
         if let (pointer, message) = config.validationError() { throw TrainerError.badConfig(pointer: pointer, message: message) }
         guard threads >= 1 && threads <= 256 else { throw TrainerError.badConfig(pointer: "/threads", message: "must be in [1, 256]") }
+        // (Checked here and at submit, where the model is final: a student inherits its teacher's.)
+        if config.flipPairs && config.model.pointShape.count != 3 {
+            throw TrainerError.badConfig(pointer: "/flipPairs", message: "mirrors images: the model's points are not images")
+        }
         if config.perceptual != nil {
             guard let net = perceptualNetwork else {
                 throw TrainerError.badConfig(pointer: "/perceptual/classifier", message: "the feature network was not given to the trainer")
@@ -205,7 +228,10 @@ public final class FlowTrainer {
     }
 
     private init(_ config: TrainingConfig, threads: Int, data: DataSampler?, source: DataSampler?,
-                 pairsStorage: (z0: Tensor, z1: Tensor)?, labels: [Int32]?, perceptualNetwork: ClassifierNetwork?) {
+                 pairsStorage: (z0: Tensor, z1: Tensor)?, labels: [Int32]?, perceptualNetwork: ClassifierNetwork?,
+                 guideNetwork: (any VelocityNetwork)?) {
+        self.guideNetwork = config.twoStep == nil ? nil : guideNetwork
+        for p in self.guideNetwork?.namedParameters() ?? [] { p.parameter.isFrozen = true }
         self.perceptualNetwork = config.perceptual == nil ? nil : perceptualNetwork
         // Its weights are constants of the loss: no gradient is computed for them.
         for p in self.perceptualNetwork?.namedParameters() ?? [] { p.parameter.isFrozen = true }
@@ -238,6 +264,8 @@ public final class FlowTrainer {
         batchTarget = [Float](repeating: 0, count: b * d)
         batchT = [Float](repeating: 0, count: b)
         batchLabels = [Int32](repeating: 0, count: config.model.classes != nil ? b : 0)
+        batchZ = [Float](repeating: 0, count: config.twoStep != nil ? b * d : 0)
+        batchU = [Float](repeating: 0, count: config.twoStep != nil ? b : 0)
         shardLoss = [Float](repeating: 0, count: threads)
         bins = optimizer.parallelBins(threads: threads)
     }
@@ -249,9 +277,9 @@ public final class FlowTrainer {
                             pairs: (z0: Tensor, z1: Tensor)? = nil, labels: [Int32]? = nil,
                             resolve: (ArtifactRef) throws -> String = { _ in throw DataSourceError("no resolver for point files") },
                             locate: (String) throws -> DatasetLocation = BuiltinImageSets.locate,
-                            perceptualNetwork: ClassifierNetwork? = nil) throws {
+                            perceptualNetwork: ClassifierNetwork? = nil, guideNetwork: (any VelocityNetwork)? = nil) throws {
         if let pairs {
-            try self.init(config, threads: threads, pairs: pairs, labels: labels, perceptualNetwork: perceptualNetwork)
+            try self.init(config, threads: threads, pairs: pairs, labels: labels, perceptualNetwork: perceptualNetwork, guideNetwork: guideNetwork)
         } else {
             try self.init(config, threads: threads, resolve: resolve, locate: locate, perceptualNetwork: perceptualNetwork)
         }
@@ -276,8 +304,10 @@ public final class FlowTrainer {
         drawBatch()
         let b = config.batchSize, d = config.model.pointSize, threads = self.threads
         let shared = WorkerShared((model: model, workers: workers, loss: config.loss, perceptual: config.perceptual,
-                                   features: perceptualNetwork))
+                                   features: perceptualNetwork, twoStep: config.twoStep, guide: guideNetwork))
         shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
+        batchZ.withUnsafeBufferPointer { zb in
+        batchU.withUnsafeBufferPointer { ub in
         batchX1.withUnsafeBufferPointer { x1b in
         batchXt.withUnsafeBufferPointer { xt in
         batchT.withUnsafeBufferPointer { tb in
@@ -287,6 +317,7 @@ public final class FlowTrainer {
                 let pX = SendablePointer(xt.baseAddress), pT = SendablePointer(tb.baseAddress), pTg = SendablePointer(tgt.baseAddress)
                 let pL = SendablePointer(lb.isEmpty ? nil : lb.baseAddress)
                 let pX1 = SendablePointer(x1b.baseAddress)
+                let pZ = SendablePointer(zb.baseAddress), pU = SendablePointer(ub.baseAddress)
                 parallelChunks(count: threads, threads: threads) { range in
                     for w in range {
                         let lo = b * w / threads, hi = b * (w + 1) / threads
@@ -307,12 +338,20 @@ public final class FlowTrainer {
                         } else {
                             raw = shared.value.loss(v, target)
                         }
-                        let loss = g.affine(raw, scale: Float(rows) / Float(b))
+                        var total = raw
+                        if let two = shared.value.twoStep, let guide = shared.value.guide {
+                            let l2 = TwoStepDistillation.loss(student: shared.value.model, teacher: guide, graph: g, z: pZ.base! + lo * d,
+                                                              u: pU.base! + lo, labels: pL.base.map { $0 + lo }, rows: rows)
+                            total = g.binary(.add, raw, g.affine(l2, scale: two.weight))
+                        }
+                        let loss = g.affine(total, scale: Float(rows) / Float(b))
                         g.backward(loss)
                         losses.base![w] = loss.scalar
                     }
                 }
             }
+        }
+        }
         }
         }
         }
@@ -358,6 +397,11 @@ public final class FlowTrainer {
         }
         }
         }
+        }
+        // The two-step term's fresh noise and mid-point times, after everything else.
+        if let two = config.twoStep {
+            for j in 0..<batchZ.count { batchZ[j] = Float(rng.normal()) }
+            for r in 0..<batchU.count { batchU[r] = two.uMin + (two.uMax - two.uMin) * rng.uniformFloat() }
         }
     }
 

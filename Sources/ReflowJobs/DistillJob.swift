@@ -39,6 +39,7 @@ public struct DistillSpec: StudentInput {
         Validation.first(
             { student.validationError() },
             { Validation.range("/k", k, 1, 1000) },
+            { training.twoStep != nil && k != 1 ? ("/twoStep", "is a term of one-step distillation (k = 1), k is \(k)") : nil },
             {
                 if case .grid(let gk, _) = training.timeSampler, gk == k { return nil }
                 return ("/timeSampler", "a distill job trains on the k-step grid: leave it out or use {\"kind\": \"grid\", \"k\": \(k)}")

@@ -70,7 +70,7 @@ public enum JobRunner {
     /// sets any of them otherwise has no earlier form).
     static let addedForConditioning: [String: ResultValue] = [
         "labelDropout": .double(0.1), "perceptual": .null, "guidance": .null, "initFrom": .null,
-        "labels": .null, "perClass": .null, "lossCurve": .null, "inversionData": .null, "annealing": .null, "flipPairs": .bool(false),
+        "labels": .null, "perClass": .null, "lossCurve": .null, "inversionData": .null, "annealing": .null, "flipPairs": .bool(false), "twoStep": .null,
     ]
 
     /// The digests the same spec had under earlier releases, newest first: before class

@@ -235,6 +235,10 @@ struct FlowSubject: PruneSubject {
         var c = base
         c.model = model
         c.seed = spec.seed &+ UInt64(cycle)
+        // Fine-tuning after pruning trains on the pairs as they are: no second annealing from
+        // β = 1, and no two-step term (it needs the original teacher).
+        c.annealing = nil
+        c.twoStep = nil
         if let lr = spec.retrain.learningRate { c.learningRate = lr }
         if let b = spec.retrain.batchSize { c.batchSize = b }
         if let e = spec.retrain.emaDecay {

@@ -50,7 +50,11 @@ public enum ReflowJob: JobKind {
         if let d = user as? [String: Any], d["k"] != nil {
             throw SpecError(pointer: "/input/k", message: "is for distill jobs only (a reflow trains on all t)")
         }
-        return try StudentTraining.decode(user)
+        let s: ReflowSpec = try StudentTraining.decode(user)
+        if s.training.twoStep != nil {
+            throw SpecError(pointer: "/input/twoStep", message: "is a term of one-step distillation: use it in a distill job with k = 1")
+        }
+        return s
     }
 
     public static func prepare(_ input: ReflowSpec, resolver: any ArtifactResolver) throws(SpecError) -> ReflowSpec {

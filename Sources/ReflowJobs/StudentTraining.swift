@@ -146,6 +146,18 @@ enum StudentTraining {
                 if tk > k { throw SpecError(pointer: "/input/model/classes", message: "the teacher labels its pairs with \(tk) classes, the student has \(k)") }
             }
         }
+        if s.training.flipPairs && s.training.model.pointShape.count != 3 {
+            throw SpecError(pointer: "/input/flipPairs", message: "mirrors images: the model's points are not images")
+        }
+        if s.training.twoStep != nil {
+            let standard: Bool
+            switch s.training.source {
+            case .normal(_, let std): standard = std == 1
+            case .distribution(.gaussian(let mean, let std)): standard = mean == [0, 0] && std == 1
+            default: standard = false
+            }
+            if !standard { throw SpecError(pointer: "/input/twoStep", message: "draws fresh N(0, I) noise: the student's source must be the standard normal") }
+        }
         if teacher.model.classes == nil {
             if s.student.guidance != nil {
                 throw SpecError(pointer: "/input/guidance", message: "needs a class-conditional teacher; this teacher is unconditional")
@@ -175,6 +187,11 @@ enum StudentTraining {
         trainingEstimate(s.training, threads: threads, into: &e)
         perceptualEstimate(s.training, resolver: resolver, into: &e)
         let m = try model("/input/teacher", s.student.teacher, resolver: resolver).model, d = m.pointSize
+        if s.training.twoStep != nil {
+            // The frozen teacher's copy, and per row a second student pass and a teacher pass.
+            e.add("two-step term (teacher copy, student and teacher passes)", floats: ResourceEstimate.add(m.parameterCount,
+                ResourceEstimate.multiply(s.training.batchSize, s.training.model.config.activationFloatsPerRow * 2 + m.config.activationFloatsPerRow + 4 * d)))
+        }
         e.add("teacher checkpoint (weights, EMA, optimizer state)", floats: m.parameterCount, 4)
         // z0 and z1, the generation buffer, and the file's bytes while it is written or read.
         e.add("pairs (z0, z1, generation buffer, file bytes)", floats: s.student.pairs, d, 6)
@@ -210,13 +227,16 @@ enum StudentTraining {
             initial = s.student.initialization == .teacher ? teacher.weights(useEMA: s.student.useEMA) : nil
         }
         let features = try job.perceptualNetwork(s.training)
+        // The frozen teacher of SlimFlow's two-step term (its own copy of the weights).
+        let guide = s.training.twoStep == nil ? nil : try teacher.model.makeNetwork(stateDict: teacher.weights(useEMA: s.student.useEMA))
         let summary = try job.trainLoop(s.training, s.loop, phase: job.kindName,
                                         metadata: [PruneJob.initializationKey: s.student.initFrom == nil ? s.student.initialization.rawValue : "model"]) { snapshot in
             if let snapshot {
-                return try FlowTrainer(s.training, threads: threads, restoring: snapshot, pairs: (z0, z1), labels: labels, perceptualNetwork: features)
+                return try FlowTrainer(s.training, threads: threads, restoring: snapshot, pairs: (z0, z1), labels: labels, perceptualNetwork: features,
+                                       guideNetwork: guide)
             }
             return try FlowTrainer(s.training, threads: threads, pairs: (z0, z1), labels: labels, initialWeights: initial,
-                                   perceptualNetwork: features)
+                                   perceptualNetwork: features, guideNetwork: guide)
         }
         let final = try ModelArtifact.read(path: job.directory.model)
         try job.preview(s.training, weights: final.weights(useEMA: true), points: s.loop.previewPoints, steps: s.previewSteps)

@@ -43,6 +43,9 @@ public enum TrainJob: JobKind {
         if input.training.annealing != nil {
             throw SpecError(pointer: "/input/annealing", message: "anneals the noise of stored pairs: use it in a reflow or distill job")
         }
+        if input.training.twoStep != nil {
+            throw SpecError(pointer: "/input/twoStep", message: "is a term of one-step distillation: use it in a distill job with k = 1")
+        }
         if input.training.flipPairs {
             throw SpecError(pointer: "/input/flipPairs", message: "mirrors stored pairs: use it in a reflow or distill job")
         }

@@ -74,6 +74,8 @@ struct PairAugmentationTests {
         #expect(abs(Double(count) / 2000 - 0.5) < 0.05, "\(count) of 2000 flipped")
         var c = TrainingConfig()
         c.flipPairs = true
-        #expect(c.validationError()?.pointer == "/flipPairs", "a 2-D model has no images to mirror")
+        #expect(throws: TrainerError.badConfig(pointer: "/flipPairs", message: "mirrors images: the model's points are not images"), "a 2-D model has no images to mirror") {
+            try FlowTrainer(c, threads: 1, pairs: (randn([4, 2], seed: 1), randn([4, 2], seed: 2)))
+        }
     }
 }

@@ -1,0 +1,32 @@
+import Foundation
+import Testing
+import ReflowEngine
+import ReflowFlow
+@testable import ReflowJobs
+
+/// SlimFlow's options as job specs (issue #12): annealing, flips, the two-step term.
+@Suite("SlimFlow options in jobs")
+struct SlimFlowJobTests {
+    init() { BLAS.setLibraryThreads(1) }
+
+    @Test("annealing reflow and a distillation with the two-step term run; misplaced options are 422 with the pointer")
+    func options() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("rf1", #"{"type": "train", "input": {\#(tinyModel), "steps": 50}}"#)
+        let small = #""model": {"width": 8, "depth": 1}, "initialization": "scratch", "batchSize": 32, "previewPoints": 0"#
+        let r = try dir.run("a", #"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "pairs": 200, "solver": {"kind": "euler", "steps": 4}, \#(small), "annealing": {"schedule": "cosine", "steps": 20}, "steps": 30}}"#)
+        #expect(r.training?.steps == 30 && r.training?.parameters == VelocityMLPConfig(dimension: 2, width: 8, depth: 1).parameterCount)
+        let d = try dir.run("d", #"{"type": "distill", "input": {"teacher": {"job": "rf1"}, "pairs": 200, "solver": {"kind": "euler", "steps": 4}, \#(small), "twoStep": {"weight": 0.5}, "steps": 20}}"#)
+        #expect(d.training?.finalLoss.isFinite == true)
+        func prepareError(_ json: String) -> SpecError? {
+            do { _ = try JobRunner.prepare(try SpecParser.parse(Array(json.utf8)), resolver: dir.resolver); return nil } catch { return error }
+        }
+        #expect(prepareError(#"{"type": "train", "input": {"annealing": {"steps": 10}}}"#)?.pointer == "/input/annealing")
+        #expect(prepareError(#"{"type": "train", "input": {"twoStep": {}}}"#)?.pointer == "/input/twoStep")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "twoStep": {}}}"#)?.pointer == "/input/twoStep")
+        #expect(prepareError(#"{"type": "distill", "input": {"teacher": {"job": "rf1"}, "k": 2, "twoStep": {}}}"#)?.pointer == "/input/twoStep")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "flipPairs": true}}"#)?.pointer == "/input/flipPairs")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "annealing": {"steps": 0}}}"#)?.pointer == "/input/annealing/steps")
+    }
+}
