@@ -27,41 +27,57 @@ public struct AnalyticFlow: VelocityField, Sendable {
         self.data = data.data
     }
 
-    /// log p_t(x) up to a constant: logsumexp_i(−‖x − t·x_i‖²/(2(1 − t)²)) − d·log(1 − t).
-    /// (The density of x_t is the mixture of N(t·x_i, (1 − t)²·I); used to check the field.)
-    public func logDensity(_ x: [Float], t: Float) -> Double {
-        let s = 1 - Double(min(t, 1 - 1e-6)), d = dimension
-        var logits = [Double](repeating: 0, count: count)
-        for i in 0..<count {
+    /// The Gaussian mixture that every field here is a posterior of: item i contributes
+    /// N(scale·x_i, variance·I). For one point x ([dimension] floats) returns the logsumexp of
+    /// the logits −‖x − scale·x_i‖²/(2·variance) (`logits`, [count], is scratch); with `mean`
+    /// ([dimension]) also the posterior mean Σ_i softmax_i·x_i (in Double, maximum subtracted).
+    func posterior(_ x: UnsafePointer<Float>, scale: Double, variance: Double, logits: inout [Double],
+                   mean: UnsafeMutablePointer<Double>?) -> Double {
+        let d = dimension, n = count
+        for i in 0..<n {
             var q = 0.0
-            for c in 0..<d { let e = Double(x[c]) - Double(t) * Double(data[i * d + c]); q += e * e }
-            logits[i] = -q / (2 * s * s)
+            for c in 0..<d { let e = Double(x[c]) - scale * Double(data[i * d + c]); q += e * e }
+            logits[i] = -q / (2 * variance)
         }
         let mx = logits.max() ?? 0
-        return mx + Foundation.log(logits.reduce(0) { $0 + Foundation.exp($1 - mx) }) - Double(d) * Foundation.log(s)
-    }
-
-    public func velocity(_ x: UnsafePointer<Float>, count rows: Int, t: Float, into v: UnsafeMutablePointer<Float>) {
-        let d = dimension, n = count
-        let tt = Double(min(t, 1 - 1e-6)), s = 1 - tt
-        var logits = [Double](repeating: 0, count: n)
-        var mean = [Double](repeating: 0, count: d)
-        for r in 0..<rows {
-            let xr = x + r * d
-            for i in 0..<n {
-                var q = 0.0
-                for c in 0..<d { let e = Double(xr[c]) - tt * Double(data[i * d + c]); q += e * e }
-                logits[i] = -q / (2 * s * s)
-            }
-            let mx = logits.max() ?? 0
-            var z = 0.0
-            for i in 0..<n { logits[i] = Foundation.exp(logits[i] - mx); z += logits[i] }
+        var z = 0.0
+        for i in 0..<n { logits[i] = Foundation.exp(logits[i] - mx); z += logits[i] }
+        if let mean {
             for c in 0..<d { mean[c] = 0 }
             for i in 0..<n {
                 let w = logits[i] / z
                 for c in 0..<d { mean[c] += w * Double(data[i * d + c]) }
             }
-            for c in 0..<d { v[r * d + c] = Float((mean[c] - Double(xr[c])) / s) }
+        }
+        return mx + Foundation.log(z)
+    }
+
+    /// Runs `body(x_r, E[x_i | x_r])` for every row of x ([rows, dimension]) under the mixture
+    /// N(scale·x_i, variance·I).
+    func forEachPosteriorMean(_ x: UnsafePointer<Float>, rows: Int, scale: Double, variance: Double,
+                              _ body: (_ row: Int, _ mean: UnsafePointer<Double>) -> Void) {
+        var logits = [Double](repeating: 0, count: count), mean = [Double](repeating: 0, count: dimension)
+        mean.withUnsafeMutableBufferPointer { m in
+            for r in 0..<rows {
+                _ = posterior(x + r * dimension, scale: scale, variance: variance, logits: &logits, mean: m.baseAddress!)
+                body(r, m.baseAddress!)
+            }
+        }
+    }
+
+    /// log p_t(x) up to a constant: logsumexp_i(−‖x − t·x_i‖²/(2(1 − t)²)) − d·log(1 − t).
+    /// (The density of x_t is the mixture of N(t·x_i, (1 − t)²·I); used to check the field.)
+    public func logDensity(_ x: [Float], t: Float) -> Double {
+        let s = 1 - Double(min(t, 1 - 1e-6))
+        var logits = [Double](repeating: 0, count: count)
+        let lse = x.withUnsafeBufferPointer { posterior($0.baseAddress!, scale: Double(t), variance: s * s, logits: &logits, mean: nil) }
+        return lse - Double(dimension) * Foundation.log(s)
+    }
+
+    public func velocity(_ x: UnsafePointer<Float>, count rows: Int, t: Float, into v: UnsafeMutablePointer<Float>) {
+        let d = dimension, tt = Double(min(t, 1 - 1e-6)), s = 1 - tt
+        forEachPosteriorMean(x, rows: rows, scale: tt, variance: s * s) { r, mean in
+            for c in 0..<d { v[r * d + c] = Float((mean[c] - Double(x[r * d + c])) / s) }
         }
     }
 }
@@ -81,26 +97,11 @@ public struct AnalyticEpsilon: NoisePredictionField, Sendable {
     public var dimension: Int { flow.dimension }
 
     public func epsilon(_ x: UnsafePointer<Float>, count rows: Int, index: Int, into eps: UnsafeMutablePointer<Float>) {
-        let d = dimension, n = flow.count, data = flow.data
+        let d = dimension
         let a = index < 0 ? 1 : alphaBars[min(index, alphaBars.count - 1)]
-        let ra = a.squareRoot(), var2 = max(1 - a, 1e-12)
-        var logits = [Double](repeating: 0, count: n), mean = [Double](repeating: 0, count: d)
-        for r in 0..<rows {
-            let xr = x + r * d
-            for j in 0..<n {
-                var q = 0.0
-                for c in 0..<d { let e = Double(xr[c]) - ra * Double(data[j * d + c]); q += e * e }
-                logits[j] = -q / (2 * var2)
-            }
-            let mx = logits.max() ?? 0
-            var z = 0.0
-            for j in 0..<n { logits[j] = Foundation.exp(logits[j] - mx); z += logits[j] }
-            for c in 0..<d { mean[c] = 0 }
-            for j in 0..<n {
-                let w = logits[j] / z
-                for c in 0..<d { mean[c] += w * Double(data[j * d + c]) }
-            }
-            for c in 0..<d { eps[r * d + c] = Float((Double(xr[c]) - ra * mean[c]) / var2.squareRoot()) }
+        let ra = a.squareRoot(), variance = max(1 - a, 1e-12), sigma = variance.squareRoot()
+        flow.forEachPosteriorMean(x, rows: rows, scale: ra, variance: variance) { r, mean in
+            for c in 0..<d { eps[r * d + c] = Float((Double(x[r * d + c]) - ra * mean[c]) / sigma) }
         }
     }
 }

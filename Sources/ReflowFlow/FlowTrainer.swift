@@ -115,7 +115,7 @@ public final class FlowTrainer {
     /// Class labels of the batch rows for a class-conditional model ([B]); empty otherwise.
     private var batchLabels: [Int32]
     /// The model's classes when it is class-conditional (labels then reach the network).
-    let classes: Int?
+    var classes: Int? { config.model.classes }
     /// The optimizer step whose batch is being drawn (the annealing's k).
     private var drawStep = 0
     /// The frozen teacher of the two-step term (`config.twoStep`).
@@ -247,7 +247,6 @@ public final class FlowTrainer {
             labels?.withUnsafeBytes { bytes.append(contentsOf: $0) }
             return SHA256.hex(of: bytes)
         }
-        classes = config.model.classes
         self.config = config
         self.threads = threads
         var initRng = Random(seed: config.seed)
@@ -412,7 +411,7 @@ public final class FlowTrainer {
         let d = config.model.pointSize
         let sampler = config.timeSampler
         if let pairs {
-            let n = pairs.z0.shape[0]
+            let n = pairs.z0.shape[0], nullLabel = Int32(classes ?? 0)
             pairs.z0.data.withUnsafeBufferPointer { z0 in
                 pairs.z1.data.withUnsafeBufferPointer { z1 in
                     for r in 0..<b {
@@ -421,7 +420,7 @@ public final class FlowTrainer {
                         (x0 + r * d).update(from: z0.baseAddress! + i * d, count: d)
                         (x1 + r * d).update(from: z1.baseAddress! + i * d, count: d)
                         // (checkLabels makes a conditional model take labelled pairs only.)
-                        if let labels { labels[r] = pairLabels?[i] ?? Int32(classes ?? 0) }
+                        if let labels { labels[r] = pairLabels?[i] ?? nullLabel }
                     }
                 }
             }

@@ -59,14 +59,15 @@ public struct PerceptualLoss: Codable, Sendable, Equatable, Validatable {
     /// activations → [B].
     public static func lpips(_ net: ClassifierNetwork, _ a: Var, _ b: Var) -> Var {
         let g = a.graph
-        var total: Var?
+        // Every classifier kind has at least one hidden layer (ClassifierConfig's validation).
+        var total = g.constant(shape: [a.shape[0]]) { $0.update(repeating: 0) }
         for (fa, fb) in zip(net.activations(a), net.activations(b)) {
             let d = g.binary(.sub, unitNormalised(fa), unitNormalised(fb))
             var per = g.sum(g.square(d), axes: [1])                       // [B] or [B, H, W]
             if per.shape.count > 1 { per = g.mean(per, axes: Array(1..<per.shape.count)) }
-            total = total.map { g.binary(.add, $0, per) } ?? per
+            total = g.binary(.add, total, per)
         }
-        return total!
+        return total
     }
 
     /// f / √(Σ_channels f² + ε) at every position (channels: axis 1).

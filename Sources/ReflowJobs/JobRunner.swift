@@ -417,7 +417,7 @@ public struct JobExecution: Sendable {
     /// model over its data (2-D points only: a scatter plot needs two coordinates). A
     /// class-conditional model samples row i under label i mod classes (no guidance).
     public func preview(_ training: TrainingConfig, weights: [String: Tensor], points: Int, steps: Int = 100) throws {
-        let labels: (Int) -> [Int32]? = { n in training.model.classes.map { k in (0..<n).map { Int32($0 % k) } } }
+        let labels: (Int) -> [Int32]? = { n in Conditioning.labels(nil, perClass: nil, n: n, model: training.model) }
         if points > 0, training.model.pointShape.count == 3 {
             // Image models: an 8×8 grid of Euler samples from a fixed noise seed.
             let n = min(points, 64)

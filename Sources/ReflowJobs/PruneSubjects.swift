@@ -318,7 +318,7 @@ struct FlowSubject: PruneSubject {
         for k in spec.evaluation.steps {
             try job.checkStop()
             // A class-conditional model is scored under balanced labels, as `evaluate` samples it.
-            let labels = model.classes.map { c in (0..<n).map { Int32($0 % c) } }
+            let labels = Conditioning.labels(nil, perClass: nil, n: n, model: model)
             let x = try job.solve(model, weights, z, .euler(steps: k), blockRows: job.blockRows(model, n: n), labels: labels).x
             let key = "euler\(k)"
             q[key + ".swd"] = try Metrics.slicedWasserstein2(a: x, b: reference, projections: 256, seed: 7)

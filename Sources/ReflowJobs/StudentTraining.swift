@@ -125,13 +125,7 @@ enum StudentTraining {
                 }
             }
             if let k = teacher.model.classes {
-                let available: Int?
-                switch inv {
-                case .distribution(let d): available = d.classCount
-                case .images(let ref): available = try ImageSplits.describe(ref, pointer: "/input/inversionData", resolver: resolver).classes
-                default: available = nil
-                }
-                guard let n = available, n <= k else {
+                guard let n = try labelledClasses(inv, pointer: "/input/inversionData", resolver: resolver), n <= k else {
                     throw SpecError(pointer: "/input/inversionData", message: "a class-conditional teacher inverts each item under its label: needs labelled data with at most \(k) classes")
                 }
             }

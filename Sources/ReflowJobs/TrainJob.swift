@@ -55,13 +55,7 @@ public enum TrainJob: JobKind {
     /// A class-conditional model needs labelled data with at most its number of classes.
     static func checkLabels(_ t: TrainingConfig, resolver: any ArtifactResolver) throws(SpecError) {
         guard let k = t.model.classes else { return }
-        let available: Int?
-        switch t.data {
-        case .distribution(let d): available = d.classCount
-        case .images(let ref): available = try ImageSplits.describe(ref, pointer: "/input/data", resolver: resolver).classes
-        default: available = nil
-        }
-        guard let n = available else {
+        guard let n = try labelledClasses(t.data, pointer: "/input/data", resolver: resolver) else {
             throw SpecError(pointer: "/input/model/classes", message: "a class-conditional model needs labelled data (a built-in 2-D mixture or a labelled image dataset); /input/data has no labels")
         }
         if n > k { throw SpecError(pointer: "/input/model/classes", message: "the data has \(n) classes, the model \(k)") }
@@ -89,6 +83,16 @@ public enum TrainJob: JobKind {
         let final = try ModelArtifact.read(path: job.directory.model)
         try job.preview(s.training, weights: final.weights(useEMA: true), points: s.loop.previewPoints)
         return ["training": try ResultValue(encoding: summary)]
+    }
+}
+
+/// The classes of a labelled data source (a built-in 2-D mixture's modes, a labelled image
+/// split's classes from its headers), or nil for an unlabelled one.
+func labelledClasses(_ source: DataSource, pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> Int? {
+    switch source {
+    case .distribution(let d): return d.classCount
+    case .images(let ref): return try ImageSplits.describe(ref, pointer: pointer, resolver: resolver).classes
+    default: return nil
     }
 }
 

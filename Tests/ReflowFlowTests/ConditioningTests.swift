@@ -39,7 +39,6 @@ struct ConditioningTests {
         let unet = UNetConfig(imageShape: [1, 8, 8], channels: [8], blocksPerLevel: 1, groups: 4, classes: 3)
         for (spec, labels) in [(ModelSpec(Self.config), [Int32]([0, 3, 1, 2, 2])), (ModelSpec(unet), [Int32]([2, 0, 1, 1, 0]))] {
             let net = spec.makeNetwork(rng: &rng)
-            // Perturb the label embedding so that labels matter beyond the initialisation.
             let field = NetworkVelocityField(network: net)
             let x = randn([5, spec.pointSize], seed: 4)
             let conditional = Self.velocity(field, x, t: 0.3, labels: labels, guidance: nil)
