@@ -50,13 +50,25 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
 
     /// The first invalid setting as (JSON pointer, message), or nil when the config is usable.
     public func validationError() -> FieldError? {
+        fieldError() ?? consistencyError()
+    }
+
+    /// Whether `data` and `source` give points of the model's size. Separate from
+    /// ``fieldError()`` because a student spec fills `model`, `data` and `source` it leaves out
+    /// from its teacher after decoding: until then only the fields are checked.
+    public func consistencyError() -> FieldError? {
         let d = model.pointSize
         return Validation.first(
+            { data.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/data", "gives \($0)-D points, the model is \(d)-D (set model.dimension or pick other data)") } },
+            { source.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/source", "gives \($0)-D points, the model is \(d)-D (use {\"kind\": \"normal\"} for N(0, I) in the model's dimension)") } })
+    }
+
+    /// The first invalid field on its own (without ``consistencyError()``).
+    public func fieldError() -> FieldError? {
+        Validation.first(
             { Validation.member("/data", data) },
             { Validation.member("/source", source) },
             { Validation.member("/model", model) },
-            { data.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/data", "gives \($0)-D points, the model is \(d)-D (set model.dimension or pick other data)") } },
-            { source.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/source", "gives \($0)-D points, the model is \(d)-D (use {\"kind\": \"normal\"} for N(0, I) in the model's dimension)") } },
             { Validation.member("/optimizer", optimizer) },
             { Validation.range("/batchSize", batchSize, 1, TrainingConfig.maxBatchSize) },
             { learningRate > 0 && learningRate.isFinite ? nil : ("/learningRate", "must be a positive number") },

@@ -44,7 +44,7 @@ public struct DistillSpec: StudentInput {
                 if case .grid(let gk, _) = training.timeSampler, gk == k { return nil }
                 return ("/timeSampler", "a distill job trains on the k-step grid: leave it out or use {\"kind\": \"grid\", \"k\": \(k)}")
             },
-            { training.validationError() },
+            { studentTrainingError },
             { loop.validationError() })
     }
 }

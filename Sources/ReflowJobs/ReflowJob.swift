@@ -29,7 +29,7 @@ public struct ReflowSpec: StudentInput {
     }
 
     public func validationError() -> FieldError? {
-        student.validationError() ?? training.validationError() ?? loop.validationError()
+        student.validationError() ?? studentTrainingError ?? loop.validationError()
     }
 }
 

@@ -89,6 +89,13 @@ public protocol StudentInput: JobInput {
 
 extension StudentInput {
     public static var defaultGuidance: Float? { nil }
+
+    /// The training config's first error. While `model`, `data` or `source` still follow the
+    /// teacher (before ``StudentTraining/prepare(_:resolver:)``), whether they fit each other
+    /// is left to the check after the teacher's values are filled in.
+    var studentTrainingError: FieldError? {
+        inherited.isEmpty ? training.validationError() : training.fieldError()
+    }
 }
 
 /// Keys of a student spec that follow the teacher when absent.

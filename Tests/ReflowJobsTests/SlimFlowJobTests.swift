@@ -29,4 +29,25 @@ struct SlimFlowJobTests {
         #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "flipPairs": true}}"#)?.pointer == "/input/flipPairs")
         #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "annealing": {"steps": 0}}}"#)?.pointer == "/input/annealing/steps")
     }
+
+    @Test("a smaller image student names only its model: data and source follow the teacher; a mismatch found after inheriting is a 422")
+    func smallerImageStudent() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        let mlp = #"{"kind": "mlp", "dimension": 784, "imageShape": [1, 28, 28], "width": 32, "depth": 1}"#
+        try dir.run("t", #"{"type": "train", "input": {"model": \#(mlp), "data": {"kind": "images", "dataset": "builtin:shapes", "limit": 64}, "batchSize": 16, "steps": 5}}"#)
+        let json = #"{"type": "reflow", "input": {"teacher": {"job": "t"}, "pairs": 32, "solver": {"kind": "euler", "steps": 2}, "model": {"kind": "mlp", "dimension": 784, "imageShape": [1, 28, 28], "width": 8, "depth": 1}, "initialization": "scratch", "flipPairs": true, "batchSize": 16}}"#
+        let prepared = try JobRunner.prepare(try SpecParser.parse(Array(json.utf8)), resolver: dir.resolver)
+        let input = try #require(prepared.input as? ReflowSpec)
+        #expect(input.training.model.parameterCount == VelocityMLPConfig(dimension: 784, width: 8, depth: 1).parameterCount)
+        guard case .images(let ref) = input.training.data else { Issue.record("data \(input.training.data) is not the teacher's images"); return }
+        #expect(ref.dataset == "builtin:shapes" && ref.limit == 64)
+        let twoD = #"{"type": "reflow", "input": {"teacher": {"job": "t"}, "data": {"kind": "gaussianRing"}}}"#
+        do {
+            _ = try JobRunner.prepare(try SpecParser.parse(Array(twoD.utf8)), resolver: dir.resolver)
+            Issue.record("2-D data for the image teacher's model was accepted")
+        } catch let e as SpecError {
+            #expect(e.pointer == "/input/data")
+        }
+    }
 }
