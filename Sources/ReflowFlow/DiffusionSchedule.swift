@@ -132,16 +132,7 @@ public enum DDIM {
     @discardableResult
     public static func sample<F: NoisePredictionField>(_ field: F, x: UnsafeMutablePointer<Float>, rows: Int,
                                                        indices: [Int], schedule: NoiseSchedule, final: Int = -1) -> Int {
-        let bars = schedule.alphaBars, m = rows * field.dimension
-        var eps = [Float](repeating: 0, count: m)
-        for (k, i) in indices.enumerated() {
-            let next = k + 1 < indices.count ? indices[k + 1] : final
-            eps.withUnsafeMutableBufferPointer { e in
-                field.epsilon(UnsafePointer(x), count: rows, index: i, into: e.baseAddress!)
-                move(x, eps: e.baseAddress!, count: m, from: i, to: next, alphaBars: bars)
-            }
-        }
-        return indices.count
+        run(field, x: x, rows: rows, indices: indices, alphaBars: schedule.alphaBars, end: final, direction: .forward, record: nil)
     }
 
     /// DDIM inversion: maps x at index `start` (−1: clean data) up to the first of `indices`
@@ -151,17 +142,123 @@ public enum DDIM {
     @discardableResult
     public static func invert<F: NoisePredictionField>(_ field: F, x: UnsafeMutablePointer<Float>, rows: Int,
                                                        indices: [Int], schedule: NoiseSchedule, start: Int = -1) -> Int {
-        let bars = schedule.alphaBars, m = rows * field.dimension
+        run(field, x: x, rows: rows, indices: indices, alphaBars: schedule.alphaBars, end: start, direction: .backward, record: nil)
+    }
+
+    /// The loop of ``sample(_:x:rows:indices:schedule:final:)`` (forward) and
+    /// ``invert(_:x:rows:indices:schedule:start:)`` (backward); `record(k, x)` sees the state
+    /// before the first move (k = 0) and after move k. Returns the NFE per point.
+    static func run<F: NoisePredictionField>(_ field: F, x: UnsafeMutablePointer<Float>, rows: Int, indices: [Int],
+                                             alphaBars bars: [Double], end: Int, direction: ODEDirection,
+                                             record: ((Int, UnsafePointer<Float>) -> Void)?) -> Int {
+        let m = rows * field.dimension
         var eps = [Float](repeating: 0, count: m)
-        let ascending = Array(indices.reversed())
-        var current = start
-        for i in ascending {
-            eps.withUnsafeMutableBufferPointer { e in
-                field.epsilon(UnsafePointer(x), count: rows, index: i, into: e.baseAddress!)
-                move(x, eps: e.baseAddress!, count: m, from: current, to: i, alphaBars: bars)
-            }
-            current = i
+        // (from, to, evaluated at) per move.
+        var moves: [(Int, Int, Int)] = []
+        if direction == .forward {
+            for (k, i) in indices.enumerated() { moves.append((i, k + 1 < indices.count ? indices[k + 1] : end, i)) }
+        } else {
+            var current = end
+            for i in indices.reversed() { moves.append((current, i, i)); current = i }
         }
-        return indices.count
+        record?(0, UnsafePointer(x))
+        for (k, mv) in moves.enumerated() {
+            eps.withUnsafeMutableBufferPointer { e in
+                field.epsilon(UnsafePointer(x), count: rows, index: mv.2, into: e.baseAddress!)
+                move(x, eps: e.baseAddress!, count: m, from: mv.0, to: mv.1, alphaBars: bars)
+            }
+            record?(k + 1, UnsafePointer(x))
+        }
+        return moves.count
+    }
+}
+
+/// Which indices a DDIM solve visits: `indices` descending (the noisiest first) and `end`, the
+/// index after the last (−1: clean data). Forward runs from `indices[0]` down to `end`, backward
+/// (inversion) from `end` up to `indices[0]`. N-step sampling is
+/// `DDIMPlan(diffusion:, indices: DDIM.trailingIndices(steps: N, of: T), end: -1)`; a phase of
+/// phased Rectified Diffusion is a plan between two inner indices.
+public struct DDIMPlan: Sendable {
+    public var diffusion: VPDiffusion
+    public var indices: [Int]
+    public var end: Int
+
+    public init(diffusion: VPDiffusion, indices: [Int], end: Int) {
+        self.diffusion = diffusion
+        self.indices = indices
+        self.end = end
+    }
+
+    /// `steps` moves from index `from` down to `to`, spaced evenly (rounded) on the index grid:
+    /// round(from − k·(from − to)/steps) for k = 0 ..< steps, then `to`.
+    public static func between(_ diffusion: VPDiffusion, from: Int, to: Int, steps: Int) -> DDIMPlan {
+        let n = max(1, min(steps, from - to))
+        let idx = (0..<n).map { k in Int((Double(from) - Double(k) * Double(from - to) / Double(n)).rounded()) }
+        return DDIMPlan(diffusion: diffusion, indices: idx, end: to)
+    }
+
+    /// A message when the indices are not strictly descending within the schedule, nil otherwise.
+    public func validationError() -> String? {
+        let t = diffusion.steps
+        guard let first = indices.first, first < t, end >= -1, end < indices.last! else {
+            return "a DDIM plan needs indices in [0, \(t - 1)] above its end index ≥ −1"
+        }
+        for k in 1..<max(1, indices.count) where indices[k] >= indices[k - 1] { return "DDIM indices must descend strictly" }
+        return nil
+    }
+
+    /// The flow time of trajectory frame k (``VPDiffusion/flowTime(index:)``).
+    public func frameTime(_ k: Int, direction: ODEDirection) -> Float {
+        let visited = indices + [end]
+        return diffusion.flowTime(index: direction == .forward ? visited[k] : visited[visited.count - 1 - k])
+    }
+
+    /// Runs the plan on one block; `record(k, t, x)` as ``ODESolver/integrate(_:x:rows:method:direction:tStart:tEnd:record:)``.
+    func run<F: NoisePredictionField>(_ field: F, x: UnsafeMutablePointer<Float>, rows: Int, direction: ODEDirection,
+                                      record: ((Int, Float, UnsafePointer<Float>) -> Void)?) -> ODEStats {
+        let nfe = DDIM.run(field, x: x, rows: rows, indices: indices, alphaBars: diffusion.alphaBars, end: end,
+                           direction: direction, record: record.map { r in { k, p in r(k, frameTime(k, direction: direction), p) } })
+        return ODEStats(nfe: nfe, acceptedSteps: nfe, rejectedSteps: 0)
+    }
+}
+
+/// A VP diffusion network as a ``NoisePredictionField``: the network (through a
+/// ``NetworkVelocityField``, so labels and classifier-free guidance apply to its raw output)
+/// evaluated at the network time of the index, v-predictions converted to ε̂.
+public struct NetworkNoiseField: NoisePredictionField {
+    public let network: NetworkVelocityField
+    public let diffusion: VPDiffusion
+
+    public init(_ network: NetworkVelocityField, _ diffusion: VPDiffusion) {
+        self.network = network
+        self.diffusion = diffusion
+    }
+
+    public var dimension: Int { network.dimension }
+
+    public func epsilon(_ x: UnsafePointer<Float>, count: Int, index: Int, into eps: UnsafeMutablePointer<Float>) {
+        network.velocity(x, count: count, t: diffusion.networkTime(index: index), into: eps)
+        diffusion.epsilon(from: eps, x: x, count: count * dimension, index: index)
+    }
+}
+
+extension Interpolant {
+    /// Why `method` cannot integrate a model trained with this interpolant, or nil: a diffusion
+    /// model samples with `ddim` only, a rectified flow with anything else.
+    public func methodError(_ method: ODEMethod) -> String? {
+        switch (self, method) {
+        case (.rectifiedFlow, .ddim):
+            return "ddim steps a VP diffusion model; this model is a rectified flow (use euler, heun, midpoint, rk4, rk45, rfSolver2 or remix)"
+        case (.diffusion, .ddim): return nil
+        case (.diffusion, _):
+            return "this model is a VP diffusion model: it samples with {\"kind\": \"ddim\", \"steps\": N}, not \(method.name)"
+        default: return nil
+        }
+    }
+
+    /// The fixed-step method of `steps` NFE that suits this interpolant: Euler for a flow,
+    /// DDIM for a diffusion model (the first-order solvers of each).
+    public func firstOrderMethod(steps: Int) -> ODEMethod {
+        diffusion == nil ? .euler(steps: steps) : .ddim(steps: min(steps, diffusion!.steps))
     }
 }

@@ -42,6 +42,14 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
     /// One-step distillation only: SlimFlow's flow-guided two-step term with the frozen teacher
     /// (``TwoStepDistillation``); null: none.
     @Explicit public var twoStep: TwoStepDistillation? = nil
+    /// Where `loss` compares: `output` (the network's output against its target, the default)
+    /// or `data` (the data each output predicts, ``Interpolant/dataScale(networkTime:)``;
+    /// Rectified Diffusion's loss on x̂0).
+    public var lossSpace: LossSpace = .output
+    /// Phased Rectified Diffusion: the number of phases K of the stored pairs (phase-start
+    /// points and the teacher's phase-end points, ``PhasedRectification``); needs an
+    /// ε-prediction `vp` interpolant. null: ordinary training.
+    @Explicit public var phases: Int? = nil
 
     public init() {}
 
@@ -53,14 +61,25 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
         fieldError() ?? consistencyError()
     }
 
-    /// Whether `data` and `source` give points of the model's size. Separate from
-    /// ``fieldError()`` because a student spec fills `model`, `data` and `source` it leaves out
-    /// from its teacher after decoding: until then only the fields are checked.
+    /// Whether `data` and `source` give points of the model's size, and the options that need a
+    /// kind of interpolant have it. Separate from ``fieldError()`` because a student spec fills
+    /// `model`, `data`, `source` and `interpolant` it leaves out from its teacher after
+    /// decoding: until then only the fields are checked.
     public func consistencyError() -> FieldError? {
         let d = model.pointSize
         return Validation.first(
             { data.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/data", "gives \($0)-D points, the model is \(d)-D (set model.dimension or pick other data)") } },
-            { source.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/source", "gives \($0)-D points, the model is \(d)-D (use {\"kind\": \"normal\"} for N(0, I) in the model's dimension)") } })
+            { source.knownPointSize(modelPointSize: d).flatMap { $0 == d ? nil : ("/source", "gives \($0)-D points, the model is \(d)-D (use {\"kind\": \"normal\"} for N(0, I) in the model's dimension)") } },
+            {
+                // (With the interpolant, which a student may inherit from its teacher.)
+                guard let k = phases else { return nil }
+                guard let vp = interpolant.diffusion, vp.prediction == .epsilon else {
+                    return ("/phases", "phased rectification trains an ε-prediction VP model: set interpolant {\"kind\": \"vp\", \"prediction\": \"epsilon\"}")
+                }
+                return k > vp.steps ? ("/phases", "\(k) phases of a \(vp.steps)-step schedule") : nil
+            },
+            { twoStep != nil && interpolant != .rectifiedFlow ? ("/twoStep", "follows velocities: the student must be a rectified flow") : nil },
+            { perceptual != nil && interpolant != .rectifiedFlow ? ("/perceptual", "needs the rectifiedFlow interpolant (x̂ = x_t + (1 − t)·v)") : nil })
     }
 
     /// The first invalid field on its own (without ``consistencyError()``).
@@ -80,12 +99,11 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
             { Validation.member("/perceptual", perceptual) },
             { Validation.member("/annealing", annealing) },
             { Validation.member("/twoStep", twoStep) },
-
+            { Validation.member("/interpolant", interpolant) },
             {
-                // (That the model makes images of the feature network's shape is checked where the
-                // model is final: a student inherits its teacher's after this validation.)
-                guard perceptual != nil else { return nil }
-                if interpolant != .rectifiedFlow { return ("/perceptual", "needs the rectifiedFlow interpolant (x̂ = x_t + (1 − t)·v)") }
+                guard let k = phases else { return nil }
+                if !(1...PhasedRectification.maxPhases).contains(k) { return ("/phases", "must be in [1, \(PhasedRectification.maxPhases)], got \(k)") }
+                if annealing != nil { return ("/annealing", "anneals pure noise; the pairs of phased rectification start inside the schedule") }
                 return nil
             },
             { Validation.member("/timeSampler", timeSampler) })
@@ -124,6 +142,11 @@ public final class FlowTrainer {
     let data: DataSampler?, source: DataSampler?
     /// The current batch: x0, x1 → x_t and targets [B, D]; times [B].
     private var batchX0: [Float], batchX1: [Float], batchXt: [Float], batchTarget: [Float], batchT: [Float]
+    /// Per row, the factor from output error to data error (`lossSpace: data`) [B], and the
+    /// phase of each row's pair (phased rectification) [B]; empty when unused.
+    private var batchScale: [Float], batchPhase: [Int32]
+    /// The phases' (start, end) indices (phased rectification).
+    let phaseBounds: [(start: Int, end: Int)]
     /// Class labels of the batch rows for a class-conditional model ([B]); empty otherwise.
     private var batchLabels: [Int32]
     /// The model's classes when it is class-conditional (labels then reach the network).
@@ -168,6 +191,9 @@ public final class FlowTrainer {
         try FlowTrainer.checkLabels(config, available: data.classCount, what: "the data")
         if config.twoStep != nil {
             throw TrainerError.badConfig(pointer: "/twoStep", message: "needs a teacher: it is a term of one-step distillation")
+        }
+        if config.phases != nil {
+            throw TrainerError.badConfig(pointer: "/phases", message: "trains on a teacher's phase pairs: use it in a reflow job")
         }
         self.init(config, threads: threads, data: data, source: source, pairsStorage: nil, labels: nil,
                   perceptualNetwork: perceptualNetwork, guideNetwork: nil)
@@ -274,6 +300,9 @@ public final class FlowTrainer {
         batchXt = [Float](repeating: 0, count: b * d)
         batchTarget = [Float](repeating: 0, count: b * d)
         batchT = [Float](repeating: 0, count: b)
+        batchScale = [Float](repeating: 1, count: config.lossSpace == .data ? b : 0)
+        batchPhase = [Int32](repeating: 0, count: config.phases != nil ? b : 0)
+        phaseBounds = config.phases.flatMap { k in config.interpolant.diffusion.map { PhasedRectification.boundaries(phases: k, steps: $0.steps) } } ?? []
         batchLabels = [Int32](repeating: 0, count: config.model.classes != nil ? b : 0)
         batchZ = [Float](repeating: 0, count: config.twoStep != nil ? b * d : 0)
         batchU = [Float](repeating: 0, count: config.twoStep != nil ? b : 0)
@@ -323,11 +352,12 @@ public final class FlowTrainer {
         batchXt.withUnsafeBufferPointer { xt in
         batchT.withUnsafeBufferPointer { tb in
         batchLabels.withUnsafeBufferPointer { lb in
+        batchScale.withUnsafeBufferPointer { sb in
             batchTarget.withUnsafeBufferPointer { tgt in
                 let losses = SendableMutablePointer(lossBuffer.baseAddress)
                 let pX = SendablePointer(xt.baseAddress), pT = SendablePointer(tb.baseAddress), pTg = SendablePointer(tgt.baseAddress)
                 let pL = SendablePointer(lb.isEmpty ? nil : lb.baseAddress)
-                let pX1 = SendablePointer(x1b.baseAddress)
+                let pX1 = SendablePointer(x1b.baseAddress), pS = SendablePointer(sb.isEmpty ? nil : sb.baseAddress)
                 let pZ = SendablePointer(zb.baseAddress), pU = SendablePointer(ub.baseAddress)
                 parallelChunks(count: threads, threads: threads) { range in
                     for w in range {
@@ -336,11 +366,18 @@ public final class FlowTrainer {
                         g.reset()
                         guard hi > lo else { losses.base![w] = 0; continue }
                         let rows = hi - lo
-                        let target = g.constant(shape: [rows, d]) {
+                        var target = g.constant(shape: [rows, d]) {
                             $0.baseAddress!.update(from: pTg.base! + lo * d, count: rows * d)
                         }
-                        let v = shared.value.model.velocity(g, x: pX.base! + lo * d, t: pT.base! + lo,
+                        var v = shared.value.model.velocity(g, x: pX.base! + lo * d, t: pT.base! + lo,
                                                             labels: pL.base.map { $0 + lo }, rows: rows)
+                        if let scale = pS.base {
+                            // lossSpace data: both sides times the row's factor, so the loss sees
+                            // (output − target)·factor, the error of the predicted data.
+                            let f = g.constant(shape: [rows, 1]) { $0.baseAddress!.update(from: scale + lo, count: rows) }
+                            v = g.binary(.mul, v, f)
+                            target = g.binary(.mul, target, f)
+                        }
                         // Shard loss · rows/B: the shard gradients then add up to the batch gradient.
                         let raw: Var
                         if let perceptual = shared.value.perceptual, let net = shared.value.features {
@@ -361,6 +398,7 @@ public final class FlowTrainer {
                     }
                 }
             }
+        }
         }
         }
         }
@@ -401,8 +439,13 @@ public final class FlowTrainer {
         batchLabels.withUnsafeMutableBufferPointer { l in
         batchXt.withUnsafeMutableBufferPointer { xt in
         batchTarget.withUnsafeMutableBufferPointer { tg in
+        batchScale.withUnsafeMutableBufferPointer { sc in
+        batchPhase.withUnsafeMutableBufferPointer { ph in
             draw(rows: b, rng: &rng, x0: x0.baseAddress!, x1: x1.baseAddress!, t: t.baseAddress!,
-                 labels: l.isEmpty ? nil : l.baseAddress, xt: xt.baseAddress!, target: tg.baseAddress!)
+                 labels: l.isEmpty ? nil : l.baseAddress, xt: xt.baseAddress!, target: tg.baseAddress!,
+                 scale: sc.isEmpty ? nil : sc.baseAddress, phase: ph.isEmpty ? nil : ph.baseAddress)
+        }
+        }
         }
         }
         }
@@ -419,11 +462,12 @@ public final class FlowTrainer {
     /// One batch of `rows` rows drawn from `rng` into the given buffers (see ``drawBatch()``).
     private func draw(rows b: Int, rng: inout Random, x0: UnsafeMutablePointer<Float>, x1: UnsafeMutablePointer<Float>,
                       t: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>?,
-                      xt: UnsafeMutablePointer<Float>, target: UnsafeMutablePointer<Float>) {
+                      xt: UnsafeMutablePointer<Float>, target: UnsafeMutablePointer<Float>,
+                      scale: UnsafeMutablePointer<Float>?, phase: UnsafeMutablePointer<Int32>?) {
         let d = config.model.pointSize
         let sampler = config.timeSampler
         if let pairs {
-            let n = pairs.z0.shape[0], nullLabel = Int32(classes ?? 0)
+            let n = pairs.z0.shape[0], nullLabel = Int32(classes ?? 0), k = Int32(phaseBounds.count)
             pairs.z0.data.withUnsafeBufferPointer { z0 in
                 pairs.z1.data.withUnsafeBufferPointer { z1 in
                     for r in 0..<b {
@@ -433,6 +477,8 @@ public final class FlowTrainer {
                         (x1 + r * d).update(from: z1.baseAddress! + i * d, count: d)
                         // (checkLabels makes a conditional model take labelled pairs only.)
                         if let labels { labels[r] = pairLabels?[i] ?? nullLabel }
+                        // Pair j of phased pairs belongs to phase j mod K.
+                        if let phase { phase[r] = Int32(i) % k }
                     }
                 }
             }
@@ -462,7 +508,15 @@ public final class FlowTrainer {
             let p = config.labelDropout
             for r in 0..<b where rng.uniformFloat() < p { labels[r] = Int32(k) }
         }
+        if let phase, let vp = config.interpolant.diffusion {
+            PhasedRectification.fill(vp, bounds: phaseBounds, phase: phase, xs: x0, xe: x1, t: t, rows: b, size: d,
+                                     xu: xt, target: target, scale: scale)
+            return
+        }
         config.interpolant.fill(x0: x0, x1: x1, t: t, rows: b, size: d, xt: xt, target: target)
+        if let scale {
+            for r in 0..<b { scale[r] = config.interpolant.dataScale(networkTime: t[r]) }
+        }
     }
 
     /// `rows` training inputs (x_t, t and, for labelled data, labels) drawn exactly as batches
@@ -484,12 +538,16 @@ public final class FlowTrainer {
         var x0 = [Float](repeating: 0, count: rows * d), x1 = x0, xt = x0, tg = x0
         var t = [Float](repeating: 0, count: rows)
         var labels = [Int32](repeating: 0, count: classes != nil ? rows : 0)
+        var scale = [Float](repeating: 1, count: config.lossSpace == .data ? rows : 0)
+        var phase = [Int32](repeating: 0, count: config.phases != nil ? rows : 0)
         x0.withUnsafeMutableBufferPointer { a in x1.withUnsafeMutableBufferPointer { b in
         t.withUnsafeMutableBufferPointer { tb in labels.withUnsafeMutableBufferPointer { l in
         xt.withUnsafeMutableBufferPointer { xb in tg.withUnsafeMutableBufferPointer { gb in
+        scale.withUnsafeMutableBufferPointer { sc in phase.withUnsafeMutableBufferPointer { ph in
             draw(rows: rows, rng: &r, x0: a.baseAddress!, x1: b.baseAddress!, t: tb.baseAddress!,
-                 labels: l.isEmpty ? nil : l.baseAddress, xt: xb.baseAddress!, target: gb.baseAddress!)
-        } } } } } }
+                 labels: l.isEmpty ? nil : l.baseAddress, xt: xb.baseAddress!, target: gb.baseAddress!,
+                 scale: sc.isEmpty ? nil : sc.baseAddress, phase: ph.isEmpty ? nil : ph.baseAddress)
+        } } } } } } } }
         return (x0, x1, t, labels.isEmpty ? nil : labels, xt)
     }
 

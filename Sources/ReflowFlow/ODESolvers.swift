@@ -52,6 +52,9 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     case rk45(rtol: Double = 1e-5, atol: Double = 1e-5, maxNFE: Int = 10_000)
     case rfSolver2(steps: Int)
     case remix(steps: Int)
+    /// Deterministic DDIM with trailing spacing over a VP diffusion model's schedule
+    /// (``DDIM``); the only method of such a model, and refused for a rectified flow.
+    case ddim(steps: Int)
 
     /// Largest accepted `steps` of a fixed-step method.
     public static let maxSteps = 100_000
@@ -68,13 +71,14 @@ public enum ODEMethod: Codable, Sendable, Equatable {
         case .rk45: "rk45"
         case .rfSolver2: "rfSolver2"
         case .remix: "remix"
+        case .ddim: "ddim"
         }
     }
 
     /// Number of steps of a fixed-step method; nil for `rk45`.
     public var steps: Int? {
         switch self {
-        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s), .remix(let s): s
+        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s), .remix(let s), .ddim(let s): s
         case .rk45: nil
         }
     }
@@ -82,7 +86,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     /// Velocity evaluations per step of a fixed-step method; nil for `rk45`.
     public var evaluationsPerStep: Int? {
         switch self {
-        case .euler, .remix: 1
+        case .euler, .remix, .ddim: 1
         case .heun, .midpoint, .rfSolver2: 2
         case .rk4: 4
         case .rk45: nil
@@ -98,7 +102,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     /// The first invalid parameter as a message, or nil when the method is usable.
     public func validationError() -> String? {
         switch self {
-        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s), .remix(let s):
+        case .euler(let s), .heun(let s), .midpoint(let s), .rk4(let s), .rfSolver2(let s), .remix(let s), .ddim(let s):
             if s < 1 || s > ODEMethod.maxSteps {
                 return "\(name).steps must be in [1, \(ODEMethod.maxSteps)], got \(s)"
             }
@@ -125,7 +129,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey { case kind, steps, rtol, atol, maxNFE }
-    enum Kind: String, Codable { case euler, heun, midpoint, rk4, rk45, rfSolver2, remix }
+    enum Kind: String, Codable { case euler, heun, midpoint, rk4, rk45, rfSolver2, remix, ddim }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -136,6 +140,7 @@ public enum ODEMethod: Codable, Sendable, Equatable {
         case .rk4: self = .rk4(steps: try c.decode(Int.self, forKey: .steps))
         case .rfSolver2: self = .rfSolver2(steps: try c.decode(Int.self, forKey: .steps))
         case .remix: self = .remix(steps: try c.decode(Int.self, forKey: .steps))
+        case .ddim: self = .ddim(steps: try c.decode(Int.self, forKey: .steps))
         case .rk45:
             self = .rk45(rtol: try c.decodeIfPresent(Double.self, forKey: .rtol) ?? 1e-5,
                          atol: try c.decodeIfPresent(Double.self, forKey: .atol) ?? 1e-5,
@@ -315,6 +320,9 @@ public enum ODESolver {
         if case .remix = method, direction == .backward {
             throw ODEError.invalidArgument("remix predicts the data and re-mixes the initial noise: it integrates forward only")
         }
+        if case .ddim = method {
+            throw ODEError.invalidArgument("ddim steps a VP diffusion model's ε-prediction: a velocity field integrates with euler, heun, midpoint, rk4, rk45, rfSolver2 or remix")
+        }
         if case .rk45(let rtol, let atol, let maxNFE) = method {
             return try dormandPrince(field, x: x, rows: rows, from: Double(a), to: Double(b),
                                      rtol: rtol, atol: atol, maxNFE: maxNFE, record: record)
@@ -376,8 +384,8 @@ public enum ODESolver {
                     field.velocity(tmp, count: rows, t: tNext, into: k4)
                     let h6 = h / 6
                     for j in 0..<m { x[j] += h6 * (k1[j] + 2 * k2[j] + 2 * k3[j] + k4[j]) }
-                case .rk45:
-                    preconditionFailure("unreachable: rk45 is adaptive")
+                case .rk45, .ddim:
+                    preconditionFailure("unreachable: rk45 is adaptive, ddim is refused by integrate")
                 }
                 record?(i + 1, tNext, x)
             }
@@ -607,6 +615,7 @@ public enum ODESolver {
     /// row order), and `StateDictError` for weights that do not fit `model`.
     public static func solve(
         model: ModelSpec, stateDict: [String: Tensor], x: Tensor, labels: [Int32]? = nil, guidance: Float? = nil, method: ODEMethod,
+        interpolant: Interpolant = .rectifiedFlow,
         direction: ODEDirection, threads: Int, blockRows: Int = 1024,
         tStart: Float = 0, tEnd: Float = 1, recordTrajectory: Bool = false,
         shouldStop: (@Sendable () -> Bool)? = nil
@@ -615,6 +624,41 @@ public enum ODESolver {
             throw ODEError.invalidArgument("model \(e.pointer): \(e.message)")
         }
         try validate(method: method, tStart: tStart, tEnd: tEnd)
+        var plan: DDIMPlan?
+        if let message = interpolant.methodError(method) { throw ODEError.invalidArgument(message) }
+        if let vp = interpolant.diffusion, case .ddim(let n) = method {
+            guard tStart == 0 && tEnd == 1 else { throw ODEError.invalidArgument("ddim runs the whole schedule: tStart 0, tEnd 1") }
+            guard n <= vp.steps else { throw ODEError.invalidArgument("ddim.steps must be at most the schedule's \(vp.steps) steps, got \(n)") }
+            plan = DDIMPlan(diffusion: vp, indices: DDIM.trailingIndices(steps: n, of: vp.steps), end: -1)
+        }
+        return try solveBlocks(model: model, stateDict: stateDict, x: x, labels: labels, guidance: guidance, method: method,
+                               plan: plan, direction: direction, threads: threads, blockRows: blockRows, tStart: tStart, tEnd: tEnd,
+                               recordTrajectory: recordTrajectory, shouldStop: shouldStop)
+    }
+
+    /// DDIM through a VP diffusion model between any two indices of its schedule (`plan`;
+    /// ``DDIMPlan``), in parallel blocks as ``solve(model:stateDict:x:labels:guidance:method:interpolant:direction:threads:blockRows:tStart:tEnd:recordTrajectory:shouldStop:)``:
+    /// forward from `plan.indices[0]` down to `plan.end`, backward (inversion) from `plan.end`
+    /// up to `plan.indices[0]`. Trajectory frames carry the flow times of their indices.
+    public static func solve(
+        model: ModelSpec, stateDict: [String: Tensor], x: Tensor, labels: [Int32]? = nil, guidance: Float? = nil,
+        plan: DDIMPlan, direction: ODEDirection, threads: Int, blockRows: Int = 1024, recordTrajectory: Bool = false,
+        shouldStop: (@Sendable () -> Bool)? = nil
+    ) throws -> ODESolution {
+        if let e = model.validationError() {
+            throw ODEError.invalidArgument("model \(e.pointer): \(e.message)")
+        }
+        if let m = plan.validationError() { throw ODEError.invalidArgument(m) }
+        return try solveBlocks(model: model, stateDict: stateDict, x: x, labels: labels, guidance: guidance,
+                               method: .ddim(steps: plan.indices.count), plan: plan, direction: direction, threads: threads,
+                               blockRows: blockRows, tStart: 0, tEnd: 1, recordTrajectory: recordTrajectory, shouldStop: shouldStop)
+    }
+
+    private static func solveBlocks(
+        model: ModelSpec, stateDict: [String: Tensor], x: Tensor, labels: [Int32]?, guidance: Float?, method: ODEMethod,
+        plan: DDIMPlan?, direction: ODEDirection, threads: Int, blockRows: Int,
+        tStart: Float, tEnd: Float, recordTrajectory: Bool, shouldStop: (@Sendable () -> Bool)?
+    ) throws -> ODESolution {
         guard threads >= 1 else { throw ODEError.invalidArgument("threads must be ≥ 1, got \(threads)") }
         guard blockRows >= 1 else { throw ODEError.invalidArgument("blockRows must be ≥ 1, got \(blockRows)") }
         let d = model.pointSize
@@ -684,6 +728,10 @@ public enum ODESolver {
                         }
                         do {
                             let st = try labelRows(labels, lo) { field.labels = $0; defer { field.labels = nil }
+                            if let plan {
+                                return plan.run(NetworkNoiseField(field, plan.diffusion), x: px.base! + lo * d, rows: rows,
+                                                direction: direction, record: recorder)
+                            }
                             return try integrate(field, x: px.base! + lo * d, rows: rows, method: method,
                                                    direction: direction, tStart: tStart, tEnd: tEnd, record: recorder) }
                             results.set(blk, .init(stats: .success(st), frames: frames))
@@ -711,7 +759,7 @@ public enum ODESolver {
             if let s = steps {
                 let h = (b - a) / Float(s)
                 trajectory = (0...s).map { k in
-                    (t: gridTime(k, steps: s, from: a, to: b, h: h),
+                    (t: plan?.frameTime(k, direction: direction) ?? gridTime(k, steps: s, from: a, to: b, h: h),
                      x: Tensor(shape: [n, d], data: Array(frameStore[(k * n * d)..<((k + 1) * n * d)])))
                 }
             } else {

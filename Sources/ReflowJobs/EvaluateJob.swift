@@ -70,6 +70,10 @@ public enum EvaluateJob: JobKind {
     public static func prepare(_ input: EvaluateSpec, resolver: any ArtifactResolver) throws(SpecError) -> EvaluateSpec {
         var input = input
         let m = try StudentTraining.model("/input/model", input.model, resolver: resolver)
+        input.solvers = try DiffusionSolvers.adapt(input.solvers, kindDefault: EvaluateSpec().solvers, interpolant: m.training.interpolant, pointer: "/input/solvers")
+        if let vp = m.training.interpolant.diffusion, input.straightnessSteps > vp.steps {
+            throw SpecError(pointer: "/input/straightnessSteps", message: "the DDIM trajectory takes at most the schedule's \(vp.steps) steps")
+        }
         try Conditioning.check(labels: nil, perClass: nil, guidance: input.guidance, model: m.model, maxPoints: input.n)
         if let c = input.lossCurve { try c.check(model: m, resolver: resolver) }
         if m.model.pointShape.count == 3 { return try ImageEvaluation.prepare(input, model: m, resolver: resolver) }
@@ -123,7 +127,7 @@ public enum EvaluateJob: JobKind {
         for (i, method) in s.solvers.enumerated() {
             try job.checkStop()
             job.progress("evaluate", i, s.solvers.count + 1)
-            let sol = try job.solve(m.model, weights, z, method, blockRows: method.steps == nil ? s.n : 1024,
+            let sol = try job.solve(m.model, weights, z, method, interpolant: m.training.interpolant, blockRows: method.steps == nil ? s.n : 1024,
                                     labels: labels, guidance: s.guidance)
             let cov = try target.distribution.map { try Metrics.supportCoverage(samples: sol.x, distribution: $0) }
             rows.append(EvaluationRow(
@@ -137,15 +141,17 @@ public enum EvaluateJob: JobKind {
         try job.checkStop()
         let trajN = min(s.n, 2000)
         let start = Tensor(shape: [trajN, d], data: Array(z.data.prefix(d * trajN)))
-        let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), trajectory: true,
-                                 labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)
+        let interpolant = m.training.interpolant
+        let traj = try job.solve(m.model, weights, start, interpolant.firstOrderMethod(steps: s.straightnessSteps), interpolant: interpolant,
+                                 trajectory: true, labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)
         let frames = (traj.trajectory ?? []).map(\.x)
         let m512 = min(trajN, 512)
         let excess = try Metrics.relativeTransportCost(z0: Tensor(shape: [m512, d], data: Array(start.data.prefix(d * m512))),
                                                        z1: Tensor(shape: [m512, d], data: Array(traj.x.data.prefix(d * m512)))).excess
         let summary = EvaluationSummary(
             n: s.n, target: target.kind, rows: rows,
-            straightness: try Metrics.straightness(trajectory: frames), transportExcess: excess,
+            straightness: try Metrics.straightness(trajectory: frames), firstOrderness: DiffusionSolvers.firstOrderness(interpolant, frames: frames),
+            transportExcess: excess,
             dataFloorSWD: try Metrics.slicedWasserstein2(a: second, b: reference, projections: s.projections, seed: 7),
             dataFloorEnergy: try Metrics.energyDistance(a: second, b: reference, seed: 7))
         if d == 2 {

@@ -96,6 +96,9 @@ public struct ImageEvaluationSummary: Codable, Sendable, Equatable {
     /// min(n, 256) noise draws.
     public var straightness: Double
     public var straightnessSteps: Int
+    /// VP diffusion models: first-order-ness of the same DDIM trajectories, per pixel (see
+    /// ``EvaluationSummary/firstOrderness``); null for a flow.
+    public var firstOrderness: Double?
 }
 
 extension JobResult {
@@ -240,7 +243,8 @@ enum ImageEvaluation {
         for (i, method) in s.solvers.enumerated() {
             try job.checkStop()
             let start = monotonicSeconds()
-            let sol = try job.solve(m.model, weights, z, method, blockRows: min(s.n, blockRows), labels: labels, guidance: s.guidance)
+            let sol = try job.solve(m.model, weights, z, method, interpolant: m.training.interpolant, blockRows: min(s.n, blockRows),
+                                    labels: labels, guidance: s.guidance)
             let seconds = monotonicSeconds() - start
             // Pixels outside [−1, 1] are clipped, as when samples are saved as images.
             let x = sol.x.data.map { Swift.min(1, Swift.max(-1, $0)) }
@@ -266,16 +270,19 @@ enum ImageEvaluation {
         try job.checkStop()
         let trajN = straightnessTrajectories(s, pointSize: d)
         let start = Tensor(shape: [trajN, d], data: Array(z.data.prefix(trajN * d)))
-        let traj = try job.solve(m.model, weights, start, .euler(steps: s.straightnessSteps), blockRows: min(trajN, blockRows),
-                                 trajectory: true, labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)
+        let interpolant = m.training.interpolant
+        let traj = try job.solve(m.model, weights, start, interpolant.firstOrderMethod(steps: s.straightnessSteps), interpolant: interpolant,
+                                 blockRows: min(trajN, blockRows), trajectory: true, labels: labels.map { Array($0.prefix(trajN)) }, guidance: s.guidance)
         // Per pixel (rfpp's utils.py averages the squared error over pixels): comparable across image sizes.
-        let straightness = try Metrics.straightness(trajectory: (traj.trajectory ?? []).map(\.x)) / Double(d)
+        let frames = (traj.trajectory ?? []).map(\.x)
+        let straightness = try Metrics.straightness(trajectory: frames) / Double(d)
         let summary = ImageEvaluationSummary(
             n: s.n, target: targetRef, realImages: real.count, trainImages: train.count, featureDimension: f,
             classes: art.config.classes ?? 0,
             classifierTestAccuracy: art.metadata[ClassifierArtifact.testAccuracyKey].flatMap(Double.init),
             floor: floor, realLabelHistogram: realOut.histogram, rows: rows, guidance: s.guidance,
-            straightness: straightness, straightnessSteps: s.straightnessSteps)
+            straightness: straightness, straightnessSteps: s.straightnessSteps,
+            firstOrderness: DiffusionSolvers.firstOrderness(interpolant, frames: frames))
         var sections: JobResult.Sections = ["imageEvaluation": try ResultValue(encoding: summary)]
         if let c = s.lossCurve {
             sections["lossCurve"] = try ResultValue(encoding: try LossCurve.run(c, model: m, weights: weights, target: .images(targetRef), job: job))

@@ -111,6 +111,7 @@ public enum InvertJob: JobKind {
     public static func prepare(_ input: InvertSpec, resolver: any ArtifactResolver) throws(SpecError) -> InvertSpec {
         var s = input
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver)
+        s.solver = try DiffusionSolvers.adapt(s.solver, kindDefault: InvertSpec().solver, interpolant: m.training.interpolant, pointer: "/input/solver")
         if s.points == nil { s.points = .distribution(m.training.data, n: 1000, seed: 0) }
         let d = m.model.pointSize
         switch s.points! {
@@ -166,14 +167,16 @@ public enum InvertJob: JobKind {
         let n = x.shape[0]
         job.progress("invert", 0, n)
         let start = monotonicSeconds()
-        let back = try job.solve(m.model, weights, x, s.solver, direction: .backward, blockRows: job.blockRows(m.model, n: x.shape[0]))
+        let back = try job.solve(m.model, weights, x, s.solver, interpolant: m.training.interpolant, direction: .backward,
+                                 blockRows: job.blockRows(m.model, n: x.shape[0]))
         let seconds = monotonicSeconds() - start
         _ = try job.points(back.x, format: s.format, base: "latents")
         var meanErr: Double?, maxErr: Double?
         var reconstruction: Tensor?
         if s.reconstruct {
             try job.checkStop()
-            let again = try job.solve(m.model, weights, back.x, s.solver, blockRows: job.blockRows(m.model, n: x.shape[0])).x
+            let again = try job.solve(m.model, weights, back.x, s.solver, interpolant: m.training.interpolant,
+                                      blockRows: job.blockRows(m.model, n: x.shape[0])).x
             var sum = 0.0, worst = 0.0
             for r in 0..<n {
                 var sq = 0.0

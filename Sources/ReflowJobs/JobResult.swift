@@ -86,6 +86,10 @@ public struct EvaluationSummary: Codable, Sendable, Equatable {
     public var rows: [EvaluationRow]
     /// Straightness S (Liu et al. 2022, Eq. 3) of Euler trajectories with `straightnessSteps`.
     public var straightness: Double
+    /// VP diffusion models: Rectified Diffusion's first-order-ness, the mean over the DDIM
+    /// trajectory's moves and elements of (ε̂ − ε*)², ε* the constant noise joining its ends
+    /// (0: one DDIM step is exact); null for a flow.
+    public var firstOrderness: Double?
     /// Excess of the ODE coupling's transport cost over the optimal assignment of the same
     /// endpoints (first 512 points; 0 = the flow's coupling is optimal).
     public var transportExcess: Double

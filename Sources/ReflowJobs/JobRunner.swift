@@ -73,6 +73,10 @@ public enum JobRunner {
         "labels": .null, "perClass": .null, "lossCurve": .null, "inversionData": .null, "annealing": .null, "flipPairs": .bool(false), "twoStep": .null,
     ]
 
+    /// Keys the diffusion models of issue #12 added, with their neutral values (the release
+    /// before them already had the keys of ``addedForConditioning``).
+    static let addedForDiffusion: [String: ResultValue] = ["lossSpace": .string("output"), "phases": .null]
+
     /// The digests the same spec had under earlier releases, newest first: before class
     /// conditioning (without the keys of ``addedForConditioning`` at their neutral values), and
     /// before the tagged model and the interpolant existed (also without `model.kind`/
@@ -89,6 +93,15 @@ public enum JobRunner {
             return (try? e.encode(ResultValue.object(root))).map { SHA256.hex(of: Array($0)) }
         }
         var out = [String]()
+        // Before the diffusion models: without their keys at neutral values.
+        var strippedDiffusion = false
+        for (key, neutral) in addedForDiffusion {
+            guard let v = input[key] else { continue }
+            if v != neutral { return [] }
+            input[key] = nil
+            strippedDiffusion = true
+        }
+        if strippedDiffusion, let d = hash(input) { out.append(d) }
         var stripped = false
         // Conditional U-Nets existed before: they trained on their data's labels without
         // dropout, so for a conditional model the earlier behaviour is labelDropout 0.
@@ -97,7 +110,7 @@ public enum JobRunner {
         for (key, neutralValue) in addedForConditioning {
             guard let v = input[key] else { continue }
             let neutral = key == "labelDropout" && conditional ? ResultValue.int(0) : neutralValue
-            if v != neutral && !(key == "labelDropout" && conditional && v == .double(0)) { return [] }
+            if v != neutral && !(key == "labelDropout" && conditional && v == .double(0)) { return out }
             input[key] = nil
             stripped = true
         }
@@ -111,7 +124,7 @@ public enum JobRunner {
             changed = true
         }
         if let i = input["interpolant"] {
-            guard i == .string(Interpolant.rectifiedFlow.rawValue) else { return out }
+            guard i == .string("rectifiedFlow") else { return out }
             input["interpolant"] = nil
             changed = true
         }
@@ -260,14 +273,16 @@ public struct JobExecution: Sendable {
     }
 
     /// Integrates x through a model (see ``ODESolver/solve(model:stateDict:x:labels:guidance:method:direction:threads:blockRows:tStart:tEnd:recordTrajectory:shouldStop:)``):
-    /// `labels` and `guidance` condition a class-conditional model.
+    /// `labels` and `guidance` condition a class-conditional model; `interpolant` is the one the
+    /// model was trained with (a VP diffusion model samples with `ddim`).
     public func solve(_ model: ModelSpec, _ weights: [String: Tensor], _ x: Tensor, _ method: ODEMethod,
+                      interpolant: Interpolant,
                       direction: ODEDirection = .forward, blockRows: Int = 1024, trajectory: Bool = false,
                       labels: [Int32]? = nil, guidance: Float? = nil) throws -> ODESolution {
         let stop = context.shouldStop
         do {
             return try ODESolver.solve(model: model, stateDict: weights, x: x, labels: labels, guidance: guidance,
-                                       method: method, direction: direction,
+                                       method: method, interpolant: interpolant, direction: direction,
                                        threads: context.threads, blockRows: blockRows, recordTrajectory: trajectory,
                                        shouldStop: stop)
         } catch ODEError.interrupted {
@@ -275,6 +290,21 @@ public struct JobExecution: Sendable {
         } catch let e as ODEError {
             if case .nonFinite = e { throw JobError.diverged("solver \(method.name): \(e)") }
             throw JobError.resourceLimit("solver \(method.name): \(e)")
+        }
+    }
+
+    /// DDIM through a VP diffusion model along `plan` (``ODESolver/solve(model:stateDict:x:labels:guidance:plan:direction:threads:blockRows:recordTrajectory:shouldStop:)``).
+    public func solve(_ model: ModelSpec, _ weights: [String: Tensor], _ x: Tensor, plan: DDIMPlan, blockRows: Int = 1024,
+                      labels: [Int32]? = nil, guidance: Float? = nil) throws -> ODESolution {
+        let stop = context.shouldStop
+        do {
+            return try ODESolver.solve(model: model, stateDict: weights, x: x, labels: labels, guidance: guidance, plan: plan,
+                                       direction: .forward, threads: context.threads, blockRows: blockRows, shouldStop: stop)
+        } catch ODEError.interrupted {
+            throw JobError.interrupted
+        } catch let e as ODEError {
+            if case .nonFinite = e { throw JobError.diverged("solver ddim: \(e)") }
+            throw JobError.resourceLimit("solver ddim: \(e)")
         }
     }
 
@@ -413,7 +443,7 @@ public struct JobExecution: Sendable {
         }
     }
 
-    /// `samples.png`: Euler samples (`steps`: 100, or k for a k-step student) of the trained
+    /// `samples.png`: Euler samples (DDIM for a diffusion model; `steps`: 100, or k for a k-step student) of the trained
     /// model over its data (2-D points only: a scatter plot needs two coordinates). A
     /// class-conditional model samples row i under label i mod classes (no guidance).
     public func preview(_ training: TrainingConfig, weights: [String: Tensor], points: Int, steps: Int = 100) throws {
@@ -423,9 +453,10 @@ public struct JobExecution: Sendable {
             let n = min(points, 64)
             let d = training.model.pointSize
             let z = JobExecution.draw(try sampler(training.source, pointSize: d, what: "source"), n: n, seed: 424_242).x
-            let x = try solve(training.model, weights, z, .euler(steps: steps), blockRows: max(1, (n + threads - 1) / threads),
-                              labels: labels(n)).x
-            let text = [("reflowd.job", kindName), ("reflowd.solver", "euler \(steps)"), ("reflowd.noise_seed", "424242"),
+            let method = training.interpolant.firstOrderMethod(steps: steps)
+            let x = try solve(training.model, weights, z, method, interpolant: training.interpolant,
+                              blockRows: max(1, (n + threads - 1) / threads), labels: labels(n)).x
+            let text = [("reflowd.job", kindName), ("reflowd.solver", "\(method.name) \(steps)"), ("reflowd.noise_seed", "424242"),
                         ("reflowd.model", training.model.description)]
             try write(Figures.imageGrid(x, shape: training.model.pointShape, text: text), "samples.png")
             return
@@ -433,7 +464,8 @@ public struct JobExecution: Sendable {
         guard points > 0, training.model.pointSize == 2 else { return }
         let d = training.model.pointSize
         let z = JobExecution.draw(try sampler(training.source, pointSize: d, what: "source"), n: points, seed: 424_242).x
-        let x = try solve(training.model, weights, z, .euler(steps: steps), labels: labels(points)).x
+        let x = try solve(training.model, weights, z, training.interpolant.firstOrderMethod(steps: steps), interpolant: training.interpolant,
+                          labels: labels(points)).x
         var rng = Random(seed: 424_243)
         let reference = try sampler(training.data, pointSize: d, what: "data").sample(points, rng: &rng)
         try write(Figures.scatter(x, reference: reference), "samples.png")

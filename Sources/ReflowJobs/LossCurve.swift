@@ -54,11 +54,15 @@ public struct LossCurveSpec: Codable, Sendable, Equatable, Validatable {
 
     /// Checks the teacher against the model (same point size; guidance only for a conditional teacher).
     func check(model m: ModelArtifact, resolver: any ArtifactResolver) throws(SpecError) {
+        if m.training.interpolant != .rectifiedFlow {
+            throw SpecError(pointer: "/input/lossCurve", message: "measures a rectified flow's velocity loss; this model is a VP diffusion model")
+        }
         guard let ref = teacher else {
             if guidance != nil { throw SpecError(pointer: "/input/lossCurve/guidance", message: "applies to a teacher's pairs; give a teacher") }
             return
         }
         let t = try StudentTraining.model("/input/lossCurve/teacher", ref, resolver: resolver)
+        _ = try DiffusionSolvers.adapt(solver, kindDefault: nil, interpolant: t.training.interpolant, pointer: "/input/lossCurve/solver")
         if t.model.pointSize != m.model.pointSize {
             throw SpecError(pointer: "/input/lossCurve/teacher", message: "makes points of size \(t.model.pointSize), the model's are \(m.model.pointSize)")
         }
@@ -136,7 +140,7 @@ enum LossCurve {
             let teacher = try job.model(ref)
             x0 = JobExecution.draw(try job.sampler(teacher.training.source, pointSize: d, what: "teacher source"), n: n, seed: spec.seed).x
             labels = teacher.model.classes.map { JobExecution.uniformLabels(n: n, classes: $0, seed: spec.seed) }
-            x1 = try job.solve(teacher.model, teacher.weights(useEMA: true), x0, spec.solver,
+            x1 = try job.solve(teacher.model, teacher.weights(useEMA: true), x0, spec.solver, interpolant: teacher.training.interpolant,
                                blockRows: job.blockRows(teacher.model, n: n), labels: labels, guidance: spec.guidance).x
             coupling = "teacher"
         } else {

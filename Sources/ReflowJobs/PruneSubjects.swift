@@ -319,8 +319,9 @@ struct FlowSubject: PruneSubject {
             try job.checkStop()
             // A class-conditional model is scored under balanced labels, as `evaluate` samples it.
             let labels = Conditioning.labels(nil, perClass: nil, n: n, model: model)
-            let x = try job.solve(model, weights, z, .euler(steps: k), blockRows: job.blockRows(model, n: n), labels: labels).x
-            let key = "euler\(k)"
+            let interpolant = artifact.training.interpolant, method = interpolant.firstOrderMethod(steps: k)
+            let x = try job.solve(model, weights, z, method, interpolant: interpolant, blockRows: job.blockRows(model, n: n), labels: labels).x
+            let key = "\(method.name)\(k)"
             q[key + ".swd"] = try Metrics.slicedWasserstein2(a: x, b: reference, projections: 256, seed: 7)
             q[key + ".energy"] = try Metrics.energyDistance(a: x, b: reference, seed: 7)
             if let classifier, let real = referenceFeatures {

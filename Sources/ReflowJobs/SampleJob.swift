@@ -53,7 +53,8 @@ public enum SampleJob: JobKind {
 
     public static func prepare(_ input: SampleSpec, resolver: any ArtifactResolver) throws(SpecError) -> SampleSpec {
         var s = input
-        let m = try StudentTraining.model("/input/model", input.model, resolver: resolver).model
+        let art = try StudentTraining.model("/input/model", input.model, resolver: resolver), m = art.model
+        s.solver = try DiffusionSolvers.adapt(s.solver, kindDefault: SampleSpec().solver, interpolant: art.training.interpolant, pointer: "/input/solver")
         try Conditioning.check(labels: s.labels, perClass: s.perClass, guidance: s.guidance, model: m, maxPoints: SampleSpec.maxPoints)
         if let labels = s.labels { s.n = labels.count }
         if let p = s.perClass, let k = m.classes { s.n = p * k }
@@ -74,7 +75,8 @@ public enum SampleJob: JobKind {
         job.progress("sample", 0, s.n)
         let start = monotonicSeconds()
         let labels = Conditioning.labels(s.labels, perClass: s.perClass, n: s.n, model: m.model)
-        let sol = try job.solve(m.model, weights, z, s.solver, blockRows: job.blockRows(m.model, n: s.n), labels: labels, guidance: s.guidance)
+        let sol = try job.solve(m.model, weights, z, s.solver, interpolant: m.training.interpolant, blockRows: job.blockRows(m.model, n: s.n),
+                                labels: labels, guidance: s.guidance)
         let seconds = monotonicSeconds() - start
         _ = try job.points(sol.x, format: s.format, base: "samples")
         if let labels { _ = try job.points(Tensor(shape: [s.n, 1], data: labels.map(Float.init)), format: s.format, base: "labels") }
@@ -87,7 +89,7 @@ public enum SampleJob: JobKind {
                 try job.checkStop()
                 let start = Tensor(shape: [drawn, d], data: Array(z.data.prefix(d * drawn)))
                 // One block, so rk45 records one common time grid for all drawn trajectories.
-                let t = try job.solve(m.model, weights, start, s.solver, blockRows: drawn, trajectory: true,
+                let t = try job.solve(m.model, weights, start, s.solver, interpolant: m.training.interpolant, blockRows: drawn, trajectory: true,
                                       labels: labels.map { Array($0.prefix(drawn)) }, guidance: s.guidance)
                 let picture = try Figures.trajectories((t.trajectory ?? []).map(\.x), reference: reference)
                 if !picture.isEmpty { try job.write(picture, "trajectories.png") }

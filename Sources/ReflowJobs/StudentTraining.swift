@@ -98,8 +98,9 @@ extension StudentInput {
     }
 }
 
-/// Keys of a student spec that follow the teacher when absent.
-let inheritableKeys = ["model", "data", "source"]
+/// Keys of a student spec that follow the teacher when absent (a diffusion teacher's student
+/// is a diffusion model of the same schedule unless `interpolant` says otherwise).
+let inheritableKeys = ["model", "data", "source", "interpolant"]
 
 enum StudentTraining {
     /// Decodes a student spec and notes the inheritable keys the user left out.
@@ -121,7 +122,21 @@ enum StudentTraining {
         if s.inherited.contains("model") { s.training.model = teacher.model }
         if s.inherited.contains("data") { s.training.data = teacher.training.data }
         if s.inherited.contains("source") { s.training.source = teacher.training.source }
+        if s.inherited.contains("interpolant") { s.training.interpolant = teacher.training.interpolant }
         s.inherited = []
+        let teacherKind = teacher.training.interpolant
+        if s.training.phases != nil {
+            // Phase pairs: real items noised to a phase start, the teacher's DDIM to its end.
+            guard teacherKind.diffusion != nil else {
+                throw SpecError(pointer: "/input/phases", message: "needs a VP diffusion teacher (its DDIM runs each phase); this teacher is a rectified flow")
+            }
+            if s.student.inversionData != nil { throw SpecError(pointer: "/input/inversionData", message: "phase pairs start from the training data; leave inversionData out") }
+            if s.student.solver == StudentSettings().solver { s.student.solver = .ddim(steps: 40) }
+        }
+        s.student.solver = try DiffusionSolvers.adapt(s.student.solver, kindDefault: StudentSettings().solver, interpolant: teacherKind, pointer: "/input/solver")
+        if s.training.twoStep != nil && (teacherKind != .rectifiedFlow || s.training.interpolant != .rectifiedFlow) {
+            throw SpecError(pointer: "/input/twoStep", message: "follows the teacher's velocity: teacher and student must be rectified flows")
+        }
         if let inv = s.student.inversionData {
             switch inv {
             case .images(let ref): try checkImageData(ref, shape: teacher.model.pointShape, pointer: "/input/inversionData", resolver: resolver)
@@ -260,6 +275,12 @@ enum StudentTraining {
             guard p.z0.rank == 2, p.z0.shape[1] == d else {
                 throw JobError.invalidInput("\(name): pairs of dimension \(p.z0.shape.last ?? 0), the model needs \(d)")
             }
+            // Phase pairs (phase start → phase end) and (noise, sample) pairs are not interchangeable.
+            let stored = p.metadata["reflowd.phases"].flatMap(Int.init)
+            if stored != s.training.phases {
+                throw JobError.invalidInput("\(name): " + (stored.map { "pairs of \($0) phases" } ?? "(noise, sample) pairs")
+                                            + ", the student trains on " + (s.training.phases.map { "\($0) phases" } ?? "(noise, sample) pairs"))
+            }
             if let k = s.training.model.classes {
                 guard let labels = p.labels else {
                     throw JobError.invalidInput("\(name): a class-conditional student needs labelled pairs (from a conditional teacher)")
@@ -288,6 +309,7 @@ enum StudentTraining {
             meta["reflowd.labels"] = st.inversionData == nil ? "uniform" : "data"
             meta["reflowd.guidance"] = st.guidance.map { String($0) } ?? "none"
         }
+        if let k = s.training.phases { meta["reflowd.phases"] = String(k) }
         if let inv = st.inversionData {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
@@ -313,7 +335,8 @@ enum StudentTraining {
                 try job.checkStop()
                 let hi = min(st.pairs, row + chunk)
                 let x = Tensor(shape: [hi - row, d], data: Array(from.data[(row * d)..<(hi * d)]))
-                let sol = try job.solve(teacher.model, weights, x, st.solver, direction: direction, blockRows: blockRows,
+                let sol = try job.solve(teacher.model, weights, x, st.solver, interpolant: teacher.training.interpolant,
+                                        direction: direction, blockRows: blockRows,
                                         labels: labels.map { Array($0[row..<hi]) }, guidance: guidance)
                 out.append(contentsOf: sol.x.data)
                 nfeSum += sol.nfeMean * Double(hi - row)
@@ -324,7 +347,11 @@ enum StudentTraining {
         }
         let start = monotonicSeconds()
         let z0t: Tensor, z1t: Tensor, labels: [Int32]?, noise: Random.State?
-        if let inv = st.inversionData {
+        if let k = s.training.phases, let vp = teacher.training.interpolant.diffusion, case .ddim(let steps) = st.solver {
+            (z0t, z1t, labels) = try phasePairs(k, vp: vp, steps: steps, s: s, teacher: teacher, weights: weights, blockRows: blockRows, job: job)
+            nfeSum = Double(st.pairs) * Double(max(1, steps / k))
+            noise = nil
+        } else if let inv = st.inversionData {
             // Real items (z1) and their labels, then the noise the teacher maps them to (z0).
             let data = try job.sampler(inv, pointSize: d, what: "inversionData")
             var rng = Random(seed: st.noiseSeed)
@@ -360,6 +387,51 @@ enum StudentTraining {
         try? FileManager.default.removeItem(atPath: own + ".sha256")
         if d == 2 { try job.write(Figures.coupling(z0: z0t, z1: z1t, count: 300), "coupling.png") }
         return (z0t, z1t, labels, try summary(z0t, z1t, meta, seconds: seconds, reused: false))
+    }
+}
+
+extension StudentTraining {
+    /// Phased Rectified Diffusion's pairs (``PhasedRectification``): `pairs` items of the
+    /// student's data (with their labels for a conditional teacher) drawn with `noiseSeed`;
+    /// pair j belongs to phase j mod K; its item is noised to the phase's start index with
+    /// fresh noise (z0, the same stream, after the items) and the teacher runs DDIM from there
+    /// to the phase's end in max(1, steps/K) moves (z1).
+    static func phasePairs<S: StudentInput>(_ k: Int, vp: VPDiffusion, steps: Int, s: S, teacher: ModelArtifact, weights: [String: Tensor],
+                                            blockRows: Int, job: JobExecution) throws -> (Tensor, Tensor, [Int32]?) {
+        let st = s.student, d = s.training.model.pointSize, n = st.pairs
+        let data = try job.sampler(s.training.data, pointSize: d, what: "data")
+        var rng = Random(seed: st.noiseSeed)
+        var x = [Float](repeating: 0, count: n * d), l = [Int32](repeating: 0, count: n)
+        x.withUnsafeMutableBufferPointer { xb in l.withUnsafeMutableBufferPointer { lb in data.sample(into: xb, labels: lb.baseAddress, rng: &rng) } }
+        var labels: [Int32]?
+        if let classes = teacher.model.classes {
+            guard data.classCount != nil else { throw JobError.invalidInput("data: a class-conditional teacher needs labelled data for phase pairs") }
+            if let bad = l.first(where: { Int($0) >= classes }) { throw JobError.invalidInput("data: label \(bad) is outside the teacher's \(classes) classes") }
+            labels = l
+        }
+        let bounds = PhasedRectification.boundaries(phases: k, steps: vp.steps)
+        var z0 = x
+        for j in 0..<n {
+            let b = vp.alphaBar(bounds[j % k].start), a = Float(b.squareRoot()), sg = Float((1 - b).squareRoot())
+            for c in 0..<d { z0[j * d + c] = a * x[j * d + c] + sg * Float(rng.normal()) }
+        }
+        var z1 = [Float](repeating: 0, count: n * d)
+        job.progress("pairs", 0, n)
+        var done = 0
+        for p in 0..<k {
+            try job.checkStop()
+            let rows = Array(stride(from: p, to: n, by: k))
+            guard !rows.isEmpty else { continue }
+            var block = [Float](repeating: 0, count: rows.count * d)
+            for (r, j) in rows.enumerated() { block.replaceSubrange((r * d)..<((r + 1) * d), with: z0[(j * d)..<((j + 1) * d)]) }
+            let plan = DDIMPlan.between(vp, from: bounds[p].start, to: bounds[p].end, steps: max(1, steps / k))
+            let sol = try job.solve(teacher.model, weights, Tensor(shape: [rows.count, d], data: block), plan: plan, blockRows: blockRows,
+                                    labels: labels.map { l in rows.map { l[$0] } }, guidance: st.guidance)
+            for (r, j) in rows.enumerated() { z1.replaceSubrange((j * d)..<((j + 1) * d), with: sol.x.data[(r * d)..<((r + 1) * d)]) }
+            done += rows.count
+            job.progress("pairs", done, n)
+        }
+        return (Tensor(shape: [n, d], data: z0), Tensor(shape: [n, d], data: z1), labels)
     }
 }
 

@@ -28,6 +28,9 @@ public enum Loss: Codable, Sendable, Equatable {
     /// Flows", rfpp `--loss_type huber`): per sample (√(‖pred − target‖² + c²) − c)/d with
     /// d = the features per sample and c from `scaling` (c = 0.00054·d in rfpp's code).
     case scaledPseudoHuber(scaling: HuberScaling)
+    /// Element-wise pseudo-Huber (Rectified Diffusion's train.py): per sample the mean over its
+    /// elements of √((pred − target)² + c²) − c. Wire: `{"kind": "elementwisePseudoHuber", "c": 0.001}`.
+    case elementwisePseudoHuber(c: Float)
 
     /// pred, target: [B, …] → scalar
     public func callAsFunction(_ pred: Var, _ target: Var) -> Var {
@@ -41,31 +44,36 @@ public enum Loss: Codable, Sendable, Equatable {
         let g = pred.graph
         let s = pred.shape, d = s.count > 1 ? s[1...].reduce(1, *) : 1
         let flat = g.reshape(g.binary(.sub, pred, target), [s[0], d])
-        let sq = g.sum(g.square(flat), axes: [1])  // [B]
+        func squaredNorm() -> Var { g.sum(g.square(flat), axes: [1]) }  // [B]
         switch self {
         case .mse:
-            return g.affine(sq, scale: 1 / Float(d))
+            return g.affine(squaredNorm(), scale: 1 / Float(d))
         case .pseudoHuber(let c):
-            return g.affine(g.sqrt(g.affine(sq, scale: 1, shift: c * c)), scale: 1, shift: -c)
+            return g.affine(g.sqrt(g.affine(squaredNorm(), scale: 1, shift: c * c)), scale: 1, shift: -c)
         case .scaledPseudoHuber(let scaling):
             let c = scaling.c(dimension: d)
-            return g.affine(g.sqrt(g.affine(sq, scale: 1, shift: c * c)), scale: 1 / Float(d), shift: -c / Float(d))
+            return g.affine(g.sqrt(g.affine(squaredNorm(), scale: 1, shift: c * c)), scale: 1 / Float(d), shift: -c / Float(d))
+        case .elementwisePseudoHuber(let c):
+            let h = g.affine(g.sqrt(g.affine(g.square(flat), scale: 1, shift: c * c)), scale: 1, shift: -c)   // [B, d]
+            return g.affine(g.sum(h, axes: [1]), scale: 1 / Float(d))
         }
     }
 
     /// Checks the loss parameters; returns a message for invalid ones.
     public func validationError() -> String? {
         if case .pseudoHuber(let c) = self, !(c > 0 && c.isFinite) { return "pseudoHuber c must be a positive number, got \(c)" }
+        if case .elementwisePseudoHuber(let c) = self, !(c > 0 && c.isFinite) { return "elementwisePseudoHuber c must be a positive number, got \(c)" }
         return nil
     }
 
     enum CodingKeys: String, CodingKey { case kind, c, scaling }
-    enum Kind: String, Codable { case mse, pseudoHuber }
+    enum Kind: String, Codable { case mse, pseudoHuber, elementwisePseudoHuber }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         switch try c.decode(Kind.self, forKey: .kind) {
         case .mse: self = .mse
+        case .elementwisePseudoHuber: self = .elementwisePseudoHuber(c: try c.decodeIfPresent(Float.self, forKey: .c) ?? 1e-3)
         case .pseudoHuber:
             if let scaling = try c.decodeIfPresent(HuberScaling.self, forKey: .scaling) {
                 if c.contains(.c) {
@@ -84,6 +92,7 @@ public enum Loss: Codable, Sendable, Equatable {
         case .mse: try c.encode(Kind.mse, forKey: .kind)
         case .pseudoHuber(let v): try c.encode(Kind.pseudoHuber, forKey: .kind); try c.encode(v, forKey: .c)
         case .scaledPseudoHuber(let s): try c.encode(Kind.pseudoHuber, forKey: .kind); try c.encode(s, forKey: .scaling)
+        case .elementwisePseudoHuber(let v): try c.encode(Kind.elementwisePseudoHuber, forKey: .kind); try c.encode(v, forKey: .c)
         }
     }
 }

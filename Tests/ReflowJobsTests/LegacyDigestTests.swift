@@ -143,18 +143,25 @@ struct LegacyDigestTests {
         #expect(input["labelDropout"] == .double(0.1) && input["guidance"] == .null && input["initFrom"] == .null && input["perceptual"] == .null)
         #expect(input["inversionData"] == .null)
         #expect(input["annealing"] == .null && input["flipPairs"] == .bool(false))
-        for k in JobRunner.addedForConditioning.keys { input[k] = nil }
-        root["input"] = .object(input)
+        #expect(input["lossSpace"] == .string("output") && input["phases"] == .null)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        // The release before the diffusion models (issue #12's second part), then the one before conditioning.
+        for k in JobRunner.addedForDiffusion.keys { input[k] = nil }
+        root["input"] = .object(input)
+        let beforeDiffusion = SHA256.hex(of: Array(try e.encode(ResultValue.object(root))))
+        for k in JobRunner.addedForConditioning.keys { input[k] = nil }
+        root["input"] = .object(input)
         let old = SHA256.hex(of: Array(try e.encode(ResultValue.object(root))))
-        #expect(JobRunner.legacyDigests(spec).first == old)
+        #expect(JobRunner.legacyDigests(spec).prefix(2) == [beforeDiffusion, old])
         let guided = try SpecParser.parse(Array(#"{"type": "reflow", "input": {"teacher": {"job": "t"}, "pairs": 10, "guidance": 2}}"#.utf8))
-        #expect(JobRunner.legacyDigests(guided).isEmpty)
+        #expect(JobRunner.legacyDigests(guided).count == 1, "guidance existed in the release before the diffusion models")
+        let phased = try SpecParser.parse(Array(#"{"type": "reflow", "input": {"teacher": {"job": "t"}, "lossSpace": "data"}}"#.utf8))
+        #expect(JobRunner.legacyDigests(phased).isEmpty)
         // Conditional (U-Net) models trained without label dropout before: 0 is their neutral value.
         let unet = #"{"type": "train", "input": {"model": {"kind": "unet", "classes": 10}, "data": {"kind": "images", "dataset": "builtin:shapes"}, "labelDropout": DROP}}"#
-        #expect(JobRunner.legacyDigests(try SpecParser.parse(Array(unet.replacingOccurrences(of: "DROP", with: "0").utf8))).count == 1)
-        #expect(JobRunner.legacyDigests(try SpecParser.parse(Array(unet.replacingOccurrences(of: "DROP", with: "0.1").utf8))).isEmpty)
+        #expect(JobRunner.legacyDigests(try SpecParser.parse(Array(unet.replacingOccurrences(of: "DROP", with: "0").utf8))).count == 2)
+        #expect(JobRunner.legacyDigests(try SpecParser.parse(Array(unet.replacingOccurrences(of: "DROP", with: "0.1").utf8))).count == 1)
     }
 
     @Test("a spec using what the previous release did not have has no legacy digest")
