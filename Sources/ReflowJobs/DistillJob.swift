@@ -61,6 +61,9 @@ public enum DistillJob: JobKind {
     /// Without a `timeSampler`, the student trains on the k-step grid.
     public static func decode(_ user: Any) throws -> DistillSpec {
         var s: DistillSpec = try StudentTraining.decode(user)
+        if s.training.phases != nil {
+            throw SpecError(pointer: "/input/phases", message: "phased rectification is a reflow of a VP teacher: use it in a reflow job")
+        }
         if (user as? [String: Any])?["timeSampler"] == nil { s.training.timeSampler = .grid(k: s.k, epsilon: 0) }
         return s
     }

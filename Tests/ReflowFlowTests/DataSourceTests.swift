@@ -85,13 +85,16 @@ struct DataSourceTests {
         var rng = Random(seed: 4)
         let rows = 17, size = 3
         let x0 = rng.normal([rows, size]), x1 = rng.normal([rows, size]), t = rng.uniform([rows])
-        var xt = [Float](repeating: 0, count: rows * size), target = xt
+        var xt = [Float](repeating: 0, count: rows * size), target = xt, times = t.data
         xt.withUnsafeMutableBufferPointer { pxt in
             target.withUnsafeMutableBufferPointer { ptg in
-                Interpolant.rectifiedFlow.fill(x0: x0.data, x1: x1.data, t: t.data, rows: rows, size: size,
-                                               xt: pxt.baseAddress!, target: ptg.baseAddress!)
+                times.withUnsafeMutableBufferPointer { pt in
+                    Interpolant.rectifiedFlow.fill(x0: x0.data, x1: x1.data, t: pt.baseAddress!, rows: rows, size: size,
+                                                   xt: pxt.baseAddress!, target: ptg.baseAddress!)
+                }
             }
         }
+        #expect(times == t.data, "the flow leaves t as drawn")
         for r in 0..<rows {
             for c in 0..<size {
                 let a = Double(x0[r, c]), b = Double(x1[r, c]), tt = Double(t.data[r])

@@ -91,7 +91,7 @@ struct SpecParserTests {
         }
         #expect(a.k == 1 && a.training.timeSampler == .grid(k: 1, epsilon: 0))
         #expect(b.k == 4 && b.training.timeSampler == .grid(k: 4, epsilon: 0))
-        #expect(a.inherited == ["model", "data", "source"])
+        #expect(a.inherited == ["model", "data", "source", "interpolant"])
     }
 
     @Test("strict RFC 8259: trailing commas, duplicate keys and other malformed documents are refused as malformed",
