@@ -389,7 +389,8 @@ public final class FlowTrainer {
                         var total = raw
                         if let two = shared.value.twoStep, let guide = shared.value.guide {
                             let l2 = TwoStepDistillation.loss(student: shared.value.model, teacher: guide, graph: g, z: pZ.base! + lo * d,
-                                                              u: pU.base! + lo, labels: pL.base.map { $0 + lo }, rows: rows)
+                                                              u: pU.base! + lo, labels: pL.base.map { $0 + lo }, rows: rows,
+                                                              distance: shared.value.loss)
                             total = g.binary(.add, raw, g.affine(l2, scale: two.weight))
                         }
                         let loss = g.affine(total, scale: Float(rows) / Float(b))

@@ -9,7 +9,7 @@ public import ReflowEngine
 ///     y_s = z + v_s(z, 0)                          (the student's one step)
 ///     x_u = z + u·sg(v_s(z, 0))                    (a point on the student's own path)
 ///     x̂ = x_u + (1 − u)·v_T(x_u, u)               (the frozen teacher finishes)
-///     L_2step = mean ‖y_s − sg(x̂)‖²               (per element)
+///     L_2step = D(y_s, sg(x̂))                     (D: the training `loss`, e.g. mean squared error)
 ///
 /// The gradient reaches the student only through y_s: x_u and x̂ are constants (stop-gradient),
 /// and the teacher's weights are frozen. Wire JSON: `{"weight": 1, "uMin": 0.2, "uMax": 0.8}`.
@@ -43,7 +43,8 @@ public struct TwoStepDistillation: Codable, Sendable, Equatable, Validatable {
     /// L_2step for `rows` rows on `graph` (scalar). z: [rows, D] fresh noise, u: [rows],
     /// labels: [rows] or nil. The teacher's parameters must be frozen (``Parameter/isFrozen``).
     public static func loss(student: any VelocityNetwork, teacher: any VelocityNetwork, graph g: Graph,
-                            z: UnsafePointer<Float>, u: UnsafePointer<Float>, labels: UnsafePointer<Int32>?, rows: Int) -> Var {
+                            z: UnsafePointer<Float>, u: UnsafePointer<Float>, labels: UnsafePointer<Int32>?, rows: Int,
+                            distance: Loss = .mse) -> Var {
         let d = student.spec.pointSize
         let zeros = [Float](repeating: 0, count: rows)
         let vS = zeros.withUnsafeBufferPointer { student.velocity(g, x: z, t: $0.baseAddress!, labels: labels, rows: rows) }  // [rows, D]
@@ -55,6 +56,6 @@ public struct TwoStepDistillation: Codable, Sendable, Equatable, Validatable {
             for r in 0..<rows { for c in 0..<d { p[r * d + c] = xu[r * d + c] + (1 - u[r]) * vT[r * d + c] } }
         }
         let zc = g.constant(shape: [rows, d]) { $0.baseAddress!.update(from: z, count: rows * d) }
-        return Loss.mse(g.binary(.add, zc, vS), target)
+        return distance(g.binary(.add, zc, vS), target)
     }
 }

@@ -31,6 +31,9 @@ public enum Loss: Codable, Sendable, Equatable {
     /// Element-wise pseudo-Huber (Rectified Diffusion's train.py): per sample the mean over its
     /// elements of √((pred − target)² + c²) − c. Wire: `{"kind": "elementwisePseudoHuber", "c": 0.001}`.
     case elementwisePseudoHuber(c: Float)
+    /// Mean absolute error over batch and features (SlimFlow's L1 distillation distance).
+    /// Wire: `{"kind": "l1"}`.
+    case l1
 
     /// pred, target: [B, …] → scalar
     public func callAsFunction(_ pred: Var, _ target: Var) -> Var {
@@ -56,6 +59,8 @@ public enum Loss: Codable, Sendable, Equatable {
         case .elementwisePseudoHuber(let c):
             let h = g.affine(g.sqrt(g.affine(g.square(flat), scale: 1, shift: c * c)), scale: 1, shift: -c)   // [B, d]
             return g.affine(g.sum(h, axes: [1]), scale: 1 / Float(d))
+        case .l1:
+            return g.affine(g.sum(g.unary(.abs, flat), axes: [1]), scale: 1 / Float(d))
         }
     }
 
@@ -67,12 +72,13 @@ public enum Loss: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey { case kind, c, scaling }
-    enum Kind: String, Codable { case mse, pseudoHuber, elementwisePseudoHuber }
+    enum Kind: String, Codable { case mse, pseudoHuber, elementwisePseudoHuber, l1 }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         switch try c.decode(Kind.self, forKey: .kind) {
         case .mse: self = .mse
+        case .l1: self = .l1
         case .elementwisePseudoHuber: self = .elementwisePseudoHuber(c: try c.decodeIfPresent(Float.self, forKey: .c) ?? 1e-3)
         case .pseudoHuber:
             if let scaling = try c.decodeIfPresent(HuberScaling.self, forKey: .scaling) {
@@ -90,6 +96,7 @@ public enum Loss: Codable, Sendable, Equatable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         switch self {
         case .mse: try c.encode(Kind.mse, forKey: .kind)
+        case .l1: try c.encode(Kind.l1, forKey: .kind)
         case .pseudoHuber(let v): try c.encode(Kind.pseudoHuber, forKey: .kind); try c.encode(v, forKey: .c)
         case .scaledPseudoHuber(let s): try c.encode(Kind.pseudoHuber, forKey: .kind); try c.encode(s, forKey: .scaling)
         case .elementwisePseudoHuber(let v): try c.encode(Kind.elementwisePseudoHuber, forKey: .kind); try c.encode(v, forKey: .c)

@@ -212,3 +212,18 @@ struct RectifiedDiffusionTests {
         #expect(measured > 1e-3 && abs(measured - direct) <= 1e-3 * direct)
     }
 }
+
+@Suite("Losses: L1")
+struct L1LossTests {
+    @Test("l1 is the mean absolute difference; its wire form round-trips")
+    func l1() throws {
+        let pred = randn([2, 3], seed: 11), target = randn([2, 3], seed: 12)
+        let g = Graph(threads: 1, gradEnabled: false)
+        let value = Loss.l1(g.constant(pred), g.constant(target)).scalar
+        let hand = zip(pred.data, target.data).map { Double(abs($0 - $1)) }.reduce(0, +) / 6
+        #expect(abs(Double(value) - hand) < 1e-6)
+        let l = try JSONDecoder().decode(Loss.self, from: Data(#"{"kind": "l1"}"#.utf8))
+        #expect(l == .l1)
+        #expect(try JSONDecoder().decode(Loss.self, from: try JSONEncoder().encode(l)) == .l1)
+    }
+}
