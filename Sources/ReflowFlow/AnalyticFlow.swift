@@ -17,6 +17,12 @@ public struct AnalyticFlow: VelocityField, Sendable {
     public let data: [Float]
     public var count: Int { data.count / dimension }
 
+    /// A field over `data` ([n·dimension] floats) the caller has checked.
+    init(checked data: [Float], dimension: Int) {
+        self.dimension = dimension
+        self.data = data
+    }
+
     /// Throws when `data` is not a non-empty [n, d] set of finite values.
     public init(data: Tensor) throws {
         guard data.rank == 2, data.shape[0] > 0, data.shape[1] > 0 else {

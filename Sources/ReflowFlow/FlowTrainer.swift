@@ -251,6 +251,9 @@ public final class FlowTrainer {
     static func check(_ config: TrainingConfig, threads: Int, perceptualNetwork: ClassifierNetwork?) throws {
         if let (pointer, message) = config.validationError() { throw TrainerError.badConfig(pointer: pointer, message: message) }
         guard threads >= 1 && threads <= 256 else { throw TrainerError.badConfig(pointer: "/threads", message: "must be in [1, 256]") }
+        if config.model.config is AnalyticFlowConfig {
+            throw TrainerError.badConfig(pointer: "/model/kind", message: AnalyticFlowConfig.notTrainable)
+        }
         // (Checked here and at submit, where the model is final: a student inherits its teacher's.)
         if config.flipPairs && config.model.pointShape.count != 3 {
             throw TrainerError.badConfig(pointer: "/flipPairs", message: "mirrors images: the model's points are not images")

@@ -102,7 +102,7 @@ package enum LabelBuffer {
 /// ``metadataKey``) and what every consumer builds networks from.
 public struct ModelSpec: Codable, Sendable, Equatable, Validatable, CustomStringConvertible {
     /// The registered model kinds: adding one is one type and one entry here.
-    public static let kinds: [ModelKind] = [ModelKind(VelocityMLPConfig.self), ModelKind(UNetConfig.self)]
+    public static let kinds: [ModelKind] = [ModelKind(VelocityMLPConfig.self), ModelKind(UNetConfig.self), ModelKind(AnalyticFlowConfig.self)]
 
     /// Checkpoint metadata key holding the spec's JSON.
     public static let metadataKey = "reflowd.model"

@@ -142,6 +142,7 @@ public enum JobKinds {
         AnyJobKind(EvaluateJob.self),
         AnyJobKind(ClassifyJob.self),
         AnyJobKind(PruneJob.self),
+        AnyJobKind(AnalyticJob.self),
     ]
 
     /// The accepted `type` values, in registry order.

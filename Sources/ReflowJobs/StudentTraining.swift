@@ -124,6 +124,9 @@ enum StudentTraining {
         if s.inherited.contains("source") { s.training.source = teacher.training.source }
         if s.inherited.contains("interpolant") { s.training.interpolant = teacher.training.interpolant }
         s.inherited = []
+        if s.training.model.config is AnalyticFlowConfig {
+            throw SpecError(pointer: "/input/model", message: AnalyticFlowConfig.notTrainable)
+        }
         let teacherKind = teacher.training.interpolant
         if s.training.phases != nil {
             // Phase pairs: real items noised to a phase start, the teacher's DDIM to its end.

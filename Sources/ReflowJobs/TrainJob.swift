@@ -49,6 +49,9 @@ public enum TrainJob: JobKind {
         if input.training.flipPairs {
             throw SpecError(pointer: "/input/flipPairs", message: "mirrors stored pairs: use it in a reflow or distill job")
         }
+        if input.training.model.config is AnalyticFlowConfig {
+            throw SpecError(pointer: "/input/model/kind", message: AnalyticFlowConfig.notTrainable)
+        }
         if input.training.phases != nil {
             throw SpecError(pointer: "/input/phases", message: "trains on a VP teacher's phase pairs: use it in a reflow job")
         }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ReflowEngine
 import ReflowFlow
+import ReflowTestSupport
 @testable import ReflowJobs
 
 /// SlimFlow's options as job specs (issue #12): annealing, flips, the two-step term.
@@ -49,5 +50,50 @@ struct SlimFlowJobTests {
         } catch let e as SpecError {
             #expect(e.pointer == "/input/data")
         }
+    }
+
+    @Test("an analytic job builds the exact flow of its items: its network is AnalyticFlow, fine Euler lands on the items, it teaches a small student, and nothing trains it")
+    func analyticTeacher() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("a", #"{"type": "analytic", "input": {"points": 40, "seed": 3, "previewPoints": 0}}"#)
+        let art = try ModelArtifact.read(path: dir.path + "/a/model.safetensors")
+        let items = try #require(art.snapshot.model["data"])
+        #expect(items.shape == [40, 2] && art.model.kind == "analytic")
+        // The network is the closed form, row by row at its own t.
+        let net = try art.model.makeNetwork(stateDict: art.weights(useEMA: true))
+        let x = randn([5, 2], seed: 4)
+        let t: [Float] = [0, 0.3, 0.3, 0.7, 0.95]
+        let v = net.velocity(x: x, t: t)
+        let field = try AnalyticFlow(data: items)
+        for r in 0..<5 {
+            var out = [Float](repeating: 0, count: 2)
+            Array(x.data[(2 * r)..<(2 * r + 2)]).withUnsafeBufferPointer { xb in out.withUnsafeMutableBufferPointer { field.velocity(xb.baseAddress!, count: 1, t: t[r], into: $0.baseAddress!) } }
+            #expect(Array(v.data[(2 * r)..<(2 * r + 2)]) == out)
+        }
+        // Fine Euler samples land on the stored items (the exact flow of an empirical set memorises it).
+        let sol = try ODESolver.solve(model: art.model, stateDict: art.weights(useEMA: true), x: randn([20, 2], seed: 5), method: .euler(steps: 400),
+                                      direction: .forward, threads: 1)
+        for r in 0..<20 {
+            let px = sol.x.data[2 * r], py = sol.x.data[2 * r + 1]
+            var nearest = Float.infinity
+            for i in 0..<40 {
+                let dx = px - items.data[2 * i], dy = py - items.data[2 * i + 1]
+                nearest = min(nearest, (dx * dx + dy * dy).squareRoot())
+            }
+            #expect(nearest < 0.05)
+        }
+        // A small student learns from it (SlimFlow's exact teacher); the analytic model itself trains nothing.
+        let r = try dir.run("s", #"{"type": "reflow", "input": {"teacher": {"job": "a"}, "pairs": 200, "solver": {"kind": "euler", "steps": 20}, "model": {"width": 16, "depth": 1}, "initialization": "scratch", "annealing": {"steps": 10}, "steps": 20, "batchSize": 32, "previewPoints": 0}}"#)
+        #expect(r.training?.steps == 20)
+        func prepareError(_ json: String) -> SpecError? {
+            do { _ = try JobRunner.prepare(try SpecParser.parse(Array(json.utf8)), resolver: dir.resolver); return nil } catch { return error }
+        }
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "a"}}}"#)?.pointer == "/input/model")
+        #expect(prepareError(#"{"type": "train", "input": {"model": {"kind": "analytic"}}}"#)?.pointer == "/input/model/kind")
+        #expect(prepareError(#"{"type": "analytic", "input": {"points": 0}}"#)?.pointer == "/input/points")
+        #expect(prepareError(#"{"type": "analytic", "input": {"data": {"kind": "normal"}}}"#)?.pointer == "/input/data")
+        #expect(prepareError(#"{"type": "analytic", "input": {"pointShape": [3]}}"#)?.pointer == "/input/pointShape")
+        #expect(prepareError(#"{"type": "prune", "input": {"model": {"job": "a"}}}"#) != nil)
     }
 }
