@@ -7,7 +7,7 @@ public import ReflowNN
 /// - ``rectifiedFlow``: reflowd's flow (``TimeConvention``: t = 0 noise, t = 1 data,
 ///   x_t = t·x1 + (1 − t)·x0, target v = x1 − x0). Wire JSON: `"rectifiedFlow"`.
 /// - ``diffusion(_:)``: a discrete VP (DDPM) model (``VPDiffusion``): t picks the DDPM index
-///   i = ⌊(1 − t)·T⌋, x_i = √ᾱ_i·x1 + √(1 − ᾱ_i)·x0 with x0 the noise, and the network predicts
+///   i = T − 1 − ⌊t·T⌋, x_i = √ᾱ_i·x1 + √(1 − ᾱ_i)·x0 with x0 the noise, and the network predicts
 ///   ε = x0 or v = √ᾱ_i·x0 − √(1 − ᾱ_i)·x1. Wire JSON: `{"kind": "vp", "prediction": "epsilon",
 ///   "schedule": {"kind": "linear"}}`. Such a model samples with DDIM (``ODEMethod/ddim(steps:)``).
 public enum Interpolant: Codable, Sendable, Equatable, Validatable {
@@ -140,11 +140,14 @@ public struct VPDiffusion: Codable, Sendable, Equatable {
 
     public var steps: Int { schedule.steps }
 
-    /// The DDPM index a training time t ∈ [0, 1] falls in: ⌊(1 − t)·T⌋, clamped to [0, T − 1].
+    /// The DDPM index a training time t ∈ [0, 1] falls in: T − 1 − ⌊t·T⌋, clamped to [0, T − 1]
+    /// (the inverse of ``flowTime(index:)`` on its grid, so a k-step grid t = j/k trains
+    /// exactly the indices that k-step DDIM with trailing spacing visits; uniform t gives
+    /// uniform indices).
     @inline(__always)
     public func index(flowTime t: Float) -> Int {
         let n = steps
-        return min(n - 1, max(0, Int((Double(1 - t) * Double(n)).rounded(.down))))
+        return n - 1 - min(n - 1, max(0, Int((Double(t) * Double(n)).rounded(.down))))
     }
 
     /// The index whose network time is `t` (inverse of ``networkTime(index:)``).

@@ -41,14 +41,12 @@ public enum AnalyticJob: JobKind {
         JobOutput("samples.png", "Euler-100 samples (2-D points over the data, or an image grid)"),
     ]
 
-    /// The point shape of the data (images: their shape; 2-D distributions: [2]; point files: read).
-    static func shape(_ data: DataSource, resolver: any ArtifactResolver) throws(SpecError) -> [Int] {
+    /// The point shape of the data (images: their shape, nil for a folder whose shape is known
+    /// only once read; 2-D distributions: [2]; point files: read).
+    static func shape(_ data: DataSource, resolver: any ArtifactResolver) throws(SpecError) -> [Int]? {
         switch data {
         case .images(let ref):
-            guard let shape = try ImageSplits.describe(ref, pointer: "/input/data", resolver: resolver).shape else {
-                throw SpecError(pointer: "/input/data", message: "an image folder of unknown shape: give `pointShape` [C, H, W]")
-            }
-            return shape
+            return try ImageSplits.describe(ref, pointer: "/input/data", resolver: resolver).shape
         case .points(let ref):
             let path: String
             do { path = try resolver.path(for: ref, kind: .points) } catch { throw SpecError(pointer: "/input/data" + error.pointer, message: error.message) }
@@ -72,9 +70,12 @@ public enum AnalyticJob: JobKind {
     public static func prepare(_ input: AnalyticSpec, resolver: any ArtifactResolver) throws(SpecError) -> AnalyticSpec {
         var s = input
         if case .normal = s.data { throw SpecError(pointer: "/input/data", message: "is noise: the analytic flow of noise to noise is the identity") }
-        let found = try shape(s.data, resolver: resolver)
-        if let given = s.pointShape, given != found {
-            throw SpecError(pointer: "/input/pointShape", message: "the data's items have shape \(found), not \(given)")
+        let known = try shape(s.data, resolver: resolver)
+        if let given = s.pointShape, let known, given != known {
+            throw SpecError(pointer: "/input/pointShape", message: "the data's items have shape \(known), not \(given)")
+        }
+        guard let found = known ?? s.pointShape else {
+            throw SpecError(pointer: "/input/pointShape", message: "an image folder's shape is known only once read: give `pointShape` [C, H, W]")
         }
         s.pointShape = found
         if let e = model(s, shape: found).validationError() { throw SpecError(pointer: "/input/model" + e.pointer, message: e.message) }

@@ -41,7 +41,7 @@ struct RectifiedDiffusionTests {
         #expect(Interpolant.diffusion(VPDiffusion(schedule: .linear(steps: 1))).validationError()?.pointer == "/schedule/steps")
     }
 
-    @Test("VP fill: index ⌊(1 − t)·T⌋, network time 1 − (i + ½)/T, x_i and the ε / v targets by hand; the data-space factor")
+    @Test("VP fill: index T − 1 − ⌊t·T⌋ (trailing DDIM's on a k-grid), network time 1 − (i + ½)/T, x_i and the ε / v targets by hand; the data-space factor")
     func fill() throws {
         let d = 3, rows = 4
         let x0 = randn([rows, d], seed: 1), x1 = randn([rows, d], seed: 2)
@@ -54,12 +54,13 @@ struct RectifiedDiffusionTests {
                 t.withUnsafeMutableBufferPointer { tb in xt.withUnsafeMutableBufferPointer { xb in target.withUnsafeMutableBufferPointer { gb in
                     interp.fill(x0: a.baseAddress!, x1: b.baseAddress!, t: tb.baseAddress!, rows: rows, size: d, xt: xb.baseAddress!, target: gb.baseAddress!)
                 } } } } }
-            let indices = [999, 750, 0, 0]
+            let indices = [999, 749, 0, 0]
             for r in 0..<rows {
                 let i = indices[r]
                 #expect(vp.index(flowTime: ts[r]) == i)
                 #expect(t[r] == Float(1 - (Double(i) + 0.5) / 1000))
                 #expect(vp.index(networkTime: t[r]) == i)
+                #expect(vp.index(flowTime: vp.flowTime(index: i)) == i)
                 let bar = vp.alphaBars[i], a = Float(bar.squareRoot()), s = Float((1 - bar).squareRoot())
                 for c in 0..<d {
                     let e = x0.data[r * d + c], x = x1.data[r * d + c]
