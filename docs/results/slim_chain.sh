@@ -12,13 +12,17 @@
 #               (u ~ U[0.2, 0.8], frozen a_w<W>), 3,000 steps.
 #   d_w384_plain  the same without the two-step term; d_w384_scratch: plain distillation from
 #               random weights (no init, no two-step).
-# Usage: slim_chain.sh OUTDIR [tiny]      (two lanes of one thread each)
+# Usage: slim_chain.sh OUTDIR [tiny|long]      (two lanes of one thread each)
+#   long: the size table only (a_w<W>, d_w<W>) with 3× the steps (reflow 15,000 with K = 4,500,
+#   distillation 9,000), reusing t1 and the pairs of OUTDIR/../slim when copied in first.
 set -eu
 OUT=${1:?usage: slim_chain.sh OUTDIR [tiny]}
 SCALE=${2:-full}
 BIN=${REFLOWD:-.build/release/reflowd}
 DATA=${FMNIST:-/usr/share/datasets/fashion-mnist}
-if [ "$SCALE" = tiny ]; then S1=10; P=64; S=10; K=3; SD=10; LIMIT=',"limit":2000'; else S1=20000; P=20000; S=5000; K=1500; SD=3000; LIMIT=''; fi
+if [ "$SCALE" = tiny ]; then S1=10; P=64; S=10; K=3; SD=10; LIMIT=',"limit":2000'
+elif [ "$SCALE" = long ]; then S1=20000; P=20000; S=15000; K=4500; SD=9000; LIMIT=''
+else S1=20000; P=20000; S=5000; K=1500; SD=3000; LIMIT=''; fi
 mlp() { printf '{"kind":"mlp","dimension":784,"imageShape":[1,28,28],"width":%s,"depth":3,"timeInput":{"kind":"sinusoidal","features":32,"scale":1000}}' "$1"; }
 COMMON='"batchSize":128,"learningRate":2e-4,"gradClipNorm":1,"emaDecay":0.999,"logEvery":100,"checkpointEvery":1000'
 E50='"solver":{"kind":"euler","steps":50}'
@@ -45,6 +49,12 @@ run() {
 }
 run t1
 run a_w1024
+if [ "$SCALE" = long ]; then
+  ( run a_w640; run a_w224; run d_w640; run d_w224 ) &
+  ( run a_w384; run d_w384; run d_w1024 ) &
+  wait
+  exit 0
+fi
 ( run a_w640; run a_w224; run a_w384_none; run d_w640; run d_w224 ) &
 ( run a_w384; run a_w384_flip; run a_w384_anneal; run d_w384; run d_w384_plain; run d_w384_scratch; run d_w1024 ) &
 wait
