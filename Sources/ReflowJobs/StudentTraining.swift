@@ -268,7 +268,10 @@ enum StudentTraining {
         -> (z0: Tensor, z1: Tensor, labels: [Int32]?, summary: PairsSummary) {
         let st = s.student
         let d = s.training.model.pointSize
-        let solverJSON = String(decoding: try JSONEncoder().encode(st.solver), as: UTF8.self)
+        // Sorted keys: JSONEncoder's key order is not stable across processes on Linux.
+        let sortedEncoder = JSONEncoder()
+        sortedEncoder.outputFormatting = [.sortedKeys]
+        let solverJSON = String(decoding: try sortedEncoder.encode(st.solver), as: UTF8.self)
         func summary(_ z0: Tensor, _ z1: Tensor, _ meta: [String: String], seconds: Double, reused: Bool) throws -> PairsSummary {
             let solver = (try? JSONDecoder().decode(ODEMethod.self, from: Data((meta["reflowd.solver"] ?? "").utf8))) ?? st.solver
             return PairsSummary(count: z0.shape[0], solver: solver, nfeMean: Double(meta["reflowd.nfe_mean"] ?? "") ?? 0,
@@ -320,7 +323,10 @@ enum StudentTraining {
         }
         if FileManager.default.fileExists(atPath: own) {
             let p = try PairStore.read(path: own)
-            let same = meta.allSatisfy { p.metadata[$0.key] == $0.value } && p.z0.shape[0] == st.pairs
+            // (The solver is compared as a value: files of earlier releases hold its JSON in any key order.)
+            let storedSolver = p.metadata["reflowd.solver"].flatMap { try? JSONDecoder().decode(ODEMethod.self, from: Data($0.utf8)) }
+            let same = meta.allSatisfy { $0.key == "reflowd.solver" || p.metadata[$0.key] == $0.value }
+                && storedSolver == st.solver && p.z0.shape[0] == st.pairs
             guard same else { throw JobError.invalidInput("\(JobDirectory.Name.pairs) in the job directory was made with other settings; use an empty directory") }
             try check(p, JobDirectory.Name.pairs)
             return (p.z0, p.z1, p.labels, try summary(p.z0, p.z1, p.metadata, seconds: 0, reused: true))

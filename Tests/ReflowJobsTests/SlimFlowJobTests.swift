@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ReflowEngine
 import ReflowFlow
+import ReflowStore
 import ReflowTestSupport
 @testable import ReflowJobs
 
@@ -95,5 +96,26 @@ struct SlimFlowJobTests {
         #expect(prepareError(#"{"type": "analytic", "input": {"data": {"kind": "normal"}}}"#)?.pointer == "/input/data")
         #expect(prepareError(#"{"type": "analytic", "input": {"pointShape": [3]}}"#)?.pointer == "/input/pointShape")
         #expect(prepareError(#"{"type": "prune", "input": {"model": {"job": "a"}}}"#) != nil)
+    }
+
+    @Test("a restarted reflow reuses its own pairs whatever the key order of their recorded solver JSON")
+    func pairsReuseSolverKeyOrder() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("rf1", #"{"type": "train", "input": {\#(tinyModel), "steps": 20}}"#)
+        let json = #"{"type": "reflow", "input": {"teacher": {"job": "rf1"}, "pairs": 64, "solver": {"kind": "euler", "steps": 4}, "steps": 10, "batchSize": 16, "previewPoints": 0}}"#
+        try dir.run("r", json)
+        // Rewrite the pairs file's solver JSON with the keys in the other order, as an earlier
+        // release could have (JSONEncoder's key order is not stable across processes).
+        let path = dir.path + "/r/pairs.safetensors"
+        let file = try SafeTensors.read(path: path)
+        var meta = file.metadata
+        let swapped = #"{"steps":4,"kind":"euler"}"#, sorted = #"{"kind":"euler","steps":4}"#
+        #expect(meta["reflowd.solver"] == sorted || meta["reflowd.solver"] == swapped)
+        meta["reflowd.solver"] = meta["reflowd.solver"] == sorted ? swapped : sorted
+        try SafeTensors.write(file.order.map { (name: $0, tensor: file.tensors[$0]!) }, metadata: meta, to: path)
+        try FileManager.default.removeItem(atPath: dir.path + "/r/model.safetensors")
+        let again = try dir.run("r", json)
+        #expect(again.pairs?.reused == true && again.training?.steps == 10)
     }
 }
