@@ -95,21 +95,22 @@ if WHICH == "rd":
         if a and b:
             print("- %s − ε-rectified at DDIM-4, FD: %s" % (ph, paired(a["frechetDistance"], b["frechetDistance"])))
 else:
-    print("| model | parameters | MACs / NFE | FD 1 step ↓ | KID ×10³ | precision | recall | straightness (2-RF) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | parameters | MACs / NFE | 2-RF FD, Euler 1 | 2-RF FD, Euler 8 | one-step student FD ↓ | student precision | student recall | 2-RF straightness |")
+    print("|---|---|---|---|---|---|---|---|---|")
     t, ts, _ = evals("t1")
     p, mac = size("t1")
-    print("| teacher 1-RF (w 1024), Euler 1 | %s | %s | %s | %s | %s | %s | %s (1-RF) |" % (
-        p, mac, ms(t["euler-1"]["frechetDistance"]), ms(t["euler-1"]["kid"]), ms(t["euler-1"]["precision"], "%.3f"),
-        ms(t["euler-1"]["recall"], "%.3f"), ms(ts, "%.4f")))
+    print("| teacher 1-RF (w 1024) | %s | %s | %s (1-RF) | %s (1-RF) | – | – | – | %s (1-RF) |" % (
+        p, mac, ms(t["euler-1"]["frechetDistance"]), ms(t["euler-8"]["frechetDistance"]), ms(ts, "%.4f")))
     for w in [1024, 640, 384, 224]:
         d, _, _ = evals("d_w%d" % w)
-        _, astraight, _ = evals("a_w%d" % w)
-        p, mac = size("d_w%d" % w)
-        if "euler-1" in d:
-            m = d["euler-1"]
-            print("| SlimFlow student w %d | %s | %s | %s | %s | %s | %s | %s |" % (
-                w, p, mac, ms(m["frechetDistance"]), ms(m["kid"]), ms(m["precision"], "%.3f"), ms(m["recall"], "%.3f"), ms(astraight, "%.4f")))
+        a, astraight, _ = evals("a_w%d" % w)
+        p, mac = size("a_w%d" % w)
+        m = d.get("euler-1")
+        print("| SlimFlow w %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            w, p, mac, ms(a["euler-1"]["frechetDistance"]) if "euler-1" in a else "–",
+            ms(a["euler-8"]["frechetDistance"]) if "euler-8" in a else "–",
+            ms(m["frechetDistance"]) if m else "–", ms(m["precision"], "%.3f") if m else "–", ms(m["recall"], "%.3f") if m else "–",
+            ms(astraight, "%.4f")))
     print()
     print("Teacher at more steps: " + ", ".join("%s FD %s" % (k, ms(v["frechetDistance"])) for k, v in t.items()))
     print()
