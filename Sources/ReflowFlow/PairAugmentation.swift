@@ -1,4 +1,4 @@
-public import ReflowEngine
+import ReflowEngine
 public import ReflowNN
 import Foundation
 

@@ -1,6 +1,6 @@
 public import ReflowAutograd
 public import ReflowNN
-public import ReflowEngine
+import ReflowEngine
 
 /// SlimFlow's flow-guided distillation term (Zhu, Liu & Liu 2024, code `teacher_loss_new`;
 /// ALGORITHMS.md §6) for a one-step student, added to the distillation loss on the stored pairs:

@@ -1,5 +1,5 @@
-public import ReflowNN
-public import ReflowFlow
+import ReflowNN
+import ReflowFlow
 
 /// Which class labels a sampling job asks a class-conditional model for, and its
 /// classifier-free guidance: the `labels`, `perClass` and `guidance` keys of `sample` and

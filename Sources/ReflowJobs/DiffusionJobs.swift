@@ -1,4 +1,4 @@
-public import ReflowFlow
+import ReflowFlow
 import ReflowEngine
 
 // How the job kinds treat VP diffusion models (issue #12): such a model samples and inverts

@@ -48,8 +48,8 @@ struct SlimFlowJobTests {
         do {
             _ = try JobRunner.prepare(try SpecParser.parse(Array(twoD.utf8)), resolver: dir.resolver)
             Issue.record("2-D data for the image teacher's model was accepted")
-        } catch let e as SpecError {
-            #expect(e.pointer == "/input/data")
+        } catch {
+            #expect(error.pointer == "/input/data")
         }
     }
 

@@ -76,8 +76,10 @@ final class ServerProcess {
             let r = waitpid(pid, &status, WNOHANG)
             if r == pid { return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
             if r < 0 {
-                // Already reaped by Foundation.
-                return process.isRunning ? -1 : process.terminationStatus
+                // Already reaped by Foundation, which may not have recorded it yet (seen under
+                // load: isRunning still true right after ECHILD); wait for its bookkeeping.
+                if process.isRunning { usleep(10_000); continue }
+                return process.terminationStatus
             }
             usleep(10_000)
         }

@@ -13,10 +13,14 @@
 #   rd_ph2, rd_ph4  phased Rectified Diffusion with 2 and 4 phases: 20,000 phase pairs (training
 #               images noised to the phase start, the teacher's DDIM-40 split over the phases),
 #               from the teacher's weights, element-wise pseudo-Huber on the phase end.
-# Usage: rd_chain.sh OUTDIR [tiny]
+#   v (third argument): the same chain from a v-prediction teacher on the cosine schedule (an
+#               MLP predicts ε poorly at this budget); the rectified student inherits the
+#               v-parameterisation; only ddpm, rd_eps and rd_flow_s run.
+# Usage: rd_chain.sh OUTDIR [tiny|full] [eps|v]
 set -eu
 OUT=${1:?usage: rd_chain.sh OUTDIR [tiny]}
 SCALE=${2:-full}
+PRED=${3:-eps}
 BIN=${REFLOWD:-.build/release/reflowd}
 DATA=${FMNIST:-/usr/share/datasets/fashion-mnist}
 if [ "$SCALE" = tiny ]; then S1=10; P=64; S=10; LIMIT=',"limit":2000'; else S1=20000; P=20000; S=5000; LIMIT=''; fi
@@ -25,7 +29,8 @@ COMMON='"batchSize":128,"learningRate":2e-4,"gradClipNorm":1,"emaDecay":0.999,"l
 RD='"loss":{"kind":"elementwisePseudoHuber","c":0.001},"lossSpace":"data"'
 mkdir -p "$OUT"
 job() { printf '{"type":"%s","input":{%s}}\n' "$2" "$3" > "$OUT/$1.json"; }
-job ddpm train "\"model\":$M,\"interpolant\":{\"kind\":\"vp\",\"prediction\":\"epsilon\",\"schedule\":{\"kind\":\"linear\"}},\"data\":{\"kind\":\"images\",\"dataset\":\"$DATA\",\"split\":\"train\"$LIMIT},\"batchSize\":128,\"learningRate\":5e-4,\"gradClipNorm\":1,\"emaDecay\":0.999,\"seed\":1,\"steps\":$S1,\"logEvery\":100,\"checkpointEvery\":1000"
+if [ "$PRED" = v ]; then VP='{"kind":"vp","prediction":"v","schedule":{"kind":"cosine"}}'; else VP='{"kind":"vp","prediction":"epsilon","schedule":{"kind":"linear"}}'; fi
+job ddpm train "\"model\":$M,\"interpolant\":$VP,\"data\":{\"kind\":\"images\",\"dataset\":\"$DATA\",\"split\":\"train\"$LIMIT},\"batchSize\":128,\"learningRate\":5e-4,\"gradClipNorm\":1,\"emaDecay\":0.999,\"seed\":1,\"steps\":$S1,\"logEvery\":100,\"checkpointEvery\":1000"
 job rd_eps reflow "\"teacher\":{\"job\":\"ddpm\"},\"pairs\":$P,\"solver\":{\"kind\":\"ddim\",\"steps\":50},\"noiseSeed\":11,$RD,$COMMON,\"seed\":2,\"steps\":$S"
 PF='"teacher":{"job":"ddpm"},"pairsFrom":{"job":"rd_eps"},"noiseSeed":11'
 job rd_eps_mse reflow "$PF,$COMMON,\"seed\":2,\"steps\":$S"
@@ -41,6 +46,7 @@ run() {
 }
 run ddpm
 run rd_eps
+if [ "$PRED" = v ]; then run rd_flow_s; exit 0; fi
 ( run rd_ph2; run rd_vpv; run rd_flow_s ) &
 ( run rd_ph4; run rd_eps_mse; run rd_flow ) &
 wait

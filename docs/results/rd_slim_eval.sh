@@ -4,7 +4,8 @@
 # cond_stage1.sh, copied into each OUTDIR), n = 2000 samples against the held-out test split,
 # sampling seeds 1, 2, 3 (the noise; the models are fixed). Straightness and (VP models)
 # first-order-ness from 256 trajectories of `straightnessSteps` = 100 (Euler / DDIM).
-# Usage: rd_slim_eval.sh rd|slim OUTDIR [tiny]
+# rdv: the models of `rd_chain.sh OUTDIR full v` (ddpm, rd_eps, rd_flow_s).
+# Usage: rd_slim_eval.sh rd|rdv|slim OUTDIR [tiny]
 set -eu
 WHICH=${1:?usage: rd_slim_eval.sh rd|slim OUTDIR [tiny]}
 OUT=${2:?usage: rd_slim_eval.sh rd|slim OUTDIR [tiny]}
@@ -21,7 +22,11 @@ ev() { # name model solvers seed
   echo "$1" >> "$LIST"
 }
 for seed in 1 2 3; do
-  if [ "$WHICH" = rd ]; then
+  if [ "$WHICH" = rdv ]; then
+    ev "e_ddpm_s$seed" ddpm "[$(s ddim 1),$(s ddim 2),$(s ddim 4),$(s ddim 25),$(s ddim 100)]" $seed
+    ev "e_rd_eps_s$seed" rd_eps "[$(s ddim 1),$(s ddim 2),$(s ddim 4)]" $seed
+    ev "e_rd_flow_s_s$seed" rd_flow_s "[$(s euler 1),$(s euler 2),$(s euler 4)]" $seed
+  elif [ "$WHICH" = rd ]; then
     ev "e_ddpm_s$seed" ddpm "[$(s ddim 1),$(s ddim 2),$(s ddim 4),$(s ddim 25),$(s ddim 100)]" $seed
     for m in rd_eps rd_eps_mse rd_vpv rd_ph2 rd_ph4; do ev "e_${m}_s$seed" $m "[$(s ddim 1),$(s ddim 2),$(s ddim 4)]" $seed; done
     for m in rd_flow rd_flow_s; do ev "e_${m}_s$seed" $m "[$(s euler 1),$(s euler 2),$(s euler 4)]" $seed; done

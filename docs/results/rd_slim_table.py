@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Tables of issue #12 (docs/RESULTS.md) from the evaluate jobs of rd_slim_eval.sh.
-Usage: rd_slim_table.py rd|slim OUTDIR. Prints markdown. Every number is mean ± sample std over
+Usage: rd_slim_table.py rd|rdv|slim OUTDIR. Prints markdown. Every number is mean ± sample std over
 the sampling seeds 1, 2, 3 (same noise for every model); paired differences use the same seed."""
 import json, os, statistics, sys
 
@@ -51,14 +51,15 @@ def size(job):
     t = (r or {}).get("training") or {}
     return t.get("parameters"), t.get("macsPerSample")
 
-first_eval = load("e_%s_s1" % ("ddpm" if WHICH == "rd" else "t1"))
+first_eval = load("e_%s_s1" % ("t1" if WHICH == "slim" else "ddpm"))
 if first_eval:
     ie = first_eval["imageEvaluation"]
     print("Evaluation classifier `clf_eval`: held-out accuracy %.4f; real-vs-real floor FD %.2f (n = %d).\n" % (
         ie.get("classifierTestAccuracy") or 0, ie["floor"]["frechetDistance"], ie["n"]))
 
-if WHICH == "rd":
-    models = [("ddpm", "DDPM teacher (ε, linear β)"), ("rd_eps", "ε-rectified (pseudo-Huber on x̂0, from teacher)"),
+if WHICH in ("rd", "rdv"):
+    models = [("ddpm", "DDPM teacher (v, cosine β)"), ("rd_eps", "v-rectified (pseudo-Huber on x̂0, from teacher)"),
+              ("rd_flow_s", "flow form, random init")] if WHICH == "rdv" else [("ddpm", "DDPM teacher (ε, linear β)"), ("rd_eps", "ε-rectified (pseudo-Huber on x̂0, from teacher)"),
               ("rd_eps_mse", "ε-rectified, squared error on ε"), ("rd_vpv", "VP v-prediction rectified"),
               ("rd_flow", "flow form (v = x1 − x0, from teacher's weights)"), ("rd_flow_s", "flow form, random init"),
               ("rd_ph2", "phased, 2 phases"), ("rd_ph4", "phased, 4 phases")]
@@ -79,11 +80,12 @@ if WHICH == "rd":
         print("| %s | %s | %s |" % (label, ms(first, "%.4f"), ms(straight, "%.4f")))
     print()
     base, _, _ = evals("rd_eps")
-    flow, _, _ = evals("rd_flow")
-    for n in [1, 2, 4]:
-        a, b = base.get("ddim-%d" % n), flow.get("euler-%d" % n)
-        if a and b:
-            print("- ε-rectified DDIM-%d − flow form Euler-%d, FD: %s" % (n, n, paired(a["frechetDistance"], b["frechetDistance"])))
+    for fjob, flabel in [("rd_flow", "flow form from the teacher's weights"), ("rd_flow_s", "flow form from random weights")]:
+        flow, _, _ = evals(fjob)
+        for n in [1, 2, 4]:
+            a, b = base.get("ddim-%d" % n), flow.get("euler-%d" % n)
+            if a and b:
+                print("- ε-rectified DDIM-%d − %s Euler-%d, FD: %s" % (n, flabel, n, paired(a["frechetDistance"], b["frechetDistance"])))
     t, _, _ = evals("ddpm")
     for n in [1, 2, 4]:
         a, b = base.get("ddim-%d" % n), t.get("ddim-%d" % n)
