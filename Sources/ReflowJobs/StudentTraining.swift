@@ -90,9 +90,10 @@ public protocol StudentInput: JobInput {
 extension StudentInput {
     public static var defaultGuidance: Float? { nil }
 
-    /// The training config's first error. While `model`, `data` or `source` still follow the
-    /// teacher (before ``StudentTraining/prepare(_:resolver:)``), whether they fit each other
-    /// is left to the check after the teacher's values are filled in.
+    /// The training config's first error. While `model`, `data`, `source` or `interpolant`
+    /// still follow the teacher (before ``StudentTraining/prepare(_:resolver:)``), whether they
+    /// fit each other (and the options that need a kind of interpolant) is left to the check
+    /// after the teacher's values are filled in.
     var studentTrainingError: FieldError? {
         inherited.isEmpty ? training.validationError() : training.fieldError()
     }
