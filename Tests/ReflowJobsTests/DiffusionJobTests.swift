@@ -80,4 +80,16 @@ struct DiffusionJobTests {
         #expect(result.contains("ddim2.swd") && !result.contains("euler2"))
         _ = p
     }
+
+    @Test("a U-Net trains as a VP v-prediction model on the cosine schedule, samples with DDIM and inverts with DDIM inversion")
+    func unetDiffusion() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        let r = try dir.run("u", #"{"type": "train", "input": {"data": {"kind": "images", "dataset": "builtin:shapes", "limit": 64}, \#(tinyUNet), "interpolant": {"kind": "vp", "prediction": "v", "schedule": {"kind": "cosine"}}, "batchSize": 8, "steps": 3, "previewPoints": 4}}"#)
+        #expect(r.training?.steps == 3 && r.training?.finalLoss.isFinite == true)
+        let s = try dir.run("s", #"{"type": "sample", "input": {"model": {"job": "u"}, "n": 3, "solver": {"kind": "ddim", "steps": 3}}}"#)
+        #expect(s.sample?.nfe == 3)
+        let i = try dir.run("i", #"{"type": "invert", "input": {"model": {"job": "u"}, "points": {"distribution": {"kind": "images", "dataset": "builtin:shapes", "limit": 2}, "n": 2}, "solver": {"kind": "ddim", "steps": 4}}}"#)
+        #expect(i.sections["invert"] != nil)
+    }
 }
