@@ -47,8 +47,8 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
     /// Rectified Diffusion's loss on x̂0).
     public var lossSpace: LossSpace = .output
     /// Phased Rectified Diffusion: the number of phases K of the stored pairs (phase-start
-    /// points and the teacher's phase-end points, ``PhasedRectification``); needs an
-    /// ε-prediction `vp` interpolant. null: ordinary training.
+    /// points and the teacher's phase-end points, ``PhasedRectification``); needs a `vp`
+    /// interpolant (ε or v prediction). null: ordinary training.
     @Explicit public var phases: Int? = nil
 
     public init() {}
@@ -73,8 +73,8 @@ public struct TrainingConfig: DefaultDecodable, Sendable, Equatable, Validatable
             {
                 // (With the interpolant, which a student may inherit from its teacher.)
                 guard let k = phases else { return nil }
-                guard let vp = interpolant.diffusion, vp.prediction == .epsilon else {
-                    return ("/phases", "phased rectification trains an ε-prediction VP model: set interpolant {\"kind\": \"vp\", \"prediction\": \"epsilon\"}")
+                guard let vp = interpolant.diffusion else {
+                    return ("/phases", "phased rectification trains a VP model: set interpolant {\"kind\": \"vp\", …}")
                 }
                 return k > vp.steps ? ("/phases", "\(k) phases of a \(vp.steps)-step schedule") : nil
             },

@@ -27,9 +27,11 @@ public enum LossSpace: String, Codable, Sendable, CaseIterable {
 ///
 ///     ε' = (x_e/α_e − x_s/α_s)/(s_e − s_s),   x_u = α_u·(x_s/α_s + (s_u − s_s)·ε'),
 ///
-/// and regresses ε̂(x_u, u) on ε'. One DDIM step from u to end_p then lands on
-/// x̂_e = α_e·(x_u/α_u + (s_e − s_u)·ε̂), whose error is α_e·(s_u − s_e)·(ε̂ − ε'): that is the
-/// factor `lossSpace: "data"` applies (the paper's pseudo-Huber on x̂_e).
+/// and regresses ε̂(x_u, u) on ε' (a v-prediction student: on v' = α_u·ε' − σ_u·x0', with
+/// x0' = (x_u − σ_u·ε')/α_u the path's data, so that its ε̂ = σ_u·x_u + α_u·v̂ is ε'). One DDIM
+/// step from u to end_p then lands on x̂_e = α_e·(x_u/α_u + (s_e − s_u)·ε̂), whose error is
+/// α_e·(s_u − s_e)·(ε̂ − ε') (times α_u for a v error): that is the factor
+/// `lossSpace: "data"` applies (the paper's pseudo-Huber on x̂_e).
 public enum PhasedRectification {
     /// Largest number of phases accepted.
     public static let maxPhases = 100
@@ -57,13 +59,20 @@ public enum PhasedRectification {
             let bs = vp.alphaBar(s), be = vp.alphaBar(e), bu = vp.alphaBar(u)
             let aS = bs.squareRoot(), aE = be.squareRoot(), aU = bu.squareRoot()
             let sS = (1 - bs).squareRoot() / aS, sE = (1 - be).squareRoot() / aE, sU = (1 - bu).squareRoot() / aU
-            scale?[r] = Float(aE * (sU - sE))
+            let v = vp.prediction == .v, sigU = (1 - bu).squareRoot()
+            scale?[r] = Float(aE * (sU - sE) * (v ? aU : 1))
             let o = r * size
             for c in 0..<size {
                 let ys = Double(xs[o + c]) / aS, ye = Double(xe[o + c]) / aE
                 let eps = (ye - ys) / (sE - sS)
-                target[o + c] = Float(eps)
-                xu[o + c] = Float(aU * (ys + (sU - sS) * eps))
+                let x = aU * (ys + (sU - sS) * eps)
+                xu[o + c] = Float(x)
+                if v {
+                    let data = (x - sigU * eps) / aU
+                    target[o + c] = Float(aU * eps - sigU * data)
+                } else {
+                    target[o + c] = Float(eps)
+                }
             }
         }
     }

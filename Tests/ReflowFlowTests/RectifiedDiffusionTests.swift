@@ -181,6 +181,49 @@ struct RectifiedDiffusionTests {
         }
     }
 
+    @Test("phased fill for a v-prediction student: its target's ε̂ is ε', and the factor maps a v error to the phase-end error")
+    func phasedV() throws {
+        let vp = VPDiffusion(schedule: .cosine(), prediction: .v), eps = VPDiffusion(schedule: .cosine())
+        let b = PhasedRectification.boundaries(phases: 2, steps: 1000), d = 3, rows = 2
+        let data = randn([rows, d], seed: 13), noise = randn([rows, d], seed: 14)
+        func point(_ i: Int, _ j: Int) -> Float {
+            let bar = vp.alphaBar(i)
+            return Float(bar.squareRoot()) * data.data[j] + Float((1 - bar).squareRoot()) * noise.data[j]
+        }
+        var xs = [Float](repeating: 0, count: rows * d), xe = xs
+        for r in 0..<rows { for c in 0..<d { xs[r * d + c] = point(b[r].start, r * d + c); xe[r * d + c] = point(b[r].end, r * d + c) } }
+        let phase: [Int32] = [0, 1]
+        func fill(_ v: VPDiffusion) -> (xu: [Float], target: [Float], scale: [Float], t: [Float]) {
+            var t: [Float] = [0.4, 0.6], xu = xs, target = xs, scale = [Float](repeating: 0, count: rows)
+            phase.withUnsafeBufferPointer { p in xs.withUnsafeBufferPointer { a in xe.withUnsafeBufferPointer { e in
+                t.withUnsafeMutableBufferPointer { tb in xu.withUnsafeMutableBufferPointer { u in target.withUnsafeMutableBufferPointer { g in
+                    scale.withUnsafeMutableBufferPointer { sc in
+                        PhasedRectification.fill(v, bounds: b, phase: p.baseAddress!, xs: a.baseAddress!, xe: e.baseAddress!, t: tb.baseAddress!,
+                                                 rows: rows, size: d, xu: u.baseAddress!, target: g.baseAddress!, scale: sc.baseAddress!)
+                    } } } } } } }
+            return (xu, target, scale, t)
+        }
+        let fv = fill(vp), fe = fill(eps)
+        #expect(fv.xu == fe.xu && fv.t == fe.t)
+        for r in 0..<rows {
+            let u = vp.index(networkTime: fv.t[r])
+            // ε̂ from the v target is the ε target.
+            var out = Array(fv.target[(r * d)..<((r + 1) * d)])
+            let x = Array(fv.xu[(r * d)..<((r + 1) * d)])
+            x.withUnsafeBufferPointer { xb in out.withUnsafeMutableBufferPointer { vp.epsilon(from: $0.baseAddress!, x: xb.baseAddress!, count: d, index: u) } }
+            for c in 0..<d { #expect(abs(out[c] - fe.target[r * d + c]) < 1e-4) }
+            // A v error δ moves the phase end by δ·scale.
+            let delta: Float = 0.01
+            var shifted = Array(fv.target[(r * d)..<((r + 1) * d)]).map { $0 + delta }
+            x.withUnsafeBufferPointer { xb in shifted.withUnsafeMutableBufferPointer { vp.epsilon(from: $0.baseAddress!, x: xb.baseAddress!, count: d, index: u) } }
+            var moved = x
+            moved.withUnsafeMutableBufferPointer { mb in shifted.withUnsafeBufferPointer { eb in
+                DDIM.move(mb.baseAddress!, eps: eb.baseAddress!, count: d, from: u, to: b[r].end, alphaBars: vp.alphaBars)
+            } }
+            for c in 0..<d { #expect(abs(abs(moved[c] - xe[r * d + c]) - delta * fv.scale[r]) < 1e-3) }
+        }
+    }
+
     @Test("first-order-ness: 0 on a constant-ε field, positive on a drifting one, equal to a direct sum over the ε̂ the moves used")
     func firstOrderness() throws {
         let vp = VPDiffusion(), d = 2, rows = 5, steps = 8

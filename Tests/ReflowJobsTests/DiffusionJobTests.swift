@@ -63,7 +63,7 @@ struct DiffusionJobTests {
         #expect(prepareError(#"{"type": "evaluate", "input": {"model": {"job": "ddpm"}, "solvers": [{"kind": "ddim", "steps": 2}, {"kind": "rk45"}]}}"#, dir)?.pointer == "/input/solvers/1/kind")
         #expect(prepareError(#"{"type": "evaluate", "input": {"model": {"job": "ddpm"}, "lossCurve": {}}}"#, dir)?.pointer == "/input/lossCurve")
         #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "flow"}, "phases": 2}}"#, dir)?.pointer == "/input/phases")
-        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "ddpm"}, "phases": 2, "interpolant": {"kind": "vp", "prediction": "v"}}}"#, dir)?.pointer == "/input/phases")
+        #expect(prepareError(#"{"type": "reflow", "input": {"teacher": {"job": "ddpm"}, "phases": 2, "interpolant": "rectifiedFlow"}}"#, dir)?.pointer == "/input/phases")
         #expect(prepareError(#"{"type": "train", "input": {"interpolant": {"kind": "vp"}, "phases": 2}}"#, dir)?.pointer == "/input/phases")
         #expect(prepareError(#"{"type": "distill", "input": {"teacher": {"job": "ddpm"}, "phases": 2}}"#, dir)?.pointer == "/input/phases")
         #expect(prepareError(#"{"type": "distill", "input": {"teacher": {"job": "ddpm"}, "twoStep": {}}}"#, dir)?.pointer == "/input/twoStep")

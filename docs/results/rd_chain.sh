@@ -15,7 +15,8 @@
 #               from the teacher's weights, element-wise pseudo-Huber on the phase end.
 #   v (third argument): the same chain from a v-prediction teacher on the cosine schedule (an
 #               MLP predicts ε poorly at this budget); the rectified student inherits the
-#               v-parameterisation; only ddpm, rd_eps and rd_flow_s run.
+#               v-parameterisation (also in the phased runs); ddpm, rd_eps, rd_flow_s, rd_ph2 and
+#               rd_ph4 run.
 # Usage: rd_chain.sh OUTDIR [tiny|full] [eps|v]
 set -eu
 OUT=${1:?usage: rd_chain.sh OUTDIR [tiny]}
@@ -46,7 +47,7 @@ run() {
 }
 run ddpm
 run rd_eps
-if [ "$PRED" = v ]; then run rd_flow_s; exit 0; fi
+if [ "$PRED" = v ]; then ( run rd_flow_s; run rd_ph2 ) & run rd_ph4; wait; exit 0; fi
 ( run rd_ph2; run rd_vpv; run rd_flow_s ) &
 ( run rd_ph4; run rd_eps_mse; run rd_flow ) &
 wait

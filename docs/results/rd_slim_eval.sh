@@ -4,7 +4,7 @@
 # cond_stage1.sh, copied into each OUTDIR), n = 2000 samples against the held-out test split,
 # sampling seeds 1, 2, 3 (the noise; the models are fixed). Straightness and (VP models)
 # first-order-ness from 256 trajectories of `straightnessSteps` = 100 (Euler / DDIM).
-# rdv: the models of `rd_chain.sh OUTDIR full v` (ddpm, rd_eps, rd_flow_s).
+# rdv: the models of `rd_chain.sh OUTDIR full v` (ddpm, rd_eps, rd_flow_s, rd_ph2, rd_ph4).
 # Usage: rd_slim_eval.sh rd|rdv|slim OUTDIR [tiny]
 set -eu
 WHICH=${1:?usage: rd_slim_eval.sh rd|slim OUTDIR [tiny]}
@@ -26,6 +26,7 @@ for seed in 1 2 3; do
     ev "e_ddpm_s$seed" ddpm "[$(s ddim 1),$(s ddim 2),$(s ddim 4),$(s ddim 25),$(s ddim 100)]" $seed
     ev "e_rd_eps_s$seed" rd_eps "[$(s ddim 1),$(s ddim 2),$(s ddim 4)]" $seed
     ev "e_rd_flow_s_s$seed" rd_flow_s "[$(s euler 1),$(s euler 2),$(s euler 4)]" $seed
+    for m in rd_ph2 rd_ph4; do ev "e_${m}_s$seed" $m "[$(s ddim 1),$(s ddim 2),$(s ddim 4)]" $seed; done
   elif [ "$WHICH" = rd ]; then
     ev "e_ddpm_s$seed" ddpm "[$(s ddim 1),$(s ddim 2),$(s ddim 4),$(s ddim 25),$(s ddim 100)]" $seed
     for m in rd_eps rd_eps_mse rd_vpv rd_ph2 rd_ph4; do ev "e_${m}_s$seed" $m "[$(s ddim 1),$(s ddim 2),$(s ddim 4)]" $seed; done

@@ -59,7 +59,8 @@ if first_eval:
 
 if WHICH in ("rd", "rdv"):
     models = [("ddpm", "DDPM teacher (v, cosine β)"), ("rd_eps", "v-rectified (pseudo-Huber on x̂0, from teacher)"),
-              ("rd_flow_s", "flow form, random init")] if WHICH == "rdv" else [("ddpm", "DDPM teacher (ε, linear β)"), ("rd_eps", "ε-rectified (pseudo-Huber on x̂0, from teacher)"),
+              ("rd_flow_s", "flow form, random init"), ("rd_ph2", "phased (v), 2 phases"),
+              ("rd_ph4", "phased (v), 4 phases")] if WHICH == "rdv" else [("ddpm", "DDPM teacher (ε, linear β)"), ("rd_eps", "ε-rectified (pseudo-Huber on x̂0, from teacher)"),
               ("rd_eps_mse", "ε-rectified, squared error on ε"), ("rd_vpv", "VP v-prediction rectified"),
               ("rd_flow", "flow form (v = x1 − x0, from teacher's weights)"), ("rd_flow_s", "flow form, random init"),
               ("rd_ph2", "phased, 2 phases"), ("rd_ph4", "phased, 4 phases")]
