@@ -20,14 +20,6 @@ struct RectifiedDiffusionTests {
         }
     }
 
-    struct ConstantEpsilon: NoisePredictionField {
-        let noise: [Float]
-        let dimension: Int
-        func epsilon(_ x: UnsafePointer<Float>, count: Int, index: Int, into eps: UnsafeMutablePointer<Float>) {
-            for j in 0..<(count * dimension) { eps[j] = noise[j] }
-        }
-    }
-
     @Test("interpolant wire forms: the flow stays the string of earlier releases; vp round-trips; unknown kinds are errors")
     func wire() throws {
         let e = JSONEncoder()
@@ -238,7 +230,7 @@ struct RectifiedDiffusionTests {
             return out
         }
         let z = randn([rows, d], seed: 9).data
-        let constant = frames(ConstantEpsilon(noise: randn([rows, d], seed: 10).data, dimension: d), start: z)
+        let constant = frames(DiffusionTests.ConstantEpsilon(noise: randn([rows, d], seed: 10).data, dimension: d), start: z)
         #expect(FirstOrderness.measure(vp, indices: idx, frames: constant, dimension: d) < 1e-6)
         let drifting = frames(DriftingEpsilon(dimension: d), start: z)
         let measured = FirstOrderness.measure(vp, indices: idx, frames: drifting, dimension: d)
