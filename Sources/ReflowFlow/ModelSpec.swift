@@ -32,11 +32,18 @@ public protocol ModelConfig: Codable, Sendable, Validatable {
     var activationFloatsPerRow: Int { get }
     /// Multiply-adds of one forward pass per row (for throughput and time estimates).
     var forwardFlopsPerRow: Int { get }
+    /// The places whose features an edit can share (``FeatureSite``), in forward order; empty
+    /// for models without any.
+    var featureSites: [FeatureSite] { get }
     /// A randomly initialised network.
     func makeNetwork(rng: inout Random) -> any VelocityNetwork
     /// A network holding `stateDict`; throws `StateDictError` when a tensor is missing,
     /// unexpected or mis-shaped.
     func makeNetwork(stateDict: [String: Tensor]) throws -> any VelocityNetwork
+}
+
+extension ModelConfig {
+    public var featureSites: [FeatureSite] { [] }
 }
 
 /// A registered model kind: its tag, version and decoder. (A generic closure rather than an
@@ -70,9 +77,20 @@ public protocol VelocityNetwork: Module {
     /// The pointers are read during the call only (the values are copied into graph constants).
     func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
                   labels: UnsafePointer<Int32>?, rows: Int) -> Var
+
+    /// The same pass, asking `tap` at each of the network's ``ModelConfig/featureSites`` whether
+    /// to use another feature there (RF-Edit's feature sharing). A nil tap is the plain pass;
+    /// networks without sites ignore the tap.
+    func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
+                  labels: UnsafePointer<Int32>?, rows: Int, tap: (any FeatureTap)?) -> Var
 }
 
 extension VelocityNetwork {
+    public func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
+                         labels: UnsafePointer<Int32>?, rows: Int, tap: (any FeatureTap)?) -> Var {
+        velocity(graph, x: x, t: t, labels: labels, rows: rows)
+    }
+
     /// v(x_r, t_r, label_r) for each row without recording gradients (tests, small tools).
     /// x: [B] + point shape, t: B times, labels: B labels or nil → [B, D].
     public func velocity(x: Tensor, t: [Float], labels: [Int32]? = nil) -> Tensor {
@@ -121,6 +139,8 @@ public struct ModelSpec: Codable, Sendable, Equatable, Validatable, CustomString
     public var parameterCount: Int { config.parameterCount }
     /// Classes of a conditional model (nil: unconditional); see ``ModelConfig/classes``.
     public var classes: Int? { config.classes }
+    /// Sites whose features an edit can share; see ``ModelConfig/featureSites``.
+    public var featureSites: [FeatureSite] { config.featureSites }
 
     public func makeNetwork(rng: inout Random) -> any VelocityNetwork { config.makeNetwork(rng: &rng) }
     public func makeNetwork(stateDict: [String: Tensor]) throws -> any VelocityNetwork {
@@ -195,6 +215,11 @@ extension VelocityMLPConfig: ModelConfig {
     }
 
     public var forwardFlopsPerRow: Int { parameterCount }
+
+    /// Each hidden layer after its nonlinearity (`layers.0`, `layers.1`, …).
+    public var featureSites: [FeatureSite] {
+        hiddenWidths.enumerated().map { FeatureSite(name: "layers.\($0.offset)", kind: .activation, floatsPerRow: $0.element) }
+    }
 
     public func makeNetwork(rng: inout Random) -> any VelocityNetwork { VelocityMLP(self, rng: &rng) }
     public func makeNetwork(stateDict: [String: Tensor]) throws -> any VelocityNetwork {

@@ -350,6 +350,7 @@ public enum ODESolver {
                 let t = gridTime(i, steps: steps, from: a, to: b, h: h)
                 let tNext = gridTime(i + 1, steps: steps, from: a, to: b, h: h)
                 let tMid = a + (Float(i) + 0.5) * h
+                field.willEvaluate(step: i, evaluation: 0)
                 field.velocity(x, count: rows, t: t, into: k1)                     // k1 = v(x, t)
                 switch method {
                 case .euler:
@@ -360,15 +361,18 @@ public enum ODESolver {
                     for j in 0..<m { x[j] = wHat * (x[j] + toData * k1[j]) + wInit * tmp[j] }
                 case .heun:
                     for j in 0..<m { tmp[j] = x[j] + h * k1[j] }
+                    field.willEvaluate(step: i, evaluation: 1)
                     field.velocity(tmp, count: rows, t: tNext, into: k2)           // k2 = v(x + h·k1, t + h)
                     for j in 0..<m { x[j] += half * (k1[j] + k2[j]) }
                 case .midpoint:
                     for j in 0..<m { tmp[j] = x[j] + half * k1[j] }
+                    field.willEvaluate(step: i, evaluation: 1)
                     field.velocity(tmp, count: rows, t: tMid, into: k2)            // k2 = v(x + h/2·k1, t + h/2)
                     for j in 0..<m { x[j] += h * k2[j] }
                 case .rfSolver2:
                     // Wang et al. 2025, RF-Solver-2: first-order Taylor term from a finite difference.
                     for j in 0..<m { tmp[j] = x[j] + half * k1[j] }                 // z_mid
+                    field.willEvaluate(step: i, evaluation: 1)
                     field.velocity(tmp, count: rows, t: tMid, into: k2)            // v_mid
                     let h2 = h * h * 0.5
                     for j in 0..<m {
@@ -377,10 +381,13 @@ public enum ODESolver {
                     }
                 case .rk4:
                     for j in 0..<m { tmp[j] = x[j] + half * k1[j] }
+                    field.willEvaluate(step: i, evaluation: 1)
                     field.velocity(tmp, count: rows, t: tMid, into: k2)
                     for j in 0..<m { tmp[j] = x[j] + half * k2[j] }
+                    field.willEvaluate(step: i, evaluation: 2)
                     field.velocity(tmp, count: rows, t: tMid, into: k3)
                     for j in 0..<m { tmp[j] = x[j] + h * k3[j] }
+                    field.willEvaluate(step: i, evaluation: 3)
                     field.velocity(tmp, count: rows, t: tNext, into: k4)
                     let h6 = h / 6
                     for j in 0..<m { x[j] += h6 * (k1[j] + 2 * k2[j] + 2 * k3[j] + k4[j]) }
@@ -618,12 +625,16 @@ public enum ODESolver {
         interpolant: Interpolant = .rectifiedFlow,
         direction: ODEDirection, threads: Int, blockRows: Int = 1024,
         tStart: Float = 0, tEnd: Float = 1, recordTrajectory: Bool = false,
+        features: FeatureSharing? = nil,
         shouldStop: (@Sendable () -> Bool)? = nil
     ) throws -> ODESolution {
         if let e = model.validationError() {
             throw ODEError.invalidArgument("model \(e.pointer): \(e.message)")
         }
         try validate(method: method, tStart: tStart, tEnd: tEnd)
+        if let features, let problem = features.problem(method: method, rows: x.rank == 2 ? x.shape[0] : -1) {
+            throw ODEError.invalidArgument(problem)
+        }
         var plan: DDIMPlan?
         if let message = interpolant.methodError(method) { throw ODEError.invalidArgument(message) }
         if let vp = interpolant.diffusion, case .ddim(let n) = method {
@@ -633,7 +644,7 @@ public enum ODESolver {
         }
         return try solveBlocks(model: model, stateDict: stateDict, x: x, labels: labels, guidance: guidance, method: method,
                                plan: plan, direction: direction, threads: threads, blockRows: blockRows, tStart: tStart, tEnd: tEnd,
-                               recordTrajectory: recordTrajectory, shouldStop: shouldStop)
+                               recordTrajectory: recordTrajectory, features: features, shouldStop: shouldStop)
     }
 
     /// DDIM through a VP diffusion model between any two indices of its schedule (`plan`;
@@ -651,13 +662,13 @@ public enum ODESolver {
         if let m = plan.validationError() { throw ODEError.invalidArgument(m) }
         return try solveBlocks(model: model, stateDict: stateDict, x: x, labels: labels, guidance: guidance,
                                method: .ddim(steps: plan.indices.count), plan: plan, direction: direction, threads: threads,
-                               blockRows: blockRows, tStart: 0, tEnd: 1, recordTrajectory: recordTrajectory, shouldStop: shouldStop)
+                               blockRows: blockRows, tStart: 0, tEnd: 1, recordTrajectory: recordTrajectory, features: nil, shouldStop: shouldStop)
     }
 
     private static func solveBlocks(
         model: ModelSpec, stateDict: [String: Tensor], x: Tensor, labels: [Int32]?, guidance: Float?, method: ODEMethod,
         plan: DDIMPlan?, direction: ODEDirection, threads: Int, blockRows: Int,
-        tStart: Float, tEnd: Float, recordTrajectory: Bool, shouldStop: (@Sendable () -> Bool)?
+        tStart: Float, tEnd: Float, recordTrajectory: Bool, features: FeatureSharing?, shouldStop: (@Sendable () -> Bool)?
     ) throws -> ODESolution {
         guard threads >= 1 else { throw ODEError.invalidArgument("threads must be ≥ 1, got \(threads)") }
         guard blockRows >= 1 else { throw ODEError.invalidArgument("blockRows must be ≥ 1, got \(blockRows)") }
@@ -701,6 +712,7 @@ public enum ODESolver {
                     do {
                         field = try NetworkVelocityField(model: model, stateDict: stateDict)
                         field.guidance = guidance
+                        field.tap = features.map { FeatureSharingTap($0, steps: steps ?? 0) }
                     } catch {
                         for blk in range { results.set(blk, .init(stats: .failure(error), frames: [])) }
                         return
@@ -727,6 +739,8 @@ public enum ODESolver {
                             }
                         }
                         do {
+                            field.tap?.rowOffset = lo
+                            field.tap?.blockRows = rows
                             let st = try labelRows(labels, lo) { field.labels = $0; defer { field.labels = nil }
                             if let plan {
                                 return plan.run(NetworkNoiseField(field, plan.diffusion), x: px.base! + lo * d, rows: rows,
@@ -734,6 +748,7 @@ public enum ODESolver {
                             }
                             return try integrate(field, x: px.base! + lo * d, rows: rows, method: method,
                                                    direction: direction, tStart: tStart, tEnd: tEnd, record: recorder) }
+                            if let failure = field.tap?.failure { throw ODEError.invalidArgument("feature sharing: \(failure)") }
                             results.set(blk, .init(stats: .success(st), frames: frames))
                         } catch {
                             results.set(blk, .init(stats: .failure(error), frames: []))

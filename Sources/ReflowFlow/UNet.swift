@@ -219,6 +219,16 @@ extension UNetConfig: ModelConfig {
         return n
     }
 
+    /// Each ResBlock's output (`down1.0`, …; activations) and, after it, its attention block's
+    /// V (`down2_attn.0`, …), in forward order.
+    public var featureSites: [FeatureSite] {
+        blockPlan.flatMap { b -> [FeatureSite] in
+            let floats = b.cout * b.side.0 * b.side.1
+            let block = FeatureSite(name: b.name, kind: .activation, floatsPerRow: floats)
+            return b.attention ? [block, FeatureSite(name: UNetConfig.attentionName(b.name), kind: .attentionValue, floatsPerRow: floats)] : [block]
+        }
+    }
+
     public func makeNetwork(rng: inout Random) -> any VelocityNetwork { UNet(self, rng: &rng) }
     public func makeNetwork(stateDict: [String: Tensor]) throws -> any VelocityNetwork {
         try UNet(self, stateDict: stateDict)

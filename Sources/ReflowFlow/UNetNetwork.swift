@@ -62,10 +62,23 @@ final class UNetAttentionBlock: Module {
         prefixed("norm", norm.namedParameters()) + prefixed("qkv", qkv.namedParameters()) + prefixed("proj", proj.namedParameters())
     }
 
-    /// x: [N, C, H, W] → [N, C, H, W]
-    func callAsFunction(_ x: Var) -> Var {
+    /// x: [N, C, H, W] → [N, C, H, W]. With a tap, V (channels 2C..<3C of the qkv projection)
+    /// is offered at site `site` and may be replaced (RF-Edit); Q and K stay this pass's.
+    func callAsFunction(_ x: Var, tap: (any FeatureTap)? = nil, site: String = "") -> Var {
         let g = x.graph
-        let a = g.attention(qkv(norm(x)), heads: heads)   // [N, C, H, W]
+        let q = qkv(norm(x))                              // [N, 3C, H, W]
+        var override: Tensor?
+        if let tap {
+            let sh = q.value.shape, n = sh[0], c = sh[1] / 3, s = sh[2...].reduce(1, *)
+            let shared = tap.share(site: site, rows: n) {
+                let qv = q.value.data
+                var v = [Float](); v.reserveCapacity(n * c * s)
+                for i in 0..<n { v.append(contentsOf: qv[((i * 3 * c + 2 * c) * s)..<((i * 3 * c + 3 * c) * s)]) }
+                return v
+            }
+            if let shared { override = Tensor(shape: [n, c] + Array(sh[2...]), data: shared) }
+        }
+        let a = g.attention(q, heads: heads, valueOverride: override)   // [N, C, H, W]
         return g.binary(.add, proj(a), x)
     }
 }
@@ -166,6 +179,13 @@ public final class UNet: VelocityNetwork {
     /// A label equal to `classes` (or nil labels) is the null label of classifier-free guidance.
     public func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
                          labels: UnsafePointer<Int32>?, rows: Int) -> Var {
+        velocity(graph, x: x, t: t, labels: labels, rows: rows, tap: nil)
+    }
+
+    /// The pass with RF-Edit's feature sharing: `tap` is offered each ResBlock's output (site
+    /// = the block's name, `down1.0`) and each attention block's V (site `down2_attn.0`).
+    public func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
+                         labels: UnsafePointer<Int32>?, rows: Int, tap: (any FeatureTap)?) -> Var {
         let g = graph, shape = config.imageShape, d = shape.reduce(1, *)
         let xin = g.constant(shape: [rows] + shape) { $0.baseAddress!.update(from: x, count: rows * d) }
         let freqs = frequencies, half = freqs.count
@@ -197,20 +217,26 @@ public final class UNet: VelocityNetwork {
         if config.dropout > 0 && g.isGradEnabled {
             for r in 0..<rows { seed = (seed ^ UInt64(t[r].bitPattern)) &* 0x100_0000_01B3 }
         }
-        return g.reshape(forward(xin, emb, dropoutSeed: seed), [rows, d])
+        return g.reshape(forward(xin, emb, dropoutSeed: seed, tap: tap), [rows, d])
     }
 
     /// x: [N, C, H, W], emb: [N, E] → [N, C, H, W]
-    func forward(_ x: Var, _ emb: Var, dropoutSeed: UInt64 = 0) -> Var {
+    func forward(_ x: Var, _ emb: Var, dropoutSeed: UInt64 = 0, tap: (any FeatureTap)? = nil) -> Var {
         let g = x.graph, L = config.levels, nb = config.blocksPerLevel
         var h = stem(x)
         var skips = [Var]()
         var bi = 0
         func run(_ count: Int) {
             for _ in 0..<count {
-                h = blocks[bi].block(h, emb, dropout: config.dropout, seed: dropoutSeed &+ UInt64(bi) &* 0x9E37_79B9,
-                                     name: blocks[bi].name)
-                if let at = attentions[bi] { h = at(h) }
+                let name = blocks[bi].name
+                h = blocks[bi].block(h, emb, dropout: config.dropout, seed: dropoutSeed &+ UInt64(bi) &* 0x9E37_79B9, name: name)
+                if let tap {
+                    let v = h
+                    if let shared = tap.share(site: name, rows: v.shape[0], computed: { v.value.data }) {
+                        h = g.constant(Tensor(shape: v.shape, data: shared))
+                    }
+                }
+                if let at = attentions[bi] { h = at(h, tap: tap, site: UNetConfig.attentionName(name)) }
                 bi += 1
             }
         }

@@ -16,6 +16,15 @@ public protocol VelocityField {
 
     /// Writes v(x_r, t) for every row r of `x` (`count` rows of ``dimension`` floats) into `v`.
     func velocity(_ x: UnsafePointer<Float>, count: Int, t: Float, into v: UnsafeMutablePointer<Float>)
+
+    /// Called by the fixed-step solvers before each evaluation with its step (0-based, in
+    /// integration order) and its evaluation within the step (0 for the first). Fields that
+    /// share features between passes (``FeatureSharing``) key them by it; others ignore it.
+    func willEvaluate(step: Int, evaluation: Int)
+}
+
+extension VelocityField {
+    public func willEvaluate(step: Int, evaluation: Int) {}
 }
 
 /// A velocity field given by a closure, for tests and for users with closed-form fields.
@@ -114,6 +123,8 @@ public final class NetworkVelocityField: VelocityField {
     public var guidance: Float?
     /// Doubled inputs and labels of a guided evaluation.
     private var guidedX: [Float] = [], guidedLabels: [Int32] = []
+    /// RF-Edit feature sharing of the current block (set by ``ODESolver``'s block driver).
+    var tap: FeatureSharingTap?
 
     public var dimension: Int { network.spec.pointSize }
 
@@ -129,6 +140,10 @@ public final class NetworkVelocityField: VelocityField {
             throw ODEError.invalidArgument("model \(e.pointer): \(e.message)")
         }
         self.init(network: try model.makeNetwork(stateDict: stateDict))
+    }
+
+    public func willEvaluate(step: Int, evaluation: Int) {
+        tap?.position(step: step, evaluation: evaluation)
     }
 
     public func velocity(_ x: UnsafePointer<Float>, count: Int, t: Float, into v: UnsafeMutablePointer<Float>) {
@@ -164,7 +179,7 @@ public final class NetworkVelocityField: VelocityField {
         }
         graph.reset()
         let out = times.withUnsafeBufferPointer { tp in
-            network.velocity(graph, x: x, t: tp.baseAddress!, labels: labels, rows: rows)   // [rows, d]
+            network.velocity(graph, x: x, t: tp.baseAddress!, labels: labels, rows: rows, tap: tap)   // [rows, d]
         }
         graph.read(out.id) { body($0) }
         graph.reset()

@@ -214,6 +214,13 @@ public final class VelocityMLP: VelocityNetwork {
     /// null label of classifier-free guidance; an unconditional one ignores `labels`.
     public func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
                          labels: UnsafePointer<Int32>?, rows: Int) -> Var {
+        velocity(graph, x: x, t: t, labels: labels, rows: rows, tap: nil)
+    }
+
+    /// The pass with RF-Edit's feature sharing: `tap` is offered each hidden layer's output after
+    /// its nonlinearity (site `layers.i`, the i-th hidden layer).
+    public func velocity(_ graph: Graph, x: UnsafePointer<Float>, t: UnsafePointer<Float>,
+                         labels: UnsafePointer<Int32>?, rows: Int, tap: (any FeatureTap)?) -> Var {
         let d = config.dimension, w = config.inputWidth, time = config.timeInput
         let input = graph.constant(shape: [rows, w]) { inp in
             let p = inp.baseAddress!
@@ -222,20 +229,29 @@ public final class VelocityMLP: VelocityNetwork {
                 time.write(t[r], to: p + r * w + d)
             }
         }
-        guard let labelEmbedding, let k = config.classes else { return mlp(input) }
-        // First layer, plus the label's embedding row (onehot [rows, k+1] · E [k+1, h]), then
-        // the rest of the MLP as MLP.callAsFunction runs it.
-        let onehot = graph.constant(shape: [rows, k + 1]) { p in
-            p.update(repeating: 0)
-            for r in 0..<rows {
-                let l = labels.map { Int($0[r]) } ?? k
-                p[r * (k + 1) + ((0..<k).contains(l) ? l : k)] = 1
-            }
-        }
+        if tap == nil && labelEmbedding == nil { return mlp(input) }
         let layers = mlp.layers
-        var h = graph.binary(.add, layers[0](input), graph.matmul(onehot, graph.parameter(labelEmbedding)))
+        var h = layers[0](input)
+        if let labelEmbedding, let k = config.classes {
+            // First layer plus the label's embedding row (onehot [rows, k+1] · E [k+1, h]), then
+            // the rest of the MLP as MLP.callAsFunction runs it.
+            let onehot = graph.constant(shape: [rows, k + 1]) { p in
+                p.update(repeating: 0)
+                for r in 0..<rows {
+                    let l = labels.map { Int($0[r]) } ?? k
+                    p[r * (k + 1) + ((0..<k).contains(l) ? l : k)] = 1
+                }
+            }
+            h = graph.binary(.add, h, graph.matmul(onehot, graph.parameter(labelEmbedding)))
+        }
         for i in 1..<layers.count {
             h = graph.activation(mlp.activation.op, h, name: "layers.\(i - 1)")
+            if let tap {
+                let v = h
+                if let shared = tap.share(site: "layers.\(i - 1)", rows: rows, computed: { v.value.data }) {
+                    h = graph.constant(Tensor(shape: v.shape, data: shared))
+                }
+            }
             h = layers[i](h)
         }
         return h

@@ -1,6 +1,7 @@
 import ReflowEngine
 public import ReflowNN
 public import ReflowFlow
+import ReflowStore
 import Foundation
 
 /// Where the points of an `invert` job come from: draws from a data source, a CSV/NPY file
@@ -76,6 +77,14 @@ public struct InvertSpec: JobInput {
     public var useEMA = true
     /// The points to invert; null means 1,000 draws (seed 0) of the model's training data.
     @Explicit public var points: PointSource? = nil
+    /// Image models: the user's PNGs or chosen dataset items (instead of `points`).
+    @Explicit public var images: ImageInput? = nil
+    /// Class-conditional models: the label of each image or point the inversion is conditioned
+    /// on (default: the dataset's labels for dataset images, else the null label).
+    @Explicit public var labels: [Int]? = nil
+    /// Class-conditional models: classifier-free guidance of the inversion (null: the
+    /// conditional velocity, as RF-Edit inverts).
+    @Explicit public var guidance: Float? = nil
     public var solver: ODEMethod = .rfSolver2(steps: 50)
     public var reconstruct = true
     public var format: PointFormat = .npy
@@ -87,6 +96,9 @@ public struct InvertSpec: JobInput {
         Validation.first(
             { Validation.member("/model", model) },
             { Validation.member("/points", points) },
+            { Validation.member("/images", images) },
+            { points != nil && images != nil ? ("/images", "give points or images, not both") : nil },
+            { Conditioning.validationError(labels: labels, perClass: nil, guidance: guidance, maxPoints: PointSource.maxPoints) },
             { solver.validationPointer().map { ("/solver" + $0.pointer, $0.message) } },
             {
                 if case .remix = solver { return ("/solver/kind", "remix re-mixes the initial noise and integrates forward only; invert with euler, heun, midpoint, rk4, rk45 or rfSolver2") }
@@ -104,6 +116,7 @@ public enum InvertJob: JobKind {
         JobOutput("latents.csv", "the inverted points as CSV (format csv)"),
         JobOutput("reconstruction.npy", "forward(backward(x)) (with reconstruct, format npy)"),
         JobOutput("reconstruction.csv", "forward(backward(x)) as CSV (with reconstruct, format csv)"),
+        JobOutput("noise.safetensors", "image models: the latents as `noise` [n, C, H, W] float32 (and `labels` [n] when conditioned)"),
         JobOutput("inversion.png", "latent ↔ data pairs (2-D models); rows of images, their latents and reconstructions (image models)"),
     ]
 
@@ -112,7 +125,18 @@ public enum InvertJob: JobKind {
         var s = input
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver)
         s.solver = try DiffusionSolvers.adapt(s.solver, kindDefault: InvertSpec().solver, interpolant: m.training.interpolant, pointer: "/input/solver")
+        try Conditioning.check(labels: s.labels, perClass: nil, guidance: s.guidance, model: m.model, maxPoints: PointSource.maxPoints)
+        if let images = s.images {
+            _ = try images.check(shape: m.model.pointShape, pointer: "/input/images", resolver: resolver)
+            if let l = s.labels, l.count != images.count {
+                throw SpecError(pointer: "/input/labels", message: "has \(l.count) labels for \(images.count) images")
+            }
+            return s
+        }
         if s.points == nil { s.points = .distribution(m.training.data, n: 1000, seed: 0) }
+        if let l = s.labels, let n = s.points?.knownCount, l.count != n {
+            throw SpecError(pointer: "/input/labels", message: "has \(l.count) labels for \(n) points")
+        }
         let d = m.model.pointSize
         switch s.points! {
         case .path(let p):
@@ -134,11 +158,15 @@ public enum InvertJob: JobKind {
 
     public static func estimate(_ s: InvertSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver).model
-        var n = s.points?.knownCount ?? 1000
+        var n = s.images?.count ?? s.points?.knownCount ?? 1000
         if case .path(let p) = s.points, let bytes = resolver.fileSize(of: .path(p), kind: .points) {
             n = bytes / 2 / max(1, m.pointSize) + 1   // at most one float per 2 bytes ("1,2\n" in CSV)
         }
-        var e = pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: JobExecution.blockRows(m, n: n, threads: threads), threads: threads, trajectoryRows: 0)
+        var e = pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: JobExecution.blockRows(m, n: n, threads: threads), threads: threads,
+                               trajectoryRows: 0, guided: s.guidance != nil)
+        if case .dataset(let ref, _)? = s.images, let bytes = try? ImageSplits.describe(ref, pointer: "", resolver: resolver).bytes {
+            e.add("dataset split (images, loaded whole)", bytes: ResourceEstimate.multiply(bytes, 2))
+        }
         e.add("sliced-W2 directions and projections", floats: ResourceEstimate.add(ResourceEstimate.multiply(n, 4), ResourceEstimate.multiply(256, m.pointSize)), 2)
         if case .distribution(.points(let ref), _, _)? = s.points, let bytes = resolver.fileSize(of: ref, kind: .points) {
             e.add("point file (bytes and parsed floats)", bytes: ResourceEstimate.multiply(bytes, 3))
@@ -150,7 +178,18 @@ public enum InvertJob: JobKind {
         let m = try job.model(s.model)
         let weights = m.weights(useEMA: s.useEMA)
         let d = m.model.pointSize
-        let x: Tensor
+        var x: Tensor
+        var labels = s.labels.map { $0.map(Int32.init) }
+        if let images = s.images {
+            let loaded = try images.load(shape: m.model.pointShape, job: job)
+            x = loaded.x
+            if labels == nil, m.model.classes != nil, let l = loaded.labels {
+                if let bad = l.first(where: { $0 < 0 || Int($0) >= m.model.classes! }) {
+                    throw JobError.invalidInput("images: dataset label \(bad) is not a class of the model (0…\(m.model.classes! - 1)); give labels")
+                }
+                labels = l
+            }
+        } else {
         switch s.points ?? .distribution(m.training.data, n: 1000, seed: 0) {
         case .distribution(let source, let n, let seed):
             var rng = Random(seed: seed)
@@ -164,19 +203,25 @@ public enum InvertJob: JobKind {
                 throw JobError.invalidInput("points: \(p) holds \(x.shape.last ?? 0)-D points, the model is \(d)-D")
             }
         }
+        }
         let n = x.shape[0]
+        if let l = labels, l.count != n { throw JobError.invalidInput("labels: \(l.count) labels for \(n) points") }
         job.progress("invert", 0, n)
         let start = monotonicSeconds()
         let back = try job.solve(m.model, weights, x, s.solver, interpolant: m.training.interpolant, direction: .backward,
-                                 blockRows: job.blockRows(m.model, n: x.shape[0]))
+                                 blockRows: job.blockRows(m.model, n: x.shape[0]), labels: labels, guidance: s.guidance)
         let seconds = monotonicSeconds() - start
         _ = try job.points(back.x, format: s.format, base: "latents")
+        let imageShape = m.model.pointShape.count == 3 ? m.model.pointShape : nil
+        if let imageShape {
+            try job.write(try Self.noiseFile(back.x, labels: labels, shape: imageShape, solver: s.solver), "noise.safetensors")
+        }
         var meanErr: Double?, maxErr: Double?
         var reconstruction: Tensor?
         if s.reconstruct {
             try job.checkStop()
             let again = try job.solve(m.model, weights, back.x, s.solver, interpolant: m.training.interpolant,
-                                      blockRows: job.blockRows(m.model, n: x.shape[0])).x
+                                      blockRows: job.blockRows(m.model, n: x.shape[0]), labels: labels, guidance: s.guidance).x
             var sum = 0.0, worst = 0.0
             for r in 0..<n {
                 var sq = 0.0
@@ -197,7 +242,8 @@ public enum InvertJob: JobKind {
             n: n, nfe: back.nfe, seconds: seconds, latentMean: mean, latentStd: std,
             latentSWD: try Metrics.slicedWasserstein2(a: back.x, b: g1, projections: 256, seed: 7),
             gaussianFloorSWD: try Metrics.slicedWasserstein2(a: g2, b: g1, projections: 256, seed: 7),
-            reconstructionMeanError: meanErr, reconstructionMaxError: maxErr)
+            reconstructionMeanError: meanErr, reconstructionMaxError: maxErr,
+            reconstruction: imageShape.flatMap { shape in reconstruction.map { ImageFidelity.measure(x, $0, shape: shape) } })
         if d == 2 { try job.write(Figures.coupling(z0: back.x, z1: x, count: min(n, 300)), "inversion.png") }
         if m.model.pointShape.count == 3 {
             // Rows of 8: the images, their latents (clamped to [−1, 1] for display), and the
@@ -209,6 +255,16 @@ public enum InvertJob: JobKind {
         }
         job.progress("invert", n, n)
         return ["invert": try ResultValue(encoding: summary)]
+    }
+
+    /// The latents of image inversions as safetensors: `noise` [n, C, H, W] (and `labels` [n]
+    /// as float32 when the inversion was conditioned), with the solver in the metadata.
+    static func noiseFile(_ z: Tensor, labels: [Int32]?, shape: [Int], solver: ODEMethod) throws -> [UInt8] {
+        var tensors: [(name: String, tensor: Tensor)] = [("noise", Tensor(shape: [z.shape[0]] + shape, data: z.data))]
+        if let labels { tensors.append(("labels", Tensor(shape: [labels.count], data: labels.map(Float.init)))) }
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return try SafeTensors.encode(tensors, metadata: ["reflowd.solver": String(decoding: try e.encode(solver), as: UTF8.self)])
     }
 }
 

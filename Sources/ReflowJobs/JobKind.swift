@@ -143,6 +143,7 @@ public enum JobKinds {
         AnyJobKind(ClassifyJob.self),
         AnyJobKind(PruneJob.self),
         AnyJobKind(AnalyticJob.self),
+        AnyJobKind(EditJob.self),
     ]
 
     /// The accepted `type` values, in registry order.

@@ -58,6 +58,8 @@ public struct InvertSummary: Codable, Sendable, Equatable {
     /// ‖forward(backward(x)) − x‖ over the points (nil without `reconstruct`).
     public var reconstructionMeanError: Double?
     public var reconstructionMaxError: Double?
+    /// Image models with `reconstruct`: MSE, PSNR and SSIM of the round trip, per image and mean.
+    public var reconstruction: ImageFidelity?
 }
 
 /// One solver's row of an evaluation (the NFE-vs-quality table).

@@ -1,0 +1,199 @@
+import ReflowEngine
+public import ReflowNN
+public import ReflowFlow
+import ReflowCodec
+import Foundation
+
+/// The images an `invert` or `edit` job works on: the user's own PNGs, sent base64-encoded in
+/// the spec, or chosen items of a dataset split.
+///
+/// ```json
+/// {"png": ["iVBORw0KGgo…", "data:image/png;base64,iVBORw0KGgo…"]}
+/// {"dataset": "fashion-mnist", "split": "test", "indices": [0, 1, 2]}
+/// ```
+///
+/// A PNG must have the model's height and width (no resampling: a resized image is a different
+/// image, and the caller knows best how to make it). Its colours are converted to the model's
+/// channels: RGB to gray by BT.601 luma (0.299 R + 0.587 G + 0.114 B), gray to RGB by
+/// repetition; alpha is dropped. Pixels map to [−1, 1] as every dataset's do.
+public enum ImageInput: Codable, Sendable, Equatable, Validatable {
+    case png([String])
+    case dataset(ImageDataRef, indices: [Int])
+
+    /// Most images one job takes.
+    public static let maxImages = 1_000
+    /// Largest base64 text of one PNG (12 MiB of text: 9 MiB of PNG).
+    public static let maxPNGText = 12 << 20
+
+    enum CodingKeys: String, CodingKey { case png, dataset, split, indices }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        switch (c.contains(.png), c.contains(.dataset)) {
+        case (true, false):
+            for k in [CodingKeys.split, .indices] where c.contains(k) {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [k], debugDescription: "\"\(k.rawValue)\" belongs to a dataset, not to \"png\""))
+            }
+            self = .png(try c.decode([String].self, forKey: .png))
+        case (false, true):
+            self = .dataset(try ImageDataRef(from: decoder), indices: try c.decode([Int].self, forKey: .indices))
+        default:
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath,
+                debugDescription: "needs exactly one of \"png\" (a list of base64 PNGs) or \"dataset\" (with \"indices\")"))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .png(let list):
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(list, forKey: .png)
+        case .dataset(let ref, let indices):
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(ref.dataset, forKey: .dataset)
+            try c.encode(ref.split, forKey: .split)
+            try c.encode(indices, forKey: .indices)
+        }
+    }
+
+    public func validationError() -> FieldError? {
+        switch self {
+        case .png(let list):
+            if list.isEmpty || list.count > ImageInput.maxImages { return ("/png", "must list 1 to \(ImageInput.maxImages) images, got \(list.count)") }
+            if let i = list.firstIndex(where: { $0.utf8.count > ImageInput.maxPNGText }) {
+                return ("/png/\(i)", "is \(list[i].utf8.count) characters of base64; the limit is \(ImageInput.maxPNGText) (a 9 MiB PNG)")
+            }
+        case .dataset(let ref, let indices):
+            if let e = ref.validationError() { return e }
+            if indices.isEmpty || indices.count > ImageInput.maxImages { return ("/indices", "must list 1 to \(ImageInput.maxImages) image indices, got \(indices.count)") }
+            if let i = indices.firstIndex(where: { $0 < 0 }) { return ("/indices/\(i)", "must be an image index ≥ 0, got \(indices[i])") }
+        }
+        return nil
+    }
+
+    public var count: Int {
+        switch self {
+        case .png(let l): l.count
+        case .dataset(_, let i): i.count
+        }
+    }
+
+    /// Decodes PNG `i` (base64, optionally as a `data:` URL) into [C·H·W] floats in [−1, 1] of
+    /// `shape` = [C, H, W]. The PNG header is checked against the shape before anything is
+    /// inflated, so an oversized or mis-sized image costs nothing. Errors name what is wrong.
+    static func decodePNG(_ text: String, shape: [Int]) throws(SpecError) -> [Float] {
+        var body = Substring(text)
+        if body.hasPrefix("data:") {
+            guard let comma = body.firstIndex(of: ",") else { throw SpecError(pointer: "", message: "is a data: URL without a comma") }
+            guard body[..<comma].hasSuffix(";base64") else { throw SpecError(pointer: "", message: "is a data: URL that is not base64") }
+            body = body[body.index(after: comma)...]
+        }
+        guard let data = Data(base64Encoded: String(body), options: .ignoreUnknownCharacters), !data.isEmpty else {
+            throw SpecError(pointer: "", message: "is not base64 text (send the PNG file's bytes base64-encoded, e.g. `base64 -w0 image.png`)")
+        }
+        let bytes = [UInt8](data)
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        let header: PNG.Header
+        do { header = try PNG.readHeader(bytes) } catch { throw SpecError(pointer: "", message: "is not a readable PNG: \(error)") }
+        guard header.width == w && header.height == h else {
+            throw SpecError(pointer: "", message: "is a \(header.width)×\(header.height) PNG; the model takes \(w)×\(h) images (resize it first)")
+        }
+        let image: PNG.Image
+        do { image = try PNG.decode(bytes, limits: PNG.DecodeLimits(maxSide: max(w, h), maxPixels: w * h)) } catch {
+            throw SpecError(pointer: "", message: "is not a readable PNG: \(error)")
+        }
+        // Interleaved [H, W, k] bytes → planar [C, H, W] floats.
+        let k = image.channels, colour = k >= 3
+        var out = [Float](repeating: 0, count: c * h * w)
+        for p in 0..<(h * w) {
+            let px = image.pixels[(p * k)..<(p * k + k)]
+            let r = Float(px[px.startIndex]), g = colour ? Float(px[px.startIndex + 1]) : r, b = colour ? Float(px[px.startIndex + 2]) : r
+            if c == 1 {
+                out[p] = (colour ? 0.299 * r + 0.587 * g + 0.114 * b : r) * (1 / 127.5) - 1
+            } else {
+                let rgb = [r, g, b]
+                for ch in 0..<c { out[ch * h * w + p] = rgb[min(ch, 2)] * (1 / 127.5) - 1 }
+            }
+        }
+        return out
+    }
+
+    /// Checks the images against a model's image shape at submit: every PNG decodes to the
+    /// shape, dataset indices exist and the split's images have the shape. Returns whether the
+    /// images carry labels (dataset splits with labels).
+    func check(shape: [Int], pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> Bool {
+        guard shape.count == 3 else { throw SpecError(pointer: pointer, message: "images need an image model; this model's points are \(shape)") }
+        switch self {
+        case .png(let list):
+            for (i, text) in list.enumerated() {
+                do { _ = try ImageInput.decodePNG(text, shape: shape) } catch {
+                    throw SpecError(pointer: pointer + "/png/\(i)", message: error.message)
+                }
+            }
+            return false
+        case .dataset(let ref, let indices):
+            let info = try ImageSplits.describe(ref, pointer: pointer, resolver: resolver)
+            if let s = info.shape, s != shape {
+                throw SpecError(pointer: pointer + "/dataset", message: "holds \(s) images, the model takes \(shape)")
+            }
+            if let n = info.count, let i = indices.firstIndex(where: { $0 >= n }) {
+                throw SpecError(pointer: pointer + "/indices/\(i)", message: "image \(indices[i]) does not exist: the \(ref.split.rawValue) split has \(n)")
+            }
+            return info.labelled ?? false
+        }
+    }
+
+    /// Loads the images as [n, C·H·W] floats in [−1, 1], with the dataset's labels when it has them.
+    func load(shape: [Int], job: JobExecution) throws -> (x: Tensor, labels: [Int32]?) {
+        let d = shape.reduce(1, *)
+        switch self {
+        case .png(let list):
+            var data = [Float](); data.reserveCapacity(list.count * d)
+            for (i, text) in list.enumerated() {
+                do { data += try ImageInput.decodePNG(text, shape: shape) } catch {
+                    throw JobError.invalidInput("images/png/\(i): \(error.message)")
+                }
+            }
+            return (Tensor(shape: [list.count, d], data: data), nil)
+        case .dataset(let ref, let indices):
+            let set = try ref.load(locate: { try job.locateDataset($0, what: "images") })
+            guard set.imageShape == shape else { throw JobError.invalidInput("images: the dataset holds \(set.imageShape) images, the model takes \(shape)") }
+            if let i = indices.first(where: { $0 >= set.count }) {
+                throw JobError.invalidInput("images: image \(i) does not exist (the split has \(set.count))")
+            }
+            let x = set.tensor(indices)
+            return (Tensor(shape: [indices.count, d], data: x.data), set.labels.map { l in indices.map { l[$0] } })
+        }
+    }
+}
+
+/// Round-trip quality of images (MSE, PSNR in dB with the [−1, 1] range, i.e. data range 2,
+/// and SSIM with Wang et al. 2004's window): means over the images and per image.
+public struct ImageFidelity: Codable, Sendable, Equatable {
+    public var mse: Double
+    /// Mean of the per-image PSNRs (identical images count as 100 dB).
+    public var psnr: Double
+    public var ssim: Double?
+    public var perImage: [Row]
+
+    public struct Row: Codable, Sendable, Equatable {
+        public var mse: Double
+        public var psnr: Double
+        public var ssim: Double?
+    }
+
+    /// Compares the rows of a and b ([n, C·H·W]) as images of `shape`.
+    static func measure(_ a: Tensor, _ b: Tensor, shape: [Int]) -> ImageFidelity {
+        let n = a.shape[0], d = shape.reduce(1, *)
+        var rows = [Row]()
+        for r in 0..<n {
+            let x = Array(a.data[(r * d)..<((r + 1) * d)]), y = Array(b.data[(r * d)..<((r + 1) * d)])
+            let psnr = ImageQuality.psnr(x, y, dataRange: 2)
+            rows.append(Row(mse: ImageQuality.mse(x, y), psnr: psnr.isFinite ? psnr : 100,
+                            ssim: ImageQuality.ssim(x, y, shape: shape, dataRange: 2)))
+        }
+        let ssims = rows.compactMap(\.ssim)
+        return ImageFidelity(mse: rows.map(\.mse).reduce(0, +) / Double(n), psnr: rows.map(\.psnr).reduce(0, +) / Double(n),
+                             ssim: ssims.count == n ? ssims.reduce(0, +) / Double(n) : nil, perImage: rows)
+    }
+}
