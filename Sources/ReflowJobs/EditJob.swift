@@ -130,7 +130,8 @@ public enum EditJob: JobKind {
             }
         }
         _ = try s.images.check(shape: m.model.pointShape, pointer: "/input/images", resolver: resolver)
-        s.sites = try sites(s, model: m.model).map(\.name)
+        let names = try sites(s, model: m.model).map(\.name)
+        s.sites = names.isEmpty ? nil : names
         if let ref = s.classifier {
             let art: ClassifierArtifact
             do { art = try ClassifierArtifact.read(path: try resolver.path(for: ref, kind: .classifier)) } catch let e as SpecError {

@@ -22,8 +22,9 @@ public enum ImageInput: Codable, Sendable, Equatable, Validatable {
 
     /// Most images one job takes.
     public static let maxImages = 1_000
-    /// Largest base64 text of one PNG (12 MiB of text: 9 MiB of PNG).
-    public static let maxPNGText = 12 << 20
+    /// Largest base64 text of one PNG (4 MiB of text: a 3 MiB PNG; a whole spec is at most
+    /// ``SpecParser/maxBytes``).
+    public static let maxPNGText = 4 << 20
 
     enum CodingKeys: String, CodingKey { case png, dataset, split, indices }
 
@@ -61,7 +62,7 @@ public enum ImageInput: Codable, Sendable, Equatable, Validatable {
         case .png(let list):
             if list.isEmpty || list.count > ImageInput.maxImages { return ("/png", "must list 1 to \(ImageInput.maxImages) images, got \(list.count)") }
             if let i = list.firstIndex(where: { $0.utf8.count > ImageInput.maxPNGText }) {
-                return ("/png/\(i)", "is \(list[i].utf8.count) characters of base64; the limit is \(ImageInput.maxPNGText) (a 9 MiB PNG)")
+                return ("/png/\(i)", "is \(list[i].utf8.count) characters of base64; the limit is \(ImageInput.maxPNGText) (a 3 MiB PNG)")
             }
         case .dataset(let ref, let indices):
             if let e = ref.validationError() { return e }
