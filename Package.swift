@@ -71,7 +71,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "ReflowHTTPTests", dependencies: ["ReflowHTTP"], swiftSettings: strict),
         .testTarget(name: "ReflowServerTests",
-                    dependencies: ["ReflowServer", "ReflowHTTP", "ReflowJobs", "ReflowStore", "ReflowFlow", "ReflowEngine"],
+                    dependencies: ["ReflowServer", "ReflowHTTP", "ReflowJobs", "ReflowStore", "ReflowFlow", "ReflowEngine", "ReflowCodec"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowStoreTests",
                     dependencies: ["ReflowStore", "ReflowCodec", "ReflowNN", "ReflowAutograd", "ReflowEngine",

@@ -87,6 +87,9 @@ public struct InvertSpec: JobInput {
     @Explicit public var guidance: Float? = nil
     public var solver: ODEMethod = .rfSolver2(steps: 50)
     public var reconstruct = true
+    /// Also measure each inversion step's local error: the RMS distance between the step's
+    /// result and an RK45 solution (rtol = atol = 1e-6) of the same interval from the same state.
+    public var localError = false
     public var format: PointFormat = .npy
 
     public init() {}
@@ -103,6 +106,12 @@ public struct InvertSpec: JobInput {
             {
                 if case .remix = solver { return ("/solver/kind", "remix re-mixes the initial noise and integrates forward only; invert with euler, heun, midpoint, rk4, rk45 or rfSolver2") }
                 return nil
+            },
+            {
+                switch solver {
+                case .rk45, .ddim: return localError ? ("/localError", "compares fixed steps with an RK45 reference: use euler, heun, midpoint, rk4 or rfSolver2") : nil
+                default: return nil
+                }
             })
     }
 }
@@ -162,8 +171,8 @@ public enum InvertJob: JobKind {
         if case .path(let p) = s.points, let bytes = resolver.fileSize(of: .path(p), kind: .points) {
             n = bytes / 2 / max(1, m.pointSize) + 1   // at most one float per 2 bytes ("1,2\n" in CSV)
         }
-        var e = pointsEstimate(m, n: n, copies: 6, solver: s.solver, blockRows: JobExecution.blockRows(m, n: n, threads: threads), threads: threads,
-                               trajectoryRows: 0, guided: s.guidance != nil)
+        var e = pointsEstimate(m, n: n, copies: s.localError ? 8 : 6, solver: s.solver, blockRows: JobExecution.blockRows(m, n: n, threads: threads),
+                               threads: threads, trajectoryRows: s.localError ? n : 0, guided: s.guidance != nil)
         if case .dataset(let ref, _)? = s.images, let bytes = try? ImageSplits.describe(ref, pointer: "", resolver: resolver).bytes {
             e.add("dataset split (images, loaded whole)", bytes: ResourceEstimate.multiply(bytes, 2))
         }
@@ -209,8 +218,12 @@ public enum InvertJob: JobKind {
         job.progress("invert", 0, n)
         let start = monotonicSeconds()
         let back = try job.solve(m.model, weights, x, s.solver, interpolant: m.training.interpolant, direction: .backward,
-                                 blockRows: job.blockRows(m.model, n: x.shape[0]), labels: labels, guidance: s.guidance)
+                                 blockRows: job.blockRows(m.model, n: x.shape[0]), trajectory: s.localError, labels: labels, guidance: s.guidance)
         let seconds = monotonicSeconds() - start
+        var local: [LocalErrorRow]?
+        if s.localError, let frames = back.trajectory {
+            local = try Self.localErrors(frames, model: m, weights: weights, labels: labels, guidance: s.guidance, job: job)
+        }
         _ = try job.points(back.x, format: s.format, base: "latents")
         let imageShape = m.model.pointShape.count == 3 ? m.model.pointShape : nil
         if let imageShape {
@@ -243,7 +256,8 @@ public enum InvertJob: JobKind {
             latentSWD: try Metrics.slicedWasserstein2(a: back.x, b: g1, projections: 256, seed: 7),
             gaussianFloorSWD: try Metrics.slicedWasserstein2(a: g2, b: g1, projections: 256, seed: 7),
             reconstructionMeanError: meanErr, reconstructionMaxError: maxErr,
-            reconstruction: imageShape.flatMap { shape in reconstruction.map { ImageFidelity.measure(x, $0, shape: shape) } })
+            reconstruction: imageShape.flatMap { shape in reconstruction.map { ImageFidelity.measure(x, $0, shape: shape) } },
+            localErrors: local)
         if d == 2 { try job.write(Figures.coupling(z0: back.x, z1: x, count: min(n, 300)), "inversion.png") }
         if m.model.pointShape.count == 3 {
             // Rows of 8: the images, their latents (clamped to [−1, 1] for display), and the
@@ -255,6 +269,26 @@ public enum InvertJob: JobKind {
         }
         job.progress("invert", n, n)
         return ["invert": try ResultValue(encoding: summary)]
+    }
+
+    /// Per step of a recorded inversion (frames in integration order, t decreasing): the RMS
+    /// over all coordinates of frame[i+1] − RK45(frame[i], t_i → t_{i+1}).
+    static func localErrors(_ frames: [(t: Float, x: Tensor)], model m: ModelArtifact, weights: [String: Tensor],
+                            labels: [Int32]?, guidance: Float?, job: JobExecution) throws -> [LocalErrorRow] {
+        var rows = [LocalErrorRow]()
+        let reference = ODEMethod.rk45(rtol: 1e-6, atol: 1e-6, maxNFE: 100_000)
+        for i in 0..<(frames.count - 1) {
+            try job.checkStop()
+            let (a, b) = (frames[i], frames[i + 1])      // a.t > b.t
+            let exact = try job.solve(m.model, weights, a.x, reference, interpolant: m.training.interpolant, direction: .backward,
+                                      blockRows: job.blockRows(m.model, n: a.x.shape[0]), labels: labels, guidance: guidance,
+                                      tStart: b.t, tEnd: a.t)
+            var sq = 0.0
+            for (u, v) in zip(b.x.data, exact.x.data) { let e = Double(u - v); sq += e * e }
+            rows.append(LocalErrorRow(tStart: Double(a.t), tEnd: Double(b.t), rms: (sq / Double(max(1, b.x.count))).squareRoot(),
+                                      referenceNFE: exact.nfe))
+        }
+        return rows
     }
 
     /// The latents of image inversions as safetensors: `noise` [n, C, H, W] (and `labels` [n]

@@ -60,6 +60,19 @@ public struct InvertSummary: Codable, Sendable, Equatable {
     public var reconstructionMaxError: Double?
     /// Image models with `reconstruct`: MSE, PSNR and SSIM of the round trip, per image and mean.
     public var reconstruction: ImageFidelity?
+    /// With `localError`: each step's local error against RK45, in integration order.
+    public var localErrors: [LocalErrorRow]?
+}
+
+/// One inversion step's local error (``InvertSpec/localError``).
+public struct LocalErrorRow: Codable, Sendable, Equatable {
+    /// The step's interval in integration order (tStart > tEnd: inversion runs toward t = 0).
+    public var tStart: Double
+    public var tEnd: Double
+    /// RMS over all coordinates of the step's result minus the RK45 solution from the same state.
+    public var rms: Double
+    /// Velocity evaluations per point the RK45 reference took for the step.
+    public var referenceNFE: Int
 }
 
 /// One solver's row of an evaluation (the NFE-vs-quality table).

@@ -278,12 +278,13 @@ public struct JobExecution: Sendable {
     public func solve(_ model: ModelSpec, _ weights: [String: Tensor], _ x: Tensor, _ method: ODEMethod,
                       interpolant: Interpolant,
                       direction: ODEDirection = .forward, blockRows: Int = 1024, trajectory: Bool = false,
-                      labels: [Int32]? = nil, guidance: Float? = nil, features: FeatureSharing? = nil) throws -> ODESolution {
+                      labels: [Int32]? = nil, guidance: Float? = nil, features: FeatureSharing? = nil,
+                      tStart: Float = 0, tEnd: Float = 1) throws -> ODESolution {
         let stop = context.shouldStop
         do {
             return try ODESolver.solve(model: model, stateDict: weights, x: x, labels: labels, guidance: guidance,
                                        method: method, interpolant: interpolant, direction: direction,
-                                       threads: context.threads, blockRows: blockRows, recordTrajectory: trajectory,
+                                       threads: context.threads, blockRows: blockRows, tStart: tStart, tEnd: tEnd, recordTrajectory: trajectory,
                                        features: features, shouldStop: stop)
         } catch ODEError.interrupted {
             throw JobError.interrupted

@@ -63,6 +63,26 @@ struct EditJobTests {
         }
     }
 
+    @Test("invert's local error: one row per step against RK45, far smaller for RK4 than for Euler; refused for rk45")
+    func localError() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("m", #"{"type": "train", "input": {"model": {"width": 16, "depth": 2}, "steps": 30, "previewPoints": 0}}"#)
+        func rows(_ solver: String) throws -> [LocalErrorRow] {
+            let r = try dir.run("l", #"{"type": "invert", "input": {"model": {"job": "m"}, "points": {"distribution": {"kind": "twoMoons"}, "n": 50, "seed": 1}, "solver": \#(solver), "localError": true, "reconstruct": false}}"#)
+            try FileManager.default.removeItem(atPath: dir.path + "/l")
+            return try #require(r.invert?.localErrors)
+        }
+        let euler = try rows(#"{"kind": "euler", "steps": 4}"#), rk4 = try rows(#"{"kind": "rk4", "steps": 4}"#)
+        #expect(euler.count == 4 && rk4.count == 4)
+        #expect(euler.map(\.tStart) == [1, 0.75, 0.5, 0.25] && euler.map(\.tEnd) == [0.75, 0.5, 0.25, 0])
+        #expect(euler.allSatisfy { $0.rms > 0 && $0.referenceNFE > 6 })
+        let eulerTotal: Double = euler.map(\.rms).reduce(0, +), rk4Total: Double = rk4.map(\.rms).reduce(0, +)
+        #expect(eulerTotal > 10 * rk4Total)
+        let e = prepareError(#"{"type": "invert", "input": {"model": {"job": "m"}, "solver": {"kind": "rk45"}, "localError": true}}"#, dir)
+        #expect(e?.pointer == "/input/localError")
+    }
+
     @Test("malformed, mis-sized and oversized PNGs are refused at submit with the image's pointer")
     func pngRefusals() throws {
         let dir = try Self.trained()

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ReflowHTTP
 import ReflowJobs
+import ReflowCodec
 @testable import ReflowServer
 
 /// An in-process server on an ephemeral port with its own data directory.
@@ -227,6 +228,35 @@ struct APITests {
             let r = try c.json("POST", "/v1/jobs", #"{"type": "sample", "input": {"model": {"job": "\#(pid)"}, "\#(key)": \#(value)}}"#)
             #expect(try r.status == 422 && r.json()["pointer"] as? String == "/input/\(key)")
         }
+    }
+
+    @Test("image uploads to invert and edit: a malformed or mis-sized PNG is a 422 with its pointer and no job; a good one is edited and served")
+    func imageUploads() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        let model = #"{"kind": "unet", "channels": [4, 8], "blocksPerLevel": 1, "groups": 2, "timeFeatures": 8, "timeEmbedding": 16, "attentionResolutions": [14], "classes": 10}"#
+        let train = try c.json("POST", "/v1/jobs", #"{"type": "train", "input": {"model": \#(model), "data": {"kind": "images", "dataset": "builtin:shapes", "limit": 64}, "batchSize": 4, "steps": 2, "previewPoints": 0}}"#)
+        let id = try #require(try train.json()["id"] as? String)
+        #expect(try s.waitDone(id, client: c)["state"] as? String == "succeeded")
+        func png(_ side: Int) throws -> String {
+            Data(try PNG.encodeGray(width: side, height: side, pixels: [UInt8](repeating: 128, count: side * side))).base64EncodedString()
+        }
+        let jobsBefore = try (c.request("GET", "/v1/jobs").json()["items"] as? [Any])?.count
+        for (kind, images, message) in [("invert", "[\"bm90IGEgcG5n\"]", "PNG"), ("edit", "[\"\(try png(16))\"]", "16×16"), ("edit", "[\"%%\"]", "base64")] {
+            let target = kind == "edit" ? #", "targetLabels": [1]"# : ""
+            let r = try c.json("POST", "/v1/jobs", #"{"type": "\#(kind)", "input": {"model": {"job": "\#(id)"}, "images": {"png": \#(images)}\#(target)}}"#)
+            #expect(r.status == 422 && r.header("Content-Type") == "application/problem+json", "\(kind)")
+            let body = try r.json()
+            #expect(body["pointer"] as? String == "/input/images/png/0" && (body["detail"] as? String ?? "").contains(message), "\(body)")
+        }
+        #expect(try (c.request("GET", "/v1/jobs").json()["items"] as? [Any])?.count == jobsBefore, "refused uploads create no job")
+        let edit = try c.json("POST", "/v1/jobs", #"{"type": "edit", "input": {"model": {"job": "\#(id)"}, "images": {"png": ["\#(try png(28))"]}, "sourceLabels": [0], "targetLabels": [1], "solver": {"kind": "rfSolver2", "steps": 2}, "inject": 1}}"#)
+        #expect(edit.status == 202)
+        let eid = try #require(try edit.json()["id"] as? String)
+        #expect(try s.waitDone(eid, client: c)["state"] as? String == "succeeded")
+        #expect(try c.request("GET", "/v1/jobs/\(eid)/images/edited.png").status == 200)
+        #expect(try c.request("GET", "/v1/jobs/\(eid)/artifacts/edited.npy").status == 200)
     }
 
     @Test("cancel: a queued job is canceled at once, a running one goes through canceling; terminal jobs refuse")
