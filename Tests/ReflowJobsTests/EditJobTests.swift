@@ -178,6 +178,17 @@ struct EditJobTests {
 
         try dir.run("plain", #"{"type": "train", "input": {\#(tinyUNet), \#(Self.shapes), "batchSize": 8, "steps": 2, "previewPoints": 0}}"#)
         try dir.run("noattn", #"{"type": "train", "input": {"model": {"kind": "unet", "channels": [4, 8], "blocksPerLevel": 1, "groups": 2, "timeFeatures": 8, "timeEmbedding": 16, "classes": 10}, \#(Self.shapes), "batchSize": 8, "steps": 2, "previewPoints": 0}}"#)
+        // The feature cache is in the memory estimate when it fits the budget, else on disk with one slot resident.
+        func cacheTerm(_ extra: String) throws -> ResourceEstimate.Term? {
+            let spec = try JobRunner.prepare(try SpecParser.parse(Array(#"{"type": "edit", "input": {"model": {"job": "u"}, "images": {"png": ["\#(png)", "\#(png)"]}, "targetLabels": [2], "inject": 3\#(extra)}}"#.utf8)), resolver: dir.resolver)
+            return try JobRunner.estimate(spec, resolver: dir.resolver, threads: 2).terms.first { $0.name.hasPrefix("shared features") }
+        }
+        let bytes = 3 * 2 * 2 * 4 * (8 * 196 * 4)      // steps × evaluations × images × sites × floats × 4 B
+        let inMemory = try #require(try cacheTerm(""))
+        #expect(inMemory.bytes == bytes && inMemory.name.contains("in memory"))
+        let onDisk = try #require(try cacheTerm(#", "featureMemoryMB": 0"#))
+        #expect(onDisk.bytes == bytes / 6 && onDisk.name.contains("on disk"))
+
         let base = #""images": {"png": ["\#(png)"]}, "targetLabels": [1]"#
         func refusal(_ rest: String, model: String = "u") -> SpecError? {
             prepareError(#"{"type": "edit", "input": {"model": {"job": "\#(model)"}, \#(base)\#(rest)}}"#, dir)
