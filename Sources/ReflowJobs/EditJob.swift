@@ -94,11 +94,17 @@ public enum EditJob: JobKind {
         JobOutput("edit.png", "rows of 8: the sources, their edits, and |edit − source| (white = 2)"),
     ]
 
+    /// Largest feature cache an edit may keep (memory plus disk).
+    public static let maxCacheBytes = 64 << 30
+
     /// The sites an edit shares: the named ones, or every attention block of the model.
     static func sites(_ s: EditSpec, model: ModelSpec) throws(SpecError) -> [FeatureSite] {
         let all = model.featureSites
         guard let names = s.sites else {
             let attention = all.filter { $0.kind == .attentionValue }
+            if all.isEmpty && s.inject > 0 {
+                throw SpecError(pointer: "/input/inject", message: "this model offers no features to share; use inject 0")
+            }
             if attention.isEmpty && s.inject > 0 {
                 throw SpecError(pointer: "/input/sites", message: "the model has no self-attention; name hidden activations to share (one of \(all.map(\.name).joined(separator: ", ")))")
             }
@@ -132,6 +138,10 @@ public enum EditJob: JobKind {
         _ = try s.images.check(shape: m.model.pointShape, pointer: "/input/images", resolver: resolver)
         let names = try sites(s, model: m.model).map(\.name)
         s.sites = names.isEmpty ? nil : names
+        let bytes = cacheBytes(s, model: m.model)
+        if bytes > EditJob.maxCacheBytes {
+            throw SpecError(pointer: "/input/inject", message: "the shared features would take \(bytes == Int.max ? "more than 2^63" : String(bytes >> 30)) GiB (limit \(EditJob.maxCacheBytes >> 30) GiB, on disk); lower inject, the number of images or the sites")
+        }
         if let ref = s.classifier {
             let art: ClassifierArtifact
             do { art = try ClassifierArtifact.read(path: try resolver.path(for: ref, kind: .classifier)) } catch let e as SpecError {

@@ -201,6 +201,10 @@ struct EditJobTests {
         #expect(refusal(#", "sites": ["nope"]"#)?.pointer == "/input/sites/0")
         #expect(refusal(#", "sites": ["mid.0", "mid.0"]"#)?.pointer == "/input/sites/1")
         #expect(refusal(#", "inject": 30"#)?.pointer == "/input/inject")
+        // 1000 images × 1000 steps × 4 evaluations × 75 KB of sites: above the 64 GiB cap.
+        let many = "[" + Array(repeating: #""\#(png)""#, count: 1000).joined(separator: ",") + "]"
+        let huge = prepareError(#"{"type": "edit", "input": {"model": {"job": "u"}, "images": {"png": \#(many)}, "targetLabels": [1], "solver": {"kind": "rk4", "steps": 1000}, "inject": 1000, "sites": ["down1.0", "down2.0", "down2_attn.0", "mid.0", "mid_attn.0", "mid.1", "mid_attn.1", "up2.0", "up2_attn.0", "up1.0"]}}"#, dir)
+        #expect(huge?.pointer == "/input/inject" && huge?.message.contains("GiB") == true, "\(String(describing: huge))")
         #expect(refusal(#", "solver": {"kind": "rk45"}"#)?.pointer == "/input/solver/kind")
         #expect(refusal(#", "solver": {"kind": "remix", "steps": 4}"#)?.pointer == "/input/solver/kind")
         #expect(prepareError(#"{"type": "edit", "input": {"model": {"job": "u"}, "images": {"png": ["\#(png)"]}, "targetLabels": [10]}}"#, dir)?.pointer == "/input/targetLabels/0")
