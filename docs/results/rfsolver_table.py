@@ -14,7 +14,7 @@ def load(name):
 def ms(xs, fmt="{:.4g}"):
     if len(xs) == 1:
         return fmt.format(xs[0])
-    return (fmt + " ± " + fmt).format(statistics.mean(xs), statistics.stdev(xs))
+    return (fmt + " ± " + fmt.replace("+", "")).format(statistics.mean(xs), statistics.stdev(xs))
 
 models = [("rf1", "1-RF"), ("r2", "2-RF")]
 print("### Inversion → reconstruction at equal NFE (600 test images, 3 sets of 200)\n")
@@ -42,15 +42,19 @@ for m, label in models:
         print(f"| {label} | {solver} | {inv['nfe']} | {' '.join(f'{x:.4f}' for x in e)} | {sum(e):.4f} | {max(e):.4f} |")
 
 print("\n### Sample quality at equal NFE (evaluate: n = 2000, guidance 1.5, seeds 1-3)\n")
-print("| model | solver | NFE | FD | class accuracy | precision | recall |")
-print("|---|---|---|---|---|---|---|")
+print("| model | solver | NFE | FD | Δ FD vs Euler, same NFE (paired by seed) | class accuracy | precision | recall |")
+print("|---|---|---|---|---|---|---|---|")
 for m, label in models:
     runs = [load(f"e_{m}_s{s}")["imageEvaluation"] for s in (1, 2, 3)]
+    euler = {row["nfe"]: i for i, row in enumerate(runs[0]["rows"]) if row["solver"]["kind"] == "euler"}
     for i, row in enumerate(runs[0]["rows"]):
         rows = [r["rows"][i] for r in runs]
         sol = row["solver"]
         name = {"euler": "Euler", "rfSolver2": "RF-Solver-2"}[sol["kind"]] + f" {sol['steps']}"
-        print(f"| {label} | {name} | {row['nfe']} | {ms([r['metrics']['frechetDistance'] for r in rows], '{:.1f}')} "
+        delta = ""
+        if sol["kind"] == "rfSolver2" and row["nfe"] in euler:
+            delta = ms([r["rows"][i]["metrics"]["frechetDistance"] - r["rows"][euler[row["nfe"]]]["metrics"]["frechetDistance"] for r in runs], "{:+.1f}")
+        print(f"| {label} | {name} | {row['nfe']} | {ms([r['metrics']['frechetDistance'] for r in rows], '{:.1f}')} | {delta} "
               f"| {ms([r['classAccuracy'] for r in rows], '{:.3f}')} | {ms([r['metrics']['precision'] for r in rows], '{:.3f}')} "
               f"| {ms([r['metrics']['recall'] for r in rows], '{:.3f}')} |")
-    print(f"| | floor (real vs real) | | {runs[0]['floor']['frechetDistance'] if 'floor' in runs[0] and isinstance(runs[0]['floor'], dict) and 'frechetDistance' in runs[0]['floor'] else runs[0]['rows'][0]['floor']['frechetDistance']:.1f} | | | |")
+    print(f"| | floor (real vs real) | | {runs[0]['rows'][0]['floor']['frechetDistance']:.1f} | | | | |")
