@@ -611,6 +611,10 @@ public enum ODESolver {
     /// `labels` ([n], optional) are the class labels of the rows for a conditional model, and
     /// `guidance` its classifier-free guidance scale α (see ``NetworkVelocityField/guidance``;
     /// nil evaluates the model once per stage with the labels).
+    /// `features` (RF-Edit, ``FeatureSharing``) records into or injects from a feature cache at
+    /// the network's sites; it needs a fixed-step flow method with the cache's evaluations per
+    /// step, at least as many steps as the cache holds, and the cache's number of rows. Each
+    /// worker keys its block's rows by their offset, so any `blockRows` and `threads` work.
     /// `shouldStop` is polled before each block: when it returns true the remaining blocks are
     /// skipped and the call throws ``ODEError/interrupted`` (a long solve stops within one block).
     ///

@@ -193,13 +193,8 @@ public enum EditJob: JobKind {
         let shape = m.model.pointShape
         let loaded = try s.images.load(shape: shape, job: job)
         let x = loaded.x, n = x.shape[0]
-        var source: [Int32]? = s.sourceLabels.map { $0.map(Int32.init) }
-        if source == nil, let l = loaded.labels, let k = m.model.classes {
-            if let bad = l.first(where: { $0 < 0 || Int($0) >= k }) {
-                throw JobError.invalidInput("images: dataset label \(bad) is not a class of the model (0…\(k - 1)); give sourceLabels")
-            }
-            source = l
-        }
+        let source = try s.sourceLabels.map { $0.map(Int32.init) }
+            ?? ImageInput.conditioningLabels(loaded.labels, classes: m.model.classes, field: "sourceLabels")
         let target = (0..<n).map { Int32(s.target($0)) }
         let blockRows = job.blockRows(m.model, n: n)
 

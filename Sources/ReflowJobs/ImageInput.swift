@@ -144,6 +144,17 @@ public enum ImageInput: Codable, Sendable, Equatable, Validatable {
         }
     }
 
+    /// The dataset's labels as a class-conditional model's labels (nil for an unconditional
+    /// model or an unlabelled source); a label the model does not have is an error naming
+    /// `field`, the spec key that overrides them.
+    static func conditioningLabels(_ labels: [Int32]?, classes: Int?, field: String) throws -> [Int32]? {
+        guard let labels, let k = classes else { return nil }
+        if let bad = labels.first(where: { $0 < 0 || Int($0) >= k }) {
+            throw JobError.invalidInput("images: dataset label \(bad) is not a class of the model (0…\(k - 1)); give \(field)")
+        }
+        return labels
+    }
+
     /// Loads the images as [n, C·H·W] floats in [−1, 1], with the dataset's labels when it has them.
     func load(shape: [Int], job: JobExecution) throws -> (x: Tensor, labels: [Int32]?) {
         let d = shape.reduce(1, *)

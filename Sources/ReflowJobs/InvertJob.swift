@@ -192,26 +192,21 @@ public enum InvertJob: JobKind {
         if let images = s.images {
             let loaded = try images.load(shape: m.model.pointShape, job: job)
             x = loaded.x
-            if labels == nil, m.model.classes != nil, let l = loaded.labels {
-                if let bad = l.first(where: { $0 < 0 || Int($0) >= m.model.classes! }) {
-                    throw JobError.invalidInput("images: dataset label \(bad) is not a class of the model (0…\(m.model.classes! - 1)); give labels")
-                }
-                labels = l
-            }
+            if labels == nil { labels = try ImageInput.conditioningLabels(loaded.labels, classes: m.model.classes, field: "labels") }
         } else {
-        switch s.points ?? .distribution(m.training.data, n: 1000, seed: 0) {
-        case .distribution(let source, let n, let seed):
-            var rng = Random(seed: seed)
-            x = try job.sampler(source, pointSize: d, what: "points").sample(n, rng: &rng)
-        case .inline(let rows):
-            x = Tensor(shape: [rows.count, d], data: rows.flatMap { $0 })
-        case .path(let p):
-            let path = try job.resolve(.path(p), kind: .points, what: "points")
-            do { x = try PointFiles.load(path: path) } catch { throw JobError.invalidInput("points: \(error.message)") }
-            guard x.rank == 2, x.shape[1] == d else {
-                throw JobError.invalidInput("points: \(p) holds \(x.shape.last ?? 0)-D points, the model is \(d)-D")
+            switch s.points ?? .distribution(m.training.data, n: 1000, seed: 0) {
+            case .distribution(let source, let n, let seed):
+                var rng = Random(seed: seed)
+                x = try job.sampler(source, pointSize: d, what: "points").sample(n, rng: &rng)
+            case .inline(let rows):
+                x = Tensor(shape: [rows.count, d], data: rows.flatMap { $0 })
+            case .path(let p):
+                let path = try job.resolve(.path(p), kind: .points, what: "points")
+                do { x = try PointFiles.load(path: path) } catch { throw JobError.invalidInput("points: \(error.message)") }
+                guard x.rank == 2, x.shape[1] == d else {
+                    throw JobError.invalidInput("points: \(p) holds \(x.shape.last ?? 0)-D points, the model is \(d)-D")
+                }
             }
-        }
         }
         let n = x.shape[0]
         if let l = labels, l.count != n { throw JobError.invalidInput("labels: \(l.count) labels for \(n) points") }
