@@ -12,6 +12,7 @@ source label without guidance, denoising with guidance 2 unless noted:
              invert-then-sample);
   act_k{K}:  sharing the bottleneck ResBlock output `mid.1` instead (the fallback for models
              without attention);
+  attn14_k{K}, attn7_k{K}: sharing V of the 14x14 blocks only, or of the 7x7 blocks only;
   g{G}:      no sharing, guidance G (the structure/edit trade-off without sharing).
 Inversion: Euler 20 against RF-Solver-2 10 (equal NFE) on each set, reconstruction scored.
 
@@ -65,6 +66,9 @@ for s in range(3):
         edit(f"attn_k{k}", inject=k)
     for k in [1, 2, 3, 4, 6]:
         edit(f"act_k{k}", inject=k, sites=["mid.1"])
+    for k in [4, 8]:
+        edit(f"attn14_k{k}", inject=k, sites=["down2_attn.0", "up2_attn.0"])
+        edit(f"attn7_k{k}", inject=k, sites=["down3_attn.0", "mid_attn.0", "mid_attn.1", "up3_attn.0"])
     for g in [1, 1.5, 3, 4]:
         edit(f"g{g}", inject=0, guidance=g)
     for name, sol in [("inv_euler20", {"kind": "euler", "steps": 20}), ("inv_rfs10", solver)]:

@@ -23,6 +23,8 @@ def edits(name):
 
 configs = ([(f"attn_k{k}", "V sharing", k, 2) for k in [0, 1, 2, 3, 4, 5, 6, 8, 10]]
            + [(f"act_k{k}", "mid.1 sharing", k, 2) for k in [1, 2, 3, 4, 6]]
+           + [(f"attn14_k{k}", "V sharing, 14×14 blocks", k, 2) for k in [4, 8]]
+           + [(f"attn7_k{k}", "V sharing, 7×7 blocks", k, 2) for k in [4, 8]]
            + [(f"g{g}", "no sharing", 0, g) for g in [1, 1.5, 3, 4]])
 print("### Editing: structure preserved against edit success (150 test images, 3 sets of 50; RF-Solver-2 10 steps)\n")
 print("| sharing | k | guidance | SSIM to source | PSNR to source (dB) | P(target) | edits classified as target | s/image |")
