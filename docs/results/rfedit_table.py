@@ -48,6 +48,18 @@ for name, label in [("inv_euler20", "Euler 20"), ("inv_rfs10", "RF-Solver-2 10")
     rs = [load(f"{name}_set{s}")["invert"]["reconstruction"] for s in range(3)]
     print(f"| {label} | {ms([r['mse'] for r in rs], '{:.2e}')} | {ms([r['psnr'] for r in rs], '{:.2f}')} | {ms([r['ssim'] for r in rs], '{:.4f}')} |")
 
+if os.path.exists(os.path.join(out, "e_unet_s1", "result.json")):
+    ev = load("e_unet_s1")["imageEvaluation"]
+    print("\n### Sample quality of the U-Net at equal NFE (evaluate: n = 1000, seed 1, guidance 1.5)\n")
+    print("| solver | NFE | FD | class accuracy | precision | recall |")
+    print("|---|---|---|---|---|---|")
+    for row in ev["rows"]:
+        sol = row["solver"]
+        name = {"euler": "Euler", "rfSolver2": "RF-Solver-2"}[sol["kind"]] + f" {sol['steps']}"
+        m = row["metrics"]
+        print(f"| {name} | {row['nfe']} | {m['frechetDistance']:.1f} | {row['classAccuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} |")
+    print(f"| floor (real vs real) | | {ev['rows'][0]['floor']['frechetDistance']:.1f} | | | |")
+
 if figdir:
     import matplotlib
     matplotlib.use("Agg")
