@@ -84,6 +84,8 @@ public final class FeatureCache: @unchecked Sendable {
     private let floatsPerSlot: Int
     /// Rows written per (slot, site), to refuse injecting what was never recorded.
     private let written: Mutex<[Int]>
+    /// Steps of the recording solve, once one has finished (an injecting solve must match).
+    private let recorded = Mutex<Int?>(nil)
 
     /// Bytes a cache of this geometry needs, or nil on overflow.
     public static func bytes(sites: [FeatureSite], steps: Int, evaluations: Int, rows: Int) -> Int? {
@@ -127,10 +129,12 @@ public final class FeatureCache: @unchecked Sendable {
             let fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw FeatureCacheError("open(\(file)): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
-            guard ftruncate(fd, off_t(bytes)) == 0 else {
-                let e = errno
+            // Allocated, not sparse: a full disk is an error here (ENOSPC) rather than a SIGBUS
+            // when a page of the mapping is first written.
+            let rc = posix_fallocate(fd, 0, off_t(bytes))
+            guard rc == 0 else {
                 unlink(file)
-                throw FeatureCacheError("ftruncate(\(file), \(bytes)): \(String(cString: strerror(e)))")
+                throw FeatureCacheError("posix_fallocate(\(file), \(bytes) bytes): \(String(cString: strerror(rc)))")
             }
             let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
             guard let p, p != MAP_FAILED else {
@@ -168,6 +172,12 @@ public final class FeatureCache: @unchecked Sendable {
         written.withLock { $0[(j * evaluations + e) * sites.count + s] += count }
     }
 
+    /// Notes that a recording solve of `steps` steps stored its blocks.
+    func markRecorded(steps: Int) { recorded.withLock { $0 = steps } }
+
+    /// Steps of the solve that recorded the cache (nil before one finished).
+    public var recordedSteps: Int? { recorded.withLock { $0 } }
+
     /// Whether every row of slot (interval, evaluation) of a site was stored.
     public func isComplete(interval j: Int, evaluation e: Int, site s: Int) -> Bool {
         written.withLock { $0[(j * evaluations + e) * sites.count + s] >= rows }
@@ -199,8 +209,10 @@ public struct FeatureSharing: Sendable {
         return j >= 0 && j < cache.steps ? j : nil
     }
 
-    /// Why this sharing cannot run with `method` on `rows` rows (nil when it can).
-    func problem(method: ODEMethod, rows: Int) -> String? {
+    /// Why this sharing cannot run with `method` in `direction` on `rows` rows (nil when it can):
+    /// a recording is an inversion (backward), an injection a denoising (forward) with the
+    /// recording's steps.
+    func problem(method: ODEMethod, direction: ODEDirection, rows: Int) -> String? {
         switch method {
         case .euler, .heun, .midpoint, .rk4, .rfSolver2: break
         case .rk45, .remix, .ddim:
@@ -210,6 +222,13 @@ public struct FeatureSharing: Sendable {
         if e != cache.evaluations { return "the cache holds \(cache.evaluations) evaluations per step, \(method.name) makes \(e)" }
         if cache.steps > steps { return "the cache holds \(cache.steps) steps, the solve has \(steps)" }
         if rows != cache.rows { return "the cache holds \(cache.rows) rows, the solve has \(rows)" }
+        switch mode {
+        case .record where direction != .backward: return "features are recorded by an inversion (direction backward)"
+        case .inject where direction != .forward: return "features are injected into a denoising (direction forward)"
+        case .inject:
+            if let r = cache.recordedSteps, r != steps { return "the cache was recorded by a solve of \(r) steps, this one has \(steps)" }
+        default: break
+        }
         return nil
     }
 }
@@ -238,8 +257,12 @@ final class FeatureSharingTap: FeatureTap {
     func share(site: String, rows: Int, computed: () -> [Float]) -> [Float]? {
         guard let (j, e) = current, let s = sharing.cache.siteIndex(site), failure == nil else { return nil }
         let cache = sharing.cache, f = cache.sites[s].floatsPerRow
-        // A guided pass evaluates the block twice over (labelled rows, then the null label):
-        // both halves see the same images, so both share the same features.
+        // A guided pass evaluates the block twice over (labelled rows, then the null label).
+        // Recording keeps the labelled half; injecting gives the recorded block to both halves.
+        // There is no null-label record of an unguided inversion, and the features depend on the
+        // label (it enters every block), so the null half gets the source label's features: at
+        // a whole-activation site this makes both halves equal, so guidance has no effect in
+        // the shared steps; at an attention V the halves still differ through Q, K and the rest.
         guard blockRows > 0, rows % blockRows == 0 else {
             failure = "site \(site): a pass of \(rows) rows in a block of \(blockRows)"
             return nil

@@ -273,7 +273,8 @@ public enum ODESolver {
         }
     }
 
-    static func trajectoryTooLarge(frames: Int, floatsPerFrame: Int) -> Bool {
+    /// Whether `frames` recorded states of `floatsPerFrame` floats exceed ``maxTrajectoryFloats``.
+    public static func trajectoryTooLarge(frames: Int, floatsPerFrame: Int) -> Bool {
         let (total, overflow) = frames.multipliedReportingOverflow(by: floatsPerFrame)
         return overflow || total > maxTrajectoryFloats
     }
@@ -636,7 +637,7 @@ public enum ODESolver {
             throw ODEError.invalidArgument("model \(e.pointer): \(e.message)")
         }
         try validate(method: method, tStart: tStart, tEnd: tEnd)
-        if let features, let problem = features.problem(method: method, rows: x.rank == 2 ? x.shape[0] : -1) {
+        if let features, let problem = features.problem(method: method, direction: direction, rows: x.rank == 2 ? x.shape[0] : -1) {
             throw ODEError.invalidArgument(problem)
         }
         var plan: DDIMPlan?
@@ -753,6 +754,7 @@ public enum ODESolver {
                             return try integrate(field, x: px.base! + lo * d, rows: rows, method: method,
                                                    direction: direction, tStart: tStart, tEnd: tEnd, record: recorder) }
                             if let failure = field.tap?.failure { throw ODEError.invalidArgument("feature sharing: \(failure)") }
+                            if let features, features.mode == .record { features.cache.markRecorded(steps: steps ?? 0) }
                             results.set(blk, .init(stats: .success(st), frames: frames))
                         } catch {
                             results.set(blk, .init(stats: .failure(error), frames: []))

@@ -135,7 +135,8 @@ public enum EditJob: JobKind {
                 throw SpecError(pointer: "/input/\(key)/\(i)", message: "class \(l[i]) is out of range: the model has \(k) classes (0…\(k - 1))")
             }
         }
-        _ = try s.images.check(shape: m.model.pointShape, pointer: "/input/images", resolver: resolver)
+        try s.images.check(shape: m.model.pointShape, classes: k, labelsGiven: s.sourceLabels != nil, labelsKey: "sourceLabels",
+                           pointer: "/input/images", resolver: resolver)
         let names = try sites(s, model: m.model).map(\.name)
         s.sites = names.isEmpty ? nil : names
         let bytes = cacheBytes(s, model: m.model)
@@ -234,6 +235,7 @@ public enum EditJob: JobKind {
         try job.write(Figures.imageBands([x, edited, diff], shape: shape, text: text), "edit.png")
         try job.write(Figures.imageGrid(edited, shape: shape, text: text), "edited.png")
 
+        let structure = try ImageFidelity.measure(x, edited, shape: shape, what: "edit")
         var success: EditSummary.Success?
         if let ref = s.classifier {
             let art = try ClassifierArtifact.read(path: job.resolve(ref, kind: .classifier, what: "classifier"))
@@ -245,7 +247,7 @@ public enum EditJob: JobKind {
         }
         job.progress("edit", n, n)
         let summary = EditSummary(n: n, nfe: back.nfe + s.solver.fixedNFE!, seconds: seconds, inject: s.inject, cache: cacheInfo,
-                                  structure: ImageFidelity.measure(x, edited, shape: shape), success: success)
+                                  structure: structure, success: success)
         return ["edit": try ResultValue(encoding: summary)]
     }
 

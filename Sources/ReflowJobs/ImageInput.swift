@@ -14,8 +14,9 @@ import Foundation
 ///
 /// A PNG must have the model's height and width (no resampling: a resized image is a different
 /// image, and the caller knows best how to make it). Its colours are converted to the model's
-/// channels: RGB to gray by BT.601 luma (0.299 R + 0.587 G + 0.114 B), gray to RGB by
-/// repetition; alpha is dropped. Pixels map to [−1, 1] as every dataset's do.
+/// channels as the dataset loaders convert theirs (``PNG/Image/converted(toChannels:)``: RGB to
+/// gray by PIL's fixed-point BT.601 luma, gray to RGB by repetition, alpha dropped). Pixels map
+/// to [−1, 1] as every dataset's do.
 public enum ImageInput: Codable, Sendable, Equatable, Validatable {
     case png([String])
     case dataset(ImageDataRef, indices: [Int])
@@ -103,26 +104,27 @@ public enum ImageInput: Codable, Sendable, Equatable, Validatable {
         do { image = try PNG.decode(bytes, limits: PNG.DecodeLimits(maxSide: max(w, h), maxPixels: w * h)) } catch {
             throw SpecError(pointer: "", message: "is not a readable PNG: \(error)")
         }
-        // Interleaved [H, W, k] bytes → planar [C, H, W] floats.
-        let k = image.channels, colour = k >= 3
+        // Gray or RGB as the model's channels (PIL's fixed-point BT.601 luma, as the dataset
+        // loaders), then interleaved [H, W, c] bytes → planar [C, H, W] floats in [−1, 1].
+        let converted: PNG.Image
+        do { converted = try image.converted(toChannels: c == 1 ? 1 : 3) } catch {
+            throw SpecError(pointer: "", message: "cannot be converted to \(c) channels: \(error)")
+        }
+        let k = converted.channels
         var out = [Float](repeating: 0, count: c * h * w)
         for p in 0..<(h * w) {
-            let px = image.pixels[(p * k)..<(p * k + k)]
-            let r = Float(px[px.startIndex]), g = colour ? Float(px[px.startIndex + 1]) : r, b = colour ? Float(px[px.startIndex + 2]) : r
-            if c == 1 {
-                out[p] = (colour ? 0.299 * r + 0.587 * g + 0.114 * b : r) * (1 / 127.5) - 1
-            } else {
-                let rgb = [r, g, b]
-                for ch in 0..<c { out[ch * h * w + p] = rgb[min(ch, 2)] * (1 / 127.5) - 1 }
-            }
+            for ch in 0..<c { out[ch * h * w + p] = Float(converted.pixels[p * k + min(ch, k - 1)]) * (1 / 127.5) - 1 }
         }
         return out
     }
 
     /// Checks the images against a model's image shape at submit: every PNG decodes to the
-    /// shape, dataset indices exist and the split's images have the shape. Returns whether the
-    /// images carry labels (dataset splits with labels).
-    func check(shape: [Int], pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> Bool {
+    /// shape, dataset indices exist and the split's images have the shape. For a conditional
+    /// model whose labels come from the dataset (`labelsGiven` false), the dataset must not
+    /// have more classes than the model. Returns whether the images carry labels.
+    @discardableResult
+    func check(shape: [Int], classes: Int? = nil, labelsGiven: Bool = true, labelsKey: String = "labels",
+               pointer: String, resolver: any ArtifactResolver) throws(SpecError) -> Bool {
         guard shape.count == 3 else { throw SpecError(pointer: pointer, message: "images need an image model; this model's points are \(shape)") }
         switch self {
         case .png(let list):
@@ -139,6 +141,9 @@ public enum ImageInput: Codable, Sendable, Equatable, Validatable {
             }
             if let n = info.count, let i = indices.firstIndex(where: { $0 >= n }) {
                 throw SpecError(pointer: pointer + "/indices/\(i)", message: "image \(indices[i]) does not exist: the \(ref.split.rawValue) split has \(n)")
+            }
+            if let k = classes, !labelsGiven, info.labelled == true, let dk = info.classes, dk > k {
+                throw SpecError(pointer: pointer + "/dataset", message: "has \(dk) classes, the model \(k): its labels cannot condition the model; give \(labelsKey)")
             }
             return info.labelled ?? false
         }
@@ -194,14 +199,18 @@ public struct ImageFidelity: Codable, Sendable, Equatable {
         public var ssim: Double?
     }
 
-    /// Compares the rows of a and b ([n, C·H·W]) as images of `shape`.
-    static func measure(_ a: Tensor, _ b: Tensor, shape: [Int]) -> ImageFidelity {
+    /// Compares the rows of a and b ([n, C·H·W]) as images of `shape`. Identical images count
+    /// as 100 dB; a result with non-finite values (a diverged solve) is an error, not a score.
+    static func measure(_ a: Tensor, _ b: Tensor, shape: [Int], what: String) throws -> ImageFidelity {
         let n = a.shape[0], d = shape.reduce(1, *)
+        if let i = b.data.firstIndex(where: { !$0.isFinite }) {
+            throw JobError.diverged("\(what): image \(i / d) holds non-finite values (the solve diverged; lower the guidance or use more steps)")
+        }
         var rows = [Row]()
         for r in 0..<n {
             let x = Array(a.data[(r * d)..<((r + 1) * d)]), y = Array(b.data[(r * d)..<((r + 1) * d)])
-            let psnr = ImageQuality.psnr(x, y, dataRange: 2)
-            rows.append(Row(mse: ImageQuality.mse(x, y), psnr: psnr.isFinite ? psnr : 100,
+            let mse = ImageQuality.mse(x, y)
+            rows.append(Row(mse: mse, psnr: mse == 0 ? 100 : ImageQuality.psnr(x, y, dataRange: 2),
                             ssim: ImageQuality.ssim(x, y, shape: shape, dataRange: 2)))
         }
         let ssims = rows.compactMap(\.ssim)

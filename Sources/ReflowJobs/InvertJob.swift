@@ -135,8 +135,18 @@ public enum InvertJob: JobKind {
         let m = try StudentTraining.model("/input/model", s.model, resolver: resolver)
         s.solver = try DiffusionSolvers.adapt(s.solver, kindDefault: InvertSpec().solver, interpolant: m.training.interpolant, pointer: "/input/solver")
         try Conditioning.check(labels: s.labels, perClass: nil, guidance: s.guidance, model: m.model, maxPoints: PointSource.maxPoints)
+        if s.localError {
+            if case .ddim = s.solver {
+                throw SpecError(pointer: "/input/localError", message: "compares a flow's fixed steps with RK45; a VP diffusion model inverts with ddim only")
+            }
+            // The recorded inversion: (steps + 1) frames of every point.
+            let n = s.images?.count ?? s.points?.knownCount ?? 1000
+            if let steps = s.solver.steps, ODESolver.trajectoryTooLarge(frames: steps + 1, floatsPerFrame: n * m.model.pointSize) {
+                throw SpecError(pointer: "/input/localError", message: "records the inversion's \(steps + 1) states of \(n) points, more than \(ODESolver.maxTrajectoryFloats) floats; invert fewer points or use fewer steps")
+            }
+        }
         if let images = s.images {
-            _ = try images.check(shape: m.model.pointShape, pointer: "/input/images", resolver: resolver)
+            try images.check(shape: m.model.pointShape, classes: m.model.classes, labelsGiven: s.labels != nil, pointer: "/input/images", resolver: resolver)
             if let l = s.labels, l.count != images.count {
                 throw SpecError(pointer: "/input/labels", message: "has \(l.count) labels for \(images.count) images")
             }
@@ -251,7 +261,7 @@ public enum InvertJob: JobKind {
             latentSWD: try Metrics.slicedWasserstein2(a: back.x, b: g1, projections: 256, seed: 7),
             gaussianFloorSWD: try Metrics.slicedWasserstein2(a: g2, b: g1, projections: 256, seed: 7),
             reconstructionMeanError: meanErr, reconstructionMaxError: maxErr,
-            reconstruction: imageShape.flatMap { shape in reconstruction.map { ImageFidelity.measure(x, $0, shape: shape) } },
+            reconstruction: try imageShape.flatMap { shape in try reconstruction.map { try ImageFidelity.measure(x, $0, shape: shape, what: "reconstruction") } },
             localErrors: local)
         if d == 2 { try job.write(Figures.coupling(z0: back.x, z1: x, count: min(n, 300)), "inversion.png") }
         if m.model.pointShape.count == 3 {

@@ -193,13 +193,12 @@ struct FeatureSharingTests {
     @Test("misuse is an error, never a trap: other solvers, sizes, an unrecorded cache, an existing file")
     func misuse() throws {
         let spec = ModelSpec(Self.mlp), w = Self.weights(spec)
-        let x = Tensor(shape: [2, 6], data: [Float](repeating: 0.1, count: 12))
         let cache = try FeatureCache(sites: [spec.featureSites[0]], steps: 2, evaluations: 2, rows: 2)
-        func problem(_ m: ODEMethod, _ rows: Int = 2, mode: FeatureSharing.Mode = .record) -> String? {
+        func problem(_ m: ODEMethod, _ rows: Int = 2, mode: FeatureSharing.Mode = .record, direction: ODEDirection? = nil) -> String? {
             do {
                 _ = try ODESolver.solve(model: spec, stateDict: w, x: Tensor(shape: [rows, 6], data: [Float](repeating: 0.1, count: rows * 6)),
-                                        labels: [Int32](repeating: 0, count: rows), method: m, direction: .forward, threads: 1,
-                                        features: FeatureSharing(cache: cache, mode: mode))
+                                        labels: [Int32](repeating: 0, count: rows), method: m, direction: direction ?? (mode == .record ? .backward : .forward),
+                                        threads: 1, features: FeatureSharing(cache: cache, mode: mode))
                 return nil
             } catch { return "\(error)" }
         }
@@ -208,8 +207,12 @@ struct FeatureSharingTests {
         #expect(problem(.midpoint(steps: 1))?.contains("steps") == true)
         #expect(problem(.midpoint(steps: 4), 3)?.contains("rows") == true)
         #expect(problem(.midpoint(steps: 4), mode: .inject)?.contains("never recorded") == true)
+        #expect(problem(.midpoint(steps: 4), direction: .forward)?.contains("inversion") == true)
         #expect(problem(.midpoint(steps: 4)) == nil)
-        _ = x
+        #expect(cache.recordedSteps == 4)
+        #expect(problem(.midpoint(steps: 4), mode: .inject, direction: .backward)?.contains("denoising") == true)
+        #expect(problem(.midpoint(steps: 5), mode: .inject)?.contains("recorded by a solve of 4 steps") == true)
+        #expect(problem(.midpoint(steps: 4), mode: .inject) == nil)
         #expect(throws: FeatureCacheError.self) { try FeatureCache(sites: [], steps: 1, evaluations: 1, rows: 1) }
         #expect(throws: FeatureCacheError.self) {
             try FeatureCache(sites: [FeatureSite(name: "a", kind: .activation, floatsPerRow: Int.max / 2)], steps: 4, evaluations: 2, rows: 2)

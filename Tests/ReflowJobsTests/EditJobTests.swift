@@ -3,7 +3,7 @@ import Testing
 import ReflowEngine
 import ReflowFlow
 import ReflowStore
-import ReflowCodec
+@testable import ReflowCodec
 @testable import ReflowJobs
 
 /// A class-conditional U-Net with self-attention at 14×14, small enough for tests.
@@ -52,6 +52,11 @@ struct EditJobTests {
         // start from the same image under different labels.
         let (a, b) = (ImageInput.decodePNGForTests(gray) ?? [], ImageInput.decodePNGForTests(rgb) ?? [])
         #expect(a.count == 784 && b.count == 784 && zip(a, b).allSatisfy { abs($0 - $1) < 1e-5 })
+        // Coloured pixels take PIL's fixed-point BT.601 luma, as the dataset loaders: (R, G, B) =
+        // (200, 40, 90) → (19595·200 + 38470·40 + 7471·90 + 32768) >> 16 = 94, and alpha is dropped.
+        let rgba = try PNG.encode(try PNG.Image(width: 28, height: 28, channels: 4, pixels: [UInt8](repeating: 0, count: 784 * 4).enumerated().map { [200, 40, 90, 7][$0.offset % 4] }))
+        let luma = ImageInput.decodePNGForTests(Data(rgba).base64EncodedString()) ?? []
+        #expect(luma.count == 784 && luma.allSatisfy { $0 == Float(94) * (1 / 127.5) - 1 })
 
         // Dataset items default to the dataset's labels; any solver inverts.
         for solver in [#"{"kind": "euler", "steps": 8}"#, #"{"kind": "heun", "steps": 4}"#, #"{"kind": "rk45", "maxNFE": 2000, "rtol": 1e-3, "atol": 1e-3}"#] {
@@ -81,6 +86,9 @@ struct EditJobTests {
         #expect(eulerTotal > 10 * rk4Total)
         let e = prepareError(#"{"type": "invert", "input": {"model": {"job": "m"}, "solver": {"kind": "rk45"}, "localError": true}}"#, dir)
         #expect(e?.pointer == "/input/localError")
+        // The recorded inversion must fit the trajectory limit: refused at submit, not after the solve.
+        let big = prepareError(#"{"type": "invert", "input": {"model": {"job": "m"}, "points": {"distribution": {"kind": "twoMoons"}, "n": 100000}, "solver": {"kind": "euler", "steps": 2000}, "localError": true}}"#, dir)
+        #expect(big?.pointer == "/input/localError" && big?.message.contains("floats") == true)
     }
 
     @Test("malformed, mis-sized and oversized PNGs are refused at submit with the image's pointer")
@@ -104,11 +112,14 @@ struct EditJobTests {
             #expect(corrupt?.pointer == "/input/images/png/0", "\(kind)")
             let small = refusal(#"{"png": ["\#(try Self.png(side: 16))"]}"#, kind: kind)
             #expect(small?.pointer == "/input/images/png/0" && small?.message.contains("16×16") == true, "\(kind)")
-            // A header claiming 60000×60000 is refused from IHDR, before anything is inflated.
+            // A (valid) header claiming 60000×60000 is refused from IHDR, before anything is inflated.
             var huge = [UInt8](Data(base64Encoded: good)!)
             for (i, b) in [UInt8(0), 0, 0xEA, 0x60, 0, 0, 0xEA, 0x60].enumerated() { huge[16 + i] = b }
+            let crc = huge[12..<29].withUnsafeBufferPointer { ZlibStream.crc32(0, $0) }     // "IHDR" + its 13 bytes
+            for i in 0..<4 { huge[29 + i] = UInt8(truncatingIfNeeded: crc >> (24 - 8 * i)) }
+            #expect(try PNG.readHeader(huge).width == 60000)
             let big = refusal(#"{"png": ["\#(Data(huge).base64EncodedString())"]}"#, kind: kind)
-            #expect(big?.pointer == "/input/images/png/0", "\(kind)")
+            #expect(big?.pointer == "/input/images/png/0" && big?.message.contains("60000×60000") == true, "\(kind) \(String(describing: big))")
             let tooLong = refusal(#"{"png": ["\#(String(repeating: "A", count: ImageInput.maxPNGText + 4))"]}"#, kind: kind)
             #expect(tooLong?.pointer == "/input/images/png/0", "\(kind) \(String(describing: tooLong))")
             #expect(refusal(#"{"png": []}"#, kind: kind)?.pointer == "/input/images/png", "\(kind)")
@@ -123,7 +134,7 @@ struct EditJobTests {
         #expect(prepareError(#"{"type": "invert", "input": {"model": {"job": "u"}, "images": {"png": ["\#(good)"]}, "points": {"inline": [[1, 2]]}}}"#, dir)?.pointer == "/input/images")
     }
 
-    @Test("edit with inject 0 is plain invert-then-sample, bit for bit; sharing changes the edit and pulls it toward the source; an on-disk cache gives the same bits")
+    @Test("edit with inject 0 is plain invert-then-sample, bit for bit; sharing changes the edit; sharing a whole activation for every step returns the source; an on-disk cache gives the same bits")
     func editSharing() throws {
         let dir = try Self.trained()
         defer { dir.remove() }
