@@ -7,7 +7,7 @@ SWIFT      ?= swift
 BIN        := .build/release/reflowd
 # Debian packages the build and tests need (checked with dpkg-query; installed only when missing).
 # dataset-fashion-mnist: the real image data the default config names (IDX under /usr/share/datasets).
-APT_PKGS   := libopenblas-dev libssl-dev zlib1g-dev pkg-config python3 python3-venv curl openssl dataset-fashion-mnist
+APT_PKGS   := libopenblas-dev libfftw3-dev libssl-dev zlib1g-dev pkg-config python3 python3-venv curl openssl dataset-fashion-mnist
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT        ?= var/demo
 # AVX2 + FMA code generation when the CPU has both (the x86-64 baseline is SSE2: the SIMD8

@@ -21,9 +21,11 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CFFTW", path: "Sources/CFFTW", pkgConfig: "fftw3f",
+                       providers: [.apt(["libfftw3-dev"])]),
 
         // Compute: tensors, kernels, BLAS, RNG (root of all numeric work).
-        .target(name: "ReflowEngine", dependencies: ["COpenBLAS"], swiftSettings: strict),
+        .target(name: "ReflowEngine", dependencies: ["COpenBLAS", "CFFTW"], swiftSettings: strict),
         // Reverse-mode autodiff over a closed set of primitives.
         .target(name: "ReflowAutograd", dependencies: ["ReflowEngine"], swiftSettings: strict),
         // Layers, losses, optimizers, schedules, EMA, state dicts.
