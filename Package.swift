@@ -31,6 +31,8 @@ let package = Package(
         // Layers, losses, optimizers, schedules, EMA, state dicts.
         .target(name: "ReflowNN", dependencies: ["ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
         // Rectified-flow math: time convention, toy data, velocity nets, samplers, training loops.
+        // MRI reconstruction (issue #14): masks, the forward model, and (next) the RIM.
+        .target(name: "ReflowMRI", dependencies: ["ReflowEngine"], swiftSettings: strict),
         .target(name: "ReflowFlow", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec"],
                 swiftSettings: strict),
         // Byte codecs over system libraries: SHA-256 (OpenSSL EVP), PNG and gzip (zlib).
@@ -64,6 +66,9 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "ReflowNNTests",
                     dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "ReflowMRITests",
+                    dependencies: ["ReflowMRI", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowFlowTests",
                     dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],

@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+import ReflowEngine
+@testable import ReflowMRI
+
+private func randomComplex(_ shape: [Int], seed: UInt64) -> ComplexTensor {
+    var rng = Random(seed: seed)
+    return ComplexTensor(real: rng.normal(shape), imag: rng.normal(shape))
+}
+
+@Suite("MRI masks")
+struct MaskTests {
+    @Test("2-D masks hit the requested acceleration within 2 %; line masks take the nearest line count",
+          arguments: MaskKind.allCases)
+    func acceleration(_ kind: MaskKind) throws {
+        for (h, w) in [(28, 28), (64, 64), (32, 48)] {
+            for r in [4.0, 8.0] {
+                let m = try Mask.make(kind, height: h, width: w, acceleration: r, seed: 3)
+                if kind.isLineMask {
+                    let columns = (0..<w).filter { c in (0..<h).allSatisfy { m.values.data[$0 * w + c] == 1 } }
+                    #expect(columns.count == Int((Double(w) / r).rounded()), "\(kind) \(h)×\(w) R \(r)")
+                    #expect(m.sampled == columns.count * h, "whole columns only")
+                } else {
+                    #expect(abs(m.acceleration - r) / r <= 0.02, "\(kind) \(h)×\(w) R \(r): got \(m.acceleration)")
+                }
+                #expect(m.values.data[(h / 2) * w + w / 2] == 1, "the centre of k-space is sampled")
+                #expect(m.values.data.allSatisfy { $0 == 0 || $0 == 1 })
+            }
+        }
+    }
+
+    @Test("masks are reproducible from their seed and differ between seeds", arguments: MaskKind.allCases)
+    func seeded(_ kind: MaskKind) throws {
+        let a = try Mask.make(kind, height: 32, width: 32, acceleration: 4, seed: 1)
+        let b = try Mask.make(kind, height: 32, width: 32, acceleration: 4, seed: 1)
+        let c = try Mask.make(kind, height: 32, width: 32, acceleration: 4, seed: 2)
+        #expect(a == b)
+        #expect(a.values != c.values)
+    }
+
+    @Test("variable density: the 2-D masks sample the centre of k-space more densely than the edge")
+    func density() throws {
+        for kind in [MaskKind.gaussian2D, .poissonDisc] {
+            let m = try Mask.make(kind, height: 64, width: 64, acceleration: 4, seed: 5)
+            var inner = 0.0, innerN = 0.0, outer = 0.0, outerN = 0.0
+            for r in 0..<64 { for c in 0..<64 {
+                let d = (Double((r - 32) * (r - 32) + (c - 32) * (c - 32))).squareRoot()
+                if d < 16 { inner += Double(m.values.data[r * 64 + c]); innerN += 1 } else if d > 24 { outer += Double(m.values.data[r * 64 + c]); outerN += 1 }
+            } }
+            #expect(inner / innerN > 1.5 * outer / outerN, "\(kind)")
+        }
+    }
+
+    @Test("impossible masks are errors that name the field, never traps")
+    func refusals() {
+        for (h, w, r, f, word) in [(1, 28, 4.0, 0.08, "height"), (28, 5000, 4.0, 0.08, "height"), (28, 28, 0.5, 0.08, "acceleration"),
+                                   (28, 28, .nan, 0.08, "acceleration"), (28, 28, 4, 1.5, "centerFraction"), (28, 28, 16, 0.9, "centre")] {
+            #expect(throws: MRIError.self) { try Mask.make(.gaussian2D, height: h, width: w, acceleration: r, centerFraction: f, seed: 0) }
+            #expect(Mask.problem(height: h, width: w, acceleration: r, centerFraction: f)?.contains(word) == true, "\(h) \(w) \(r) \(f)")
+        }
+    }
+}
+
+@Suite("MRI forward model")
+struct ForwardModelTests {
+    static func model(coils: Int?, seed: UInt64 = 7) throws -> ForwardModel {
+        let mask = try Mask.make(.gaussian2D, height: 6, width: 5, acceleration: 2, seed: seed).values
+        return try ForwardModel(mask: mask, sensitivities: coils.map { randomComplex([$0, 6, 5], seed: seed + 1) })
+    }
+
+    @Test("the adjoint: ⟨A·x, y⟩ = ⟨x, Aᴴ·y⟩ for one coil and for several", arguments: [nil, 1, 3])
+    func adjoint(_ coils: Int?) throws {
+        let a = try Self.model(coils: coils)
+        let x = randomComplex([6, 5], seed: 1), y = randomComplex([coils ?? 1, 6, 5], seed: 2)
+        let lhs = ComplexTensor.inner(a.apply(x), y), rhs = ComplexTensor.inner(x, a.adjoint(y))
+        #expect(abs(lhs.re - rhs.re) < 1e-4 && abs(lhs.im - rhs.im) < 1e-4, "\(lhs) \(rhs)")
+        // Off the mask the measurements are zero.
+        let m = a.apply(x)
+        for k in 0..<m.count where a.mask.data[k % 30] == 0 { #expect(m.data[2 * k] == 0 && m.data[2 * k + 1] == 0) }
+    }
+
+    @Test("the data-consistency gradient equals central finite differences of ½‖M·F·S·x − y‖²", arguments: [nil, 2])
+    func gradient(_ coils: Int?) throws {
+        let a = try Self.model(coils: coils)
+        let x = randomComplex([6, 5], seed: 3), y = a.apply(randomComplex([6, 5], seed: 4))
+        let g = a.gradient(x, y)
+        let eps: Float = 1e-2
+        for i in stride(from: 0, to: x.data.count, by: 3) {
+            var p = x, q = x
+            p.data[i] += eps
+            q.data[i] -= eps
+            let fd = (a.misfit(p, y) - a.misfit(q, y)) / Double(2 * eps)
+            #expect(abs(fd - Double(g.data[i])) < 2e-3 * max(1, abs(fd)), "coordinate \(i): fd \(fd), analytic \(g.data[i])")
+        }
+        // Zero at the truth, and the zero-filled estimate is Aᴴy.
+        let truth = randomComplex([6, 5], seed: 9)
+        #expect(a.gradient(truth, a.apply(truth)).data.allSatisfy { abs($0) < 1e-5 })
+    }
+
+    @Test("mismatched shapes are errors")
+    func shapes() {
+        #expect(throws: MRIError.self) { try ForwardModel(mask: Tensor(shape: [30], data: [Float](repeating: 1, count: 30))) }
+        #expect(throws: MRIError.self) {
+            try ForwardModel(mask: Tensor(shape: [6, 5], data: [Float](repeating: 1, count: 30)), sensitivities: ComplexTensor(zeros: [2, 5, 6]))
+        }
+    }
+}
