@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "ReflowNN", dependencies: ["ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
         // Rectified-flow math: time convention, toy data, velocity nets, samplers, training loops.
         // MRI reconstruction (issue #14): masks, the forward model, and (next) the RIM.
-        .target(name: "ReflowMRI", dependencies: ["ReflowEngine"], swiftSettings: strict),
+        .target(name: "ReflowMRI", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
         .target(name: "ReflowFlow", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec"],
                 swiftSettings: strict),
         // Byte codecs over system libraries: SHA-256 (OpenSSL EVP), PNG and gzip (zlib).
@@ -68,7 +68,7 @@ let package = Package(
                     dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowMRITests",
-                    dependencies: ["ReflowMRI", "ReflowEngine", "ReflowTestSupport"],
+                    dependencies: ["ReflowMRI", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowFlowTests",
                     dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],

@@ -1,6 +1,9 @@
 import Foundation
 import Testing
 import ReflowEngine
+import ReflowAutograd
+import ReflowNN
+import ReflowTestSupport
 @testable import ReflowMRI
 
 private func randomComplex(_ shape: [Int], seed: UInt64) -> ComplexTensor {
@@ -159,5 +162,71 @@ struct CompressedSensingTests {
         #expect(abs(mfista.objective.last! - converged) <= 1e-5 * converged)
         #expect(fista.objective[50] < ista.objective[50], "FISTA is faster")
         #expect(converged < ista.objective[0], "better than zero-filled")
+    }
+}
+
+@Suite("RIM recurrent cells")
+struct RecurrentCellTests {
+    /// Sets every weight of a 1×1, one-channel cell from `values` (in namedParameters order).
+    static func scalarCell(_ kind: RecurrentCellKind, _ values: [Float]) -> RecurrentCell {
+        var rng = Random(seed: 1)
+        let cell = kind.make(input: 1, hidden: 1, kernel: 1, rng: &rng)
+        for ((_, p), v) in zip(cell.namedParameters(), values) { p.value = Tensor(shape: p.value.shape, data: [v]) }
+        return cell
+    }
+
+    static func step(_ cell: RecurrentCell, x: Float, h: Float) -> Float {
+        let g = Graph(threads: 1, gradEnabled: false)
+        return cell(g.input(Tensor(shape: [1, 1, 1, 1], data: [x])), g.input(Tensor(shape: [1, 1, 1, 1], data: [h]))).value.data[0]
+    }
+
+    @Test("each cell's step equals its equations computed by hand")
+    func handStep() {
+        func sig(_ v: Double) -> Double { 1 / (1 + Foundation.exp(-v)) }
+        let (x, h) = (0.8, -0.5)
+        // GRU: wr (w, b), ur, wz (w, b), uz, wn (w, b), un.
+        let gru = Self.scalarCell(.gru, [0.5, 0.1, -0.3, 0.2, -0.2, 0.4, 0.7, 0.05, 0.6])
+        #expect(gru.namedParameters().map(\.name) == ["wr.weight", "wr.bias", "ur.weight", "wz.weight", "wz.bias", "uz.weight", "wn.weight", "wn.bias", "un.weight"])
+        let r = sig(0.5 * x + 0.1 - 0.3 * h), z = sig(0.2 * x - 0.2 + 0.4 * h), n = Foundation.tanh(0.7 * x + 0.05 + r * (0.6 * h))
+        #expect(abs(Double(Self.step(gru, x: Float(x), h: Float(h))) - ((1 - z) * n + z * h)) < 1e-5)
+        // MGU: wf (w, b), uf, wc (w, b), uc.
+        let mgu = Self.scalarCell(.mgu, [0.9, -0.1, 0.3, -0.4, 0.2, 0.8])
+        let f = sig(0.9 * x - 0.1 + 0.3 * h), c = Foundation.tanh(-0.4 * x + 0.2 + f * (0.8 * h))
+        #expect(abs(Double(Self.step(mgu, x: Float(x), h: Float(h))) - (f * h + (1 - f) * c)) < 1e-5)
+        // IndRNN: w (w, b), u.
+        let ind = Self.scalarCell(.indrnn, [1.5, 0.2, -0.7])
+        #expect(abs(Double(Self.step(ind, x: Float(x), h: Float(h))) - max(0, 1.5 * x + 0.2 - 0.7 * h)) < 1e-6)
+        #expect(Self.step(ind, x: -1, h: 1) == 0, "ReLU")
+    }
+
+    @Test("gradients of every cell agree with finite differences (inputs, state and parameters)", arguments: RecurrentCellKind.allCases)
+    func gradients(_ kind: RecurrentCellKind) {
+        var rng = Random(seed: 4)
+        let cell = kind.make(input: 3, hidden: 4, kernel: 3, rng: &rng)
+        // Larger weights than the initialisation so the check sees non-trivial gates.
+        for p in cell.parameters { p.value = rng.normal(p.value.shape, std: 0.5) }
+        let x = rng.normal([2, 3, 5, 5]), h = rng.normal([2, 4, 5, 5])
+        let r = gradCheck(inputs: [x, h], parameters: cell.parameters, options: GradCheckOptions(eps: 1e-2, atol: 2e-2, rtol: 2e-2)) { _, v in cell(v[0], v[1]) }
+        #expect(r.passed, "\(kind): \(r)")
+    }
+
+    @Test("initialisations: GRU orthogonal, MGU Xavier-uniform bounds, IndRNN's small normal; multiply counts 3 : 2 : 1")
+    func initialisation() {
+        var rng = Random(seed: 9)
+        let gru = RecurrentCellKind.gru.make(input: 8, hidden: 8, kernel: 1, rng: &rng)
+        let w = gru.namedParameters().first { $0.name == "ur.weight" }!.parameter.value      // [8, 8, 1, 1]
+        for i in 0..<8 { for j in 0..<8 {
+            var d: Float = 0
+            for k in 0..<8 { d += w.data[i * 8 + k] * w.data[j * 8 + k] }
+            #expect(abs(d - (i == j ? 1 : 0)) < 1e-5)
+        } }
+        let mgu = RecurrentCellKind.mgu.make(input: 4, hidden: 6, kernel: 3, rng: &rng)
+        let bound = Float((6.0 / Double(4 * 9 + 6 * 9)).squareRoot())
+        #expect(mgu.namedParameters().first { $0.name == "wf.weight" }!.parameter.value.data.allSatisfy { abs($0) <= bound })
+        let ind = RecurrentCellKind.indrnn.make(input: 4, hidden: 16, kernel: 3, rng: &rng)
+        let u = ind.namedParameters().first { $0.name == "u" }!.parameter.value
+        let std = (u.data.map { Double($0 * $0) }.reduce(0, +) / 16).squareRoot()
+        #expect(std < 5 / (16.0 * 10), "N(0, 1/(C(1 + k²))) is small")
+        #expect([RecurrentCellKind.gru, .mgu, .indrnn].map(\.gates) == [3, 2, 1])
     }
 }
