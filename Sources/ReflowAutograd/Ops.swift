@@ -31,10 +31,30 @@ enum Op {
     /// Per-row softmax cross-entropy of logits [B, K] against integer labels (LossOps.swift);
     /// the softmax is kept in node `probs` (a hidden leaf) for the backward pass.
     case softmaxCrossEntropy(logits: Int, probs: Int, labels: [Int32])
+    /// y = A·x for a linear map given as code (the MRI forward model's AᴴA, FFTs, masks); the
+    /// backward pass applies its adjoint.
+    case linearMap(Int, adjoint: LinearMap)
+}
+
+/// A linear map on flat Float vectors, applied as `apply(input, output, count)` (count = the
+/// number of floats of both; the map must be square). Used by ``Graph/linearMap(_:forward:adjoint:)``.
+public struct LinearMap: @unchecked Sendable {
+    public let apply: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    public init(_ apply: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) { self.apply = apply }
 }
 
 extension Graph {
     // MARK: primitives
+
+    /// y = A·x for a square linear map A given by `forward`, with `adjoint` applying Aᴴ (the
+    /// gradient is dx = Aᴴ·dy). The shapes of x and y are equal. The caller vouches that the two
+    /// are adjoint (tests check ⟨A·x, y⟩ = ⟨x, Aᴴ·y⟩ for each use).
+    public func linearMap(_ x: Var, forward: LinearMap, adjoint: LinearMap) -> Var {
+        let shape = values[x.id].shape, n = Tensor.count(of: shape)
+        return read(x.id) { px in
+            record(shape, .linearMap(x.id, adjoint: adjoint), inputs: [x.id]) { py in forward.apply(px, py, n) }
+        }
+    }
 
     /// Elementwise unary function.
     public func unary(_ op: UnaryOp, _ x: Var) -> Var {
@@ -292,6 +312,10 @@ extension Graph {
             propagateAttention(id, g)
         case .softmaxCrossEntropy:
             propagateCrossEntropy(id, g)
+        case .linearMap(let x, let adjoint):
+            var tmp = [Float](repeating: 0, count: n)
+            tmp.withUnsafeMutableBufferPointer { adjoint.apply(g, $0.baseAddress!, n) }
+            accumulateGrad(x) { dx in for i in 0..<n { dx[i] += tmp[i] } }
         case .softmax(let x):
             let nLast = shape.last ?? 1
             read(id) { py in

@@ -249,3 +249,30 @@ struct GradCheckSelfTests {
         #expect(capped.checked + capped.skipped == 10)
     }
 }
+
+@Suite("The linear-map op")
+struct LinearMapOpTests {
+    @Test("y = A·x by code, backward by the given adjoint (a random matrix and its transpose); a wrong adjoint fails the check")
+    func linearMap() {
+        let a = randn([12, 12], seed: 4)
+        func map(_ transposed: Bool) -> LinearMap {
+            LinearMap { x, y, n in
+                for i in 0..<n {
+                    var s: Float = 0
+                    for j in 0..<n { s += (transposed ? a.data[j * n + i] : a.data[i * n + j]) * x[j] }
+                    y[i] = s
+                }
+            }
+        }
+        let x = randn([3, 4], seed: 5)
+        let g = Graph(threads: 1, gradEnabled: false)
+        let y = g.linearMap(g.input(x), forward: map(false), adjoint: map(true)).value
+        #expect(y.shape == [3, 4])
+        for i in 0..<12 {
+            let want = (0..<12).reduce(Float(0)) { $0 + a.data[i * 12 + $1] * x.data[$1] }
+            #expect(abs(y.data[i] - want) < 1e-5)
+        }
+        #expect(gradCheck(inputs: [x]) { g, v in g.linearMap(v[0], forward: map(false), adjoint: map(true)) }.passed)
+        #expect(!gradCheck(inputs: [x]) { g, v in g.linearMap(v[0], forward: map(false), adjoint: map(false)) }.passed)
+    }
+}

@@ -230,3 +230,27 @@ struct RecurrentCellTests {
         #expect([RecurrentCellKind.gru, .mgu, .indrnn].map(\.gates) == [3, 2, 1])
     }
 }
+
+@Suite("Data consistency in the graph")
+struct DataConsistencyTests {
+    @Test("the graph's data-consistency gradient equals the forward model's per image, and back-propagates (gradient check)")
+    func graphGradient() throws {
+        let models = try (0..<2).map { try ForwardModel(mask: try Mask.make(.gaussian2D, height: 6, width: 8, acceleration: 2, seed: UInt64($0)).values) }
+        let truth = (0..<2).map { randomComplex([6, 8], seed: 20 + UInt64($0)) }
+        let y = zip(models, truth).map { $0.apply($1) }
+        var rng = Random(seed: 3)
+        let x = rng.normal([2, 2, 6, 8])
+        let g = Graph(threads: 1, gradEnabled: false)
+        let out = g.dataConsistencyGradient(g.input(x), models: models, measurements: y).value
+        for i in 0..<2 {
+            let xi = ComplexTensor(real: Tensor(shape: [6, 8], data: Array(x.data[(96 * i)..<(96 * i + 48)])),
+                                   imag: Tensor(shape: [6, 8], data: Array(x.data[(96 * i + 48)..<(96 * i + 96)])))
+            let want = models[i].gradient(xi, y[i])
+            for k in 0..<48 {
+                #expect(abs(out.data[96 * i + k] - want.data[2 * k]) < 1e-5 && abs(out.data[96 * i + 48 + k] - want.data[2 * k + 1]) < 1e-5)
+            }
+        }
+        let r = gradCheck(inputs: [x]) { g, v in g.dataConsistencyGradient(v[0], models: models, measurements: y) }
+        #expect(r.passed, "\(r)")
+    }
+}
