@@ -254,3 +254,38 @@ struct DataConsistencyTests {
         #expect(r.passed, "\(r)")
     }
 }
+
+@Suite("Phantoms and NMSE")
+struct PhantomTests {
+    @Test("the modified Shepp–Logan phantom has its known intensities: 1 on the skull, 0.2 in the brain, 0.3 in the top ellipse, 0 outside")
+    func sheppLogan() {
+        let n = 128
+        let p = Phantoms.sheppLogan(height: n, width: n)
+        func at(_ x: Double, _ y: Double) -> Float {
+            let c = Int(((x + 1) * Double(n) - 1) / 2), r = Int(((1 - y) * Double(n) - 1) / 2)
+            return p.data[r * n + c]
+        }
+        #expect(abs(at(0, 0.9) - 1) < 1e-6)
+        #expect(abs(at(0, 0) - 0.2) < 1e-6)
+        #expect(abs(at(0, 0.35) - 0.3) < 1e-6)
+        #expect(at(0.95, 0.95) == 0)
+        #expect(abs(at(0.22, 0) - 0) < 1e-6, "the right dark ellipse: 1 − 0.8 − 0.2")
+        #expect(p.data.allSatisfy { $0 >= 0 && $0 <= 1 })
+    }
+
+    @Test("random phantoms are seeded, in [0, 1], and differ between seeds")
+    func random() {
+        let a = Phantoms.randomEllipses(height: 32, width: 32, seed: 1), b = Phantoms.randomEllipses(height: 32, width: 32, seed: 1)
+        let c = Phantoms.randomEllipses(height: 32, width: 32, seed: 2)
+        #expect(a == b && a != c)
+        #expect(a.data.allSatisfy { $0 >= 0 && $0 <= 1 } && a.data.contains { $0 > 0.5 } && a.data[0] == 0)
+    }
+
+    @Test("NMSE: 0 for identical images, the hand value for a scaled copy, NaN when undefined")
+    func nmse() {
+        let x: [Float] = [1, 2, 3, 4]
+        #expect(MRIMetrics.nmse(x, x) == 0)
+        #expect(abs(MRIMetrics.nmse(x.map { $0 * 1.1 }, x) - 0.01) < 1e-6, "Float rounding of 1.1·x")
+        #expect(MRIMetrics.nmse(x, [0, 0, 0, 0]).isNaN && MRIMetrics.nmse(x, [1]).isNaN)
+    }
+}
