@@ -8,12 +8,12 @@ extension Graph {
     /// PyTorch `F.conv2d` (cross-correlation): x [N, C, H, W], weight [O, C, KH, KW], bias [O] or
     /// nil → [N, O, OH, OW] with OH = (H + 2·padding − KH)/stride + 1. im2col + GEMM per image
     /// (docs/BENCHMARKS.md says why); 1×1 stride-1 convolutions are a plain GEMM per image.
-    public func conv2d(_ x: Var, weight w: Var, bias b: Var?, stride: Int = 1, padding: Int = 0) -> Var {
+    public func conv2d(_ x: Var, weight w: Var, bias b: Var?, stride: Int = 1, padding: Int = 0, dilation: Int = 1) -> Var {
         let sx = values[x.id].shape, sw = values[w.id].shape
         precondition(sx.count == 4 && sw.count == 4 && sx[1] == sw[1],
                      "conv2d: x \(sx) with weight \(sw) (NCHW and [O, C, KH, KW])")
         let s = Conv2DShape(batch: sx[0], inChannels: sx[1], outChannels: sw[0], height: sx[2], width: sx[3],
-                            kernelH: sw[2], kernelW: sw[3], stride: stride, padding: padding)
+                            kernelH: sw[2], kernelW: sw[3], stride: stride, padding: padding, dilation: dilation)
         precondition(s.problem == nil, "conv2d: \(s.problem!) (x \(sx), weight \(sw))")
         if let b { precondition(values[b.id].shape == [sw[0]], "conv2d: bias \(values[b.id].shape) for \(sw[0]) outputs") }
         var inputs = [x.id, w.id]

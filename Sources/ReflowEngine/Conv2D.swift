@@ -11,16 +11,22 @@ public struct Conv2DShape: Sendable, Equatable {
     public var height: Int, width: Int
     public var kernelH: Int, kernelW: Int
     public var stride: Int, padding: Int
+    /// Spacing of the kernel taps (1: a plain convolution; 2: a 3×3 kernel spans 5×5, as the
+    /// RIM's dilated convolution).
+    public var dilation: Int
 
     public init(batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int,
-                kernelH: Int, kernelW: Int, stride: Int = 1, padding: Int = 0) {
+                kernelH: Int, kernelW: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1) {
         self.batch = batch; self.inChannels = inChannels; self.outChannels = outChannels
         self.height = height; self.width = width; self.kernelH = kernelH; self.kernelW = kernelW
-        self.stride = stride; self.padding = padding
+        self.stride = stride; self.padding = padding; self.dilation = dilation
     }
 
-    public var outHeight: Int { (height + 2 * padding - kernelH) / stride + 1 }
-    public var outWidth: Int { (width + 2 * padding - kernelW) / stride + 1 }
+    /// The kernel's extent in the input: dilation·(k − 1) + 1.
+    public var spanH: Int { dilation * (kernelH - 1) + 1 }
+    public var spanW: Int { dilation * (kernelW - 1) + 1 }
+    public var outHeight: Int { (height + 2 * padding - spanH) / stride + 1 }
+    public var outWidth: Int { (width + 2 * padding - spanW) / stride + 1 }
     /// K: rows of the unfolded input (and columns of the weight matrix).
     public var patchSize: Int { inChannels * kernelH * kernelW }
     /// P: output positions per image.
@@ -38,21 +44,21 @@ public struct Conv2DShape: Sendable, Equatable {
     /// Why the geometry is unusable, or nil. (User input is validated against this at the
     /// boundary; the kernels treat a bad shape as a programmer error.)
     public var problem: String? {
-        if [batch, inChannels, outChannels, height, width, kernelH, kernelW, stride].contains(where: { $0 < 1 }) || padding < 0 {
-            return "sizes, kernel and stride must be ≥ 1 and padding ≥ 0"
+        if [batch, inChannels, outChannels, height, width, kernelH, kernelW, stride, dilation].contains(where: { $0 < 1 }) || padding < 0 {
+            return "sizes, kernel, stride and dilation must be ≥ 1 and padding ≥ 0"
         }
-        if height + 2 * padding < kernelH || width + 2 * padding < kernelW { return "the kernel is larger than the padded input" }
+        if height + 2 * padding < spanH || width + 2 * padding < spanW { return "the kernel is larger than the padded input" }
         return nil
     }
 }
 
 public enum Conv2D {
     /// Unfolds one image x: [C, H, W] into cols: [K, P]; row (c, i, j) holds
-    /// x[c, oh·stride − padding + i, ow·stride − padding + j] (0 outside the image).
-    /// The output columns xo ∈ [lo, hi) whose input column xo·stride − padding + j lies in [0, width).
+    /// x[c, oh·stride − padding + i·dilation, ow·stride − padding + j·dilation] (0 outside the image).
+    /// The output columns xo ∈ [lo, hi) whose input column xo·stride − padding + j·dilation lies in [0, width).
     @inline(__always)
     static func validRange(_ j: Int, _ s: Conv2DShape, width w: Int, outWidth ow: Int) -> (Int, Int) {
-        let off = s.padding - j                      // ix = xo·stride − off
+        let off = s.padding - j * s.dilation         // ix = xo·stride − off
         let lo = off <= 0 ? 0 : (off + s.stride - 1) / s.stride
         let last = w - 1 + off                       // ix ≤ w − 1  ⇔  xo·stride ≤ last
         let hi = last < 0 ? 0 : last / s.stride + 1
@@ -68,7 +74,7 @@ public enum Conv2D {
                 for j in 0..<s.kernelW {
                     let out = cols + row * oh * ow
                     for y in 0..<oh {
-                        let iy = y * s.stride - s.padding + i
+                        let iy = y * s.stride - s.padding + i * s.dilation
                         let dst = out + y * ow
                         if iy < 0 || iy >= h {
                             dst.update(repeating: 0, count: ow)
@@ -77,7 +83,7 @@ public enum Conv2D {
                         // Valid outputs xo ∈ [lo, hi): 0 ≤ xo·stride − padding + j < w. Zero the
                         // borders, copy the interior without per-element bounds checks.
                         let (lo, hi) = validRange(j, s, width: w, outWidth: ow)
-                        let src = plane + iy * w - s.padding + j
+                        let src = plane + iy * w - s.padding + j * s.dilation
                         if lo > 0 { dst.update(repeating: 0, count: lo) }
                         if hi < ow { (dst + hi).update(repeating: 0, count: ow - hi) }
                         if s.stride == 1 {
@@ -103,10 +109,10 @@ public enum Conv2D {
                 for j in 0..<s.kernelW {
                     let src = cols + row * oh * ow
                     for y in 0..<oh {
-                        let iy = y * s.stride - s.padding + i
+                        let iy = y * s.stride - s.padding + i * s.dilation
                         if iy < 0 || iy >= h { continue }
                         let (lo, hi) = validRange(j, s, width: w, outWidth: ow)
-                        let dst = plane + iy * w - s.padding + j
+                        let dst = plane + iy * w - s.padding + j * s.dilation
                         let from = src + y * ow
                         if s.stride == 1 {
                             var xo = lo
@@ -188,7 +194,7 @@ public enum Conv2D {
 
 extension Oracle {
     /// Direct 2-D convolution in Double accumulation (the oracle of ``Conv2D/forward``):
-    /// y[n, o, oy, ox] = bias[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, oy·s − p + i, ox·s − p + j].
+    /// y[n, o, oy, ox] = bias[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, oy·s − p + i·d, ox·s − p + j·d].
     public static func conv2d(x: [Float], weight: [Float], bias: [Float]?, shape s: Conv2DShape) -> [Float] {
         var y = [Float](repeating: 0, count: s.outputCount)
         let (oh, ow) = (s.outHeight, s.outWidth)
@@ -200,7 +206,7 @@ extension Oracle {
                         for c in 0..<s.inChannels {
                             for i in 0..<s.kernelH {
                                 for j in 0..<s.kernelW {
-                                    let iy = oy * s.stride - s.padding + i, ix = ox * s.stride - s.padding + j
+                                    let iy = oy * s.stride - s.padding + i * s.dilation, ix = ox * s.stride - s.padding + j * s.dilation
                                     guard iy >= 0, iy < s.height, ix >= 0, ix < s.width else { continue }
                                     let xv = x[((n * s.inChannels + c) * s.height + iy) * s.width + ix]
                                     let wv = weight[((o * s.inChannels + c) * s.kernelH + i) * s.kernelW + j]
@@ -232,7 +238,7 @@ extension Oracle {
                         for c in 0..<s.inChannels {
                             for i in 0..<s.kernelH {
                                 for j in 0..<s.kernelW {
-                                    let iy = oy * s.stride - s.padding + i, ix = ox * s.stride - s.padding + j
+                                    let iy = oy * s.stride - s.padding + i * s.dilation, ix = ox * s.stride - s.padding + j * s.dilation
                                     guard iy >= 0, iy < s.height, ix >= 0, ix < s.width else { continue }
                                     let xi = ((n * s.inChannels + c) * s.height + iy) * s.width + ix
                                     let wi = ((o * s.inChannels + c) * s.kernelH + i) * s.kernelW + j

@@ -184,23 +184,27 @@ public final class Conv2d: Layer {
     public let weight: Parameter
     public let bias: Parameter?
     public let stride: Int, padding: Int
+    /// Spacing of the kernel taps (1: a plain convolution).
+    public let dilation: Int
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
                 bias: Bool = true, rng: inout Random) {
-        precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0, "Conv2d: bad geometry")
+        precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0 && dilation > 0, "Conv2d: bad geometry")
         let bound = 1 / Float(inChannels * kernel * kernel).squareRoot()
         weight = Parameter(rng.uniform([outChannels, inChannels, kernel, kernel], low: -bound, high: bound))
         self.bias = bias ? Parameter(rng.uniform([outChannels], low: -bound, high: bound)) : nil
         self.stride = stride
         self.padding = padding
+        self.dilation = dilation
     }
 
     /// A layer holding the given tensors (shapes checked by the caller's state-dict loading).
-    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) {
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1) {
         self.weight = Parameter(weight)
         self.bias = bias.map { Parameter($0) }
         self.stride = stride
         self.padding = padding
+        self.dilation = dilation
     }
 
     public func namedParameters() -> [(name: String, parameter: Parameter)] {
@@ -212,6 +216,6 @@ public final class Conv2d: Layer {
     /// x: [N, C, H, W] → [N, O, OH, OW]
     public func callAsFunction(_ x: Var) -> Var {
         let g = x.graph
-        return g.conv2d(x, weight: g.parameter(weight), bias: bias.map { g.parameter($0) }, stride: stride, padding: padding)
+        return g.conv2d(x, weight: g.parameter(weight), bias: bias.map { g.parameter($0) }, stride: stride, padding: padding, dilation: dilation)
     }
 }

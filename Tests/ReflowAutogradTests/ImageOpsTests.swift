@@ -9,7 +9,8 @@ import ReflowTestSupport
 struct ImageOpsTests {
     struct ConvCase: CustomStringConvertible, Sendable {
         var n, c, o, h, w, k, stride, padding: Int
-        var description: String { "N\(n) C\(c)→\(o) \(h)×\(w) k\(k) s\(stride) p\(padding)" }
+        var dilation = 1
+        var description: String { "N\(n) C\(c)→\(o) \(h)×\(w) k\(k) s\(stride) p\(padding) d\(dilation)" }
     }
 
     static let convCases: [ConvCase] = [
@@ -18,18 +19,19 @@ struct ImageOpsTests {
         ConvCase(n: 2, c: 4, o: 5, h: 5, w: 5, k: 1, stride: 1, padding: 0),   // pointwise fast path
         ConvCase(n: 1, c: 2, o: 2, h: 6, w: 5, k: 3, stride: 2, padding: 0),
         ConvCase(n: 2, c: 1, o: 3, h: 4, w: 4, k: 1, stride: 2, padding: 1),
+        ConvCase(n: 2, c: 2, o: 3, h: 7, w: 6, k: 3, stride: 1, padding: 2, dilation: 2),   // the RIM's dilated 3×3
     ]
 
     @Test("conv2d value matches the direct oracle", arguments: convCases)
     func convValue(_ cs: ConvCase) {
         let x = randn([cs.n, cs.c, cs.h, cs.w], seed: 1), w = randn([cs.o, cs.c, cs.k, cs.k], seed: 2), b = randn([cs.o], seed: 3)
         let s = Conv2DShape(batch: cs.n, inChannels: cs.c, outChannels: cs.o, height: cs.h, width: cs.w,
-                            kernelH: cs.k, kernelW: cs.k, stride: cs.stride, padding: cs.padding)
+                            kernelH: cs.k, kernelW: cs.k, stride: cs.stride, padding: cs.padding, dilation: cs.dilation)
         let want = Oracle.conv2d(x: x.data, weight: w.data, bias: b.data, shape: s)
         var outs: [[Float]] = []
         for threads in [1, 2] {
             let g = Graph(threads: threads, gradEnabled: false)
-            let y = g.conv2d(g.constant(x), weight: g.constant(w), bias: g.constant(b), stride: cs.stride, padding: cs.padding)
+            let y = g.conv2d(g.constant(x), weight: g.constant(w), bias: g.constant(b), stride: cs.stride, padding: cs.padding, dilation: cs.dilation)
             #expect(y.shape == [cs.n, cs.o, s.outHeight, s.outWidth])
             let err = zip(y.value.data, want).map { abs($0 - $1) }.max() ?? 0
             #expect(err < 1e-4, "\(cs) threads \(threads): max err \(err)")
@@ -43,13 +45,13 @@ struct ImageOpsTests {
         let x = randn([cs.n, cs.c, cs.h, cs.w], seed: 4), w = randn([cs.o, cs.c, cs.k, cs.k], seed: 5), b = randn([cs.o], seed: 6)
         for threads in [1, 2] {
             let r = gradCheck(inputs: [x, w, b], options: GradCheckOptions(threads: threads)) { g, v in
-                g.conv2d(v[0], weight: v[1], bias: v[2], stride: cs.stride, padding: cs.padding)
+                g.conv2d(v[0], weight: v[1], bias: v[2], stride: cs.stride, padding: cs.padding, dilation: cs.dilation)
             }
             #expect(r.passed, "\(cs) threads \(threads): \(r)")
         }
         // Without a bias, and with x as a constant (only the weight gradient flows).
         let r = gradCheck(inputs: [w]) { g, v in
-            g.conv2d(g.constant(x), weight: v[0], bias: nil, stride: cs.stride, padding: cs.padding)
+            g.conv2d(g.constant(x), weight: v[0], bias: nil, stride: cs.stride, padding: cs.padding, dilation: cs.dilation)
         }
         #expect(r.passed, "\(cs) weight only: \(r)")
     }

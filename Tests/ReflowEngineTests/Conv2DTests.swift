@@ -11,6 +11,9 @@ struct Conv2DTests {
         Conv2DShape(batch: 1, inChannels: 1, outChannels: 2, height: 6, width: 9, kernelH: 2, kernelW: 3, stride: 2),
         Conv2DShape(batch: 3, inChannels: 2, outChannels: 2, height: 4, width: 4, kernelH: 4, kernelW: 4),
         Conv2DShape(batch: 1, inChannels: 8, outChannels: 16, height: 14, width: 14, kernelH: 3, kernelW: 3, stride: 2, padding: 1),
+        // Dilated (the RIM's 3×3 with dilation 2, "same" padding), and dilation with stride and a non-square kernel.
+        Conv2DShape(batch: 2, inChannels: 3, outChannels: 2, height: 9, width: 8, kernelH: 3, kernelW: 3, stride: 1, padding: 2, dilation: 2),
+        Conv2DShape(batch: 1, inChannels: 2, outChannels: 3, height: 11, width: 10, kernelH: 2, kernelW: 3, stride: 2, padding: 1, dilation: 3),
     ]
 
     static func randoms(_ n: Int, seed: UInt64) -> [Float] {
