@@ -35,8 +35,6 @@ public struct ComplexTensor: Sendable, Equatable {
         self.init(shape: real.shape, data: d)
     }
 
-    public var real: Tensor { Tensor(shape: shape, data: stride(from: 0, to: data.count, by: 2).map { data[$0] }) }
-    public var imag: Tensor { Tensor(shape: shape, data: stride(from: 1, to: data.count, by: 2).map { data[$0] }) }
     /// |z| per element.
     public var magnitude: Tensor {
         var m = [Float](repeating: 0, count: count)

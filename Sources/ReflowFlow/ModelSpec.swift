@@ -113,6 +113,19 @@ package enum LabelBuffer {
         guard let labels else { return body(nil) }
         return labels.withUnsafeBufferPointer { body($0.baseAddress) }
     }
+
+    /// The label embedding rows of a class-conditional network: onehot [rows, k + 1] ·
+    /// table [k + 1, E]. A label outside 0..<k (or nil labels) selects the null row k.
+    static func embedding(_ graph: Graph, labels: UnsafePointer<Int32>?, rows: Int, classes k: Int, table: Parameter) -> Var {
+        let onehot = graph.constant(shape: [rows, k + 1]) { p in
+            p.update(repeating: 0)
+            for r in 0..<rows {
+                let l = labels.map { Int($0[r]) } ?? k
+                p[r * (k + 1) + ((0..<k).contains(l) ? l : k)] = 1
+            }
+        }
+        return graph.matmul(onehot, graph.parameter(table))
+    }
 }
 
 /// A tagged, versioned model description: which kind of network and its hyperparameters. It is

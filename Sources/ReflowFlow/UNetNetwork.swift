@@ -201,14 +201,7 @@ public final class UNet: VelocityNetwork {
         }
         var emb = tembOut(g.silu(tembIn(phi)))                    // [rows, E]
         if let labelEmbedding, let k = config.classes {
-            let onehot = g.constant(shape: [rows, k + 1]) { p in
-                p.update(repeating: 0)
-                for r in 0..<rows {
-                    let l = labels.map { Int($0[r]) } ?? k
-                    p[r * (k + 1) + ((0..<k).contains(l) ? l : k)] = 1
-                }
-            }
-            emb = g.binary(.add, emb, g.matmul(onehot, g.parameter(labelEmbedding)))
+            emb = g.binary(.add, emb, LabelBuffer.embedding(g, labels: labels, rows: rows, classes: k, table: labelEmbedding))
         }
         // Dropout masks differ per step and per shard without shared mutable state: the seed
         // mixes `dropoutSeed` with the bits of this call's flow times (drawn afresh every step),

@@ -233,16 +233,9 @@ public final class VelocityMLP: VelocityNetwork {
         let layers = mlp.layers
         var h = layers[0](input)
         if let labelEmbedding, let k = config.classes {
-            // First layer plus the label's embedding row (onehot [rows, k+1] · E [k+1, h]), then
-            // the rest of the MLP as MLP.callAsFunction runs it.
-            let onehot = graph.constant(shape: [rows, k + 1]) { p in
-                p.update(repeating: 0)
-                for r in 0..<rows {
-                    let l = labels.map { Int($0[r]) } ?? k
-                    p[r * (k + 1) + ((0..<k).contains(l) ? l : k)] = 1
-                }
-            }
-            h = graph.binary(.add, h, graph.matmul(onehot, graph.parameter(labelEmbedding)))
+            // First layer plus the label's embedding row, then the rest of the MLP as
+            // MLP.callAsFunction runs it.
+            h = graph.binary(.add, h, LabelBuffer.embedding(graph, labels: labels, rows: rows, classes: k, table: labelEmbedding))
         }
         for i in 1..<layers.count {
             h = graph.activation(mlp.activation.op, h, name: "layers.\(i - 1)")

@@ -19,7 +19,6 @@ public struct ForwardModel: Sendable {
         self.sensitivities = sensitivities
     }
 
-    public var coils: Int { sensitivities?.shape[0] ?? 1 }
     var shape: [Int] { mask.shape }
 
     /// S·x for every coil: [C, H, W].

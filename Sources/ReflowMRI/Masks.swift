@@ -157,7 +157,7 @@ public struct Mask: Sendable, Equatable {
             return m
         }
         var (lo, hi) = (0.0, Double(max(h, w)))
-        var best = build(1), bestGap = Double.infinity
+        var best = [Float](), bestGap = Double.infinity
         for _ in 0..<40 {
             let mid = (lo + hi) / 2
             let m = build(mid)
