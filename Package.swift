@@ -31,17 +31,17 @@ let package = Package(
         // Layers, losses, optimizers, schedules, EMA, state dicts.
         .target(name: "ReflowNN", dependencies: ["ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
         // Rectified-flow math: time convention, toy data, velocity nets, samplers, training loops.
-        // MRI reconstruction (issue #14): masks, the forward model, and (next) the RIM.
-        .target(name: "ReflowMRI", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
         .target(name: "ReflowFlow", dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec"],
                 swiftSettings: strict),
+        // MRI reconstruction (issue #14): masks, the forward model, compressed sensing, the RIM and its trainer.
+        .target(name: "ReflowMRI", dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine"], swiftSettings: strict),
         // Byte codecs over system libraries: SHA-256 (OpenSSL EVP), PNG and gzip (zlib).
         .target(name: "ReflowCodec", dependencies: ["CZlib", "COpenSSL"], swiftSettings: strict),
         // Durable files: atomic writes, safetensors, training checkpoints.
         .target(name: "ReflowStore", dependencies: ["ReflowEngine", "ReflowNN", "ReflowCodec"],
                 swiftSettings: strict),
         // Job specs (train, reflow, distill, sample, invert, evaluate): parsing, validation, running.
-        .target(name: "ReflowJobs", dependencies: ["ReflowFlow", "ReflowStore", "ReflowCodec", "ReflowNN", "ReflowEngine"],
+        .target(name: "ReflowJobs", dependencies: ["ReflowFlow", "ReflowMRI", "ReflowStore", "ReflowCodec", "ReflowNN", "ReflowEngine"],
                 swiftSettings: strict),
         // HTTP/1.1 over POSIX sockets and Dispatch: parser, server, TLS, sd_notify. Knows nothing about ML.
         .target(name: "ReflowHTTP", dependencies: ["COpenSSL"], swiftSettings: strict),
@@ -68,7 +68,7 @@ let package = Package(
                     dependencies: ["ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowMRITests",
-                    dependencies: ["ReflowMRI", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
+                    dependencies: ["ReflowMRI", "ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowFlowTests",
                     dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],

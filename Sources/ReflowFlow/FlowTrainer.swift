@@ -577,3 +577,4 @@ public enum TrainerError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+extension FlowTrainer: SteppedTrainer {}

@@ -271,40 +271,7 @@ public enum PointFiles {
     /// Parses an NPY file (see ``PointFiles``) into `[n, d]`.
     public static func parseNPY(_ bytes: [UInt8], name: String) throws(PointFileError) -> Tensor {
         func fail(_ at: Int, _ m: String) -> PointFileError { PointFileError(file: name, byteOffset: at, message: m) }
-        guard bytes.count >= 6, bytes.starts(with: npyMagic) else {
-            throw fail(0, "not an NPY file (missing the \\x93NUMPY magic)")
-        }
-        guard bytes.count >= 10 else { throw fail(bytes.count, "truncated NPY preamble") }
-        let major = bytes[6], minor = bytes[7]
-        guard (1...3).contains(major) && minor == 0 else {
-            throw fail(6, "unsupported NPY format version \(major).\(minor) (1.0, 2.0 and 3.0 are supported)")
-        }
-        let headerStart: Int, headerLength: Int
-        if major == 1 {
-            headerStart = 10
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
-        } else {
-            guard bytes.count >= 12 else { throw fail(bytes.count, "truncated NPY preamble") }
-            headerStart = 12
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
-        }
-        guard headerLength <= maxNPYHeaderBytes else {
-            throw fail(8, "header length \(headerLength) exceeds \(maxNPYHeaderBytes) bytes")
-        }
-        let dataStart = headerStart + headerLength
-        guard dataStart <= bytes.count else {
-            throw fail(bytes.count, "truncated header: declared \(headerLength) bytes, \(bytes.count - headerStart) present")
-        }
-        var parser = NPYHeaderParser(bytes: bytes, position: headerStart, end: dataStart, file: name)
-        let dict = try parser.parseDict()
-
-        let required = ["descr", "fortran_order", "shape"]
-        for (key, offset) in dict.order where !required.contains(key) {
-            throw fail(offset, "unexpected header key '\(key)' (expected exactly descr, fortran_order, shape)")
-        }
-        for key in required where dict.values[key] == nil {
-            throw fail(headerStart, "header lacks the key '\(key)'")
-        }
+        let (dict, _, dataStart) = try npyHeader(bytes, name: name)
         // descr
         guard case .string(let descr, let descrAt) = dict.values["descr"]! else {
             throw fail(dict.offset("descr"), "descr must be a dtype string such as '<f4'")
@@ -316,11 +283,6 @@ public enum PointFiles {
         case ">f4", ">f8": throw fail(descrAt, "big-endian dtype '\(descr)' is not supported (only '<f4' and '<f8')")
         default: throw fail(descrAt, "unsupported dtype '\(descr)' (only '<f4' and '<f8')")
         }
-        // fortran_order
-        guard case .bool(let fortran, let fortranAt) = dict.values["fortran_order"]! else {
-            throw fail(dict.offset("fortran_order"), "fortran_order must be True or False")
-        }
-        if fortran { throw fail(fortranAt, "fortran_order True is not supported (C order only)") }
         // shape
         guard case .tuple(let shape, let shapeAt) = dict.values["shape"]! else {
             throw fail(dict.offset("shape"), "shape must be a tuple")
@@ -358,6 +320,50 @@ public enum PointFiles {
             values[k] = v
         }
         return Tensor(shape: [n, d], data: values)
+    }
+
+    /// The preamble and header dict of an NPY file: (dict, where the header starts, where the data starts).
+    static func npyHeader(_ bytes: [UInt8], name: String) throws(PointFileError) -> (NPYHeaderDict, Int, Int) {
+        func fail(_ at: Int, _ m: String) -> PointFileError { PointFileError(file: name, byteOffset: at, message: m) }
+        guard bytes.count >= 6, bytes.starts(with: npyMagic) else {
+            throw fail(0, "not an NPY file (missing the \\x93NUMPY magic)")
+        }
+        guard bytes.count >= 10 else { throw fail(bytes.count, "truncated NPY preamble") }
+        let major = bytes[6], minor = bytes[7]
+        guard (1...3).contains(major) && minor == 0 else {
+            throw fail(6, "unsupported NPY format version \(major).\(minor) (1.0, 2.0 and 3.0 are supported)")
+        }
+        let headerStart: Int, headerLength: Int
+        if major == 1 {
+            headerStart = 10
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+        } else {
+            guard bytes.count >= 12 else { throw fail(bytes.count, "truncated NPY preamble") }
+            headerStart = 12
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+        }
+        guard headerLength <= maxNPYHeaderBytes else {
+            throw fail(8, "header length \(headerLength) exceeds \(maxNPYHeaderBytes) bytes")
+        }
+        let dataStart = headerStart + headerLength
+        guard dataStart <= bytes.count else {
+            throw fail(bytes.count, "truncated header: declared \(headerLength) bytes, \(bytes.count - headerStart) present")
+        }
+        var parser = NPYHeaderParser(bytes: bytes, position: headerStart, end: dataStart, file: name)
+        let dict = try parser.parseDict()
+
+        let required = ["descr", "fortran_order", "shape"]
+        for (key, offset) in dict.order where !required.contains(key) {
+            throw fail(offset, "unexpected header key '\(key)' (expected exactly descr, fortran_order, shape)")
+        }
+        for key in required where dict.values[key] == nil {
+            throw fail(headerStart, "header lacks the key '\(key)'")
+        }
+        guard case .bool(let fortran, let fortranAt) = dict.values["fortran_order"]! else {
+            throw fail(dict.offset("fortran_order"), "fortran_order must be True or False")
+        }
+        if fortran { throw fail(fortranAt, "fortran_order True is not supported (C order only)") }
+        return (dict, headerStart, dataStart)
     }
 
     /// NPY (format 1.0, `<f4`, C order) bytes of a tensor of any rank ≥ 1 (`[n, d]` for points,

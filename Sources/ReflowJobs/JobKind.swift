@@ -144,6 +144,7 @@ public enum JobKinds {
         AnyJobKind(PruneJob.self),
         AnyJobKind(AnalyticJob.self),
         AnyJobKind(EditJob.self),
+        AnyJobKind(ReconstructJob.self),
     ]
 
     /// The accepted `type` values, in registry order.

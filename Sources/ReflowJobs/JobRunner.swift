@@ -363,6 +363,15 @@ public struct JobExecution: Sendable {
                           make: (TrainingSnapshot?) throws -> FlowTrainer) throws -> TrainingSummary {
         var meta = try checkpointMetadata(training)
         for (k, v) in extra { meta[k] = v }
+        return try trainLoop(metadata: meta, loop, phase: phase, parameters: training.model.parameterCount,
+                             macsPerSample: training.model.config.forwardFlopsPerRow, make: make)
+    }
+
+    /// The loop of ``trainLoop(_:_:phase:metadata:make:)`` for any ``SteppedTrainer`` (a RIM's):
+    /// `metadata` goes into every checkpoint, `parameters` and `macsPerSample` into the summary.
+    public func trainLoop<T: SteppedTrainer>(metadata meta: [String: String], _ loop: LoopSpec, phase: String,
+                                             parameters: Int, macsPerSample: Int,
+                                             make: (TrainingSnapshot?) throws -> T) throws -> TrainingSummary {
         func owned(_ s: TrainingSnapshot, _ name: String) throws {
             let owner = s.metadata[ArtifactMetadata.specDigest]
             guard owner == digest || (owner.map { legacyDigests.contains($0) } ?? false) else {
@@ -376,7 +385,7 @@ public struct JobExecution: Sendable {
             let log = readLossLog(upTo: s.step)
             return TrainingSummary(steps: s.step, resumedFromStep: s.step, finalLoss: log.last?.1 ?? 0,
                                    recentMeanLoss: log.last?.1 ?? 0, seconds: 0, stepsPerSecond: 0, threads: threads,
-                                   parameters: training.model.parameterCount, macsPerSample: training.model.config.forwardFlopsPerRow)
+                                   parameters: parameters, macsPerSample: macsPerSample)
         }
         var snapshot: TrainingSnapshot?
         if FileManager.default.fileExists(atPath: directory.checkpoint) {
@@ -384,7 +393,7 @@ public struct JobExecution: Sendable {
             try owned(s, JobDirectory.Name.checkpoint)
             snapshot = s
         }
-        let trainer: FlowTrainer
+        let trainer: T
         do { trainer = try make(snapshot) } catch let e as TrainerError {
             throw JobError.invalidInput(e.description)
         }
@@ -431,7 +440,7 @@ public struct JobExecution: Sendable {
         return TrainingSummary(steps: trainer.step, resumedFromStep: resumed, finalLoss: last.isFinite ? last : 0,
                                recentMeanLoss: recent.isFinite ? recent : last,
                                seconds: seconds, stepsPerSecond: seconds > 0 ? Double(done) / seconds : 0, threads: threads,
-                               parameters: training.model.parameterCount, macsPerSample: training.model.config.forwardFlopsPerRow)
+                               parameters: parameters, macsPerSample: macsPerSample)
     }
 
     /// `(step, loss)` records of `loss.csv` up to `step` (empty when absent or unreadable).

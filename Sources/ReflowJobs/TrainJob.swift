@@ -1,43 +1,71 @@
 public import ReflowNN
 public import ReflowFlow
+import ReflowMRI
 import ReflowEngine
 import Foundation
 
 /// `train`: a 1-rectified flow from independent draws x0 ~ π0, x1 ~ π1. The input is a
 /// ``TrainingConfig`` and a ``LoopSpec``, flat:
 /// `{"data": {"kind": "twoMoons"}, "steps": 2000, "learningRate": 1e-3}`.
+///
+/// A `model` of kind `rim` makes it a RIM's training instead (``RIMTrainSpec``, issue #14): the
+/// wire form is then the RIM spec's, flat in the same object.
 public struct TrainSpec: JobInput {
     public var training = TrainingConfig()
     public var loop = LoopSpec()
+    /// Set when the model is a RIM (then `training` and `loop` are unused defaults).
+    public var rim: RIMTrainSpec?
 
     public init() {}
 
+    public init(rim: RIMTrainSpec) { self.rim = rim }
+
+    private struct ModelProbe: Decodable {
+        struct Kind: Decodable { var kind: String? }
+        var model: Kind?
+    }
+
     // Flat wire form: both parts read and write the same JSON object.
     public init(from decoder: any Decoder) throws {
+        if (try? ModelProbe(from: decoder))?.model?.kind == RIMConfig.kind {
+            rim = try RIMTrainSpec(from: decoder)
+            return
+        }
         training = try TrainingConfig(from: decoder)
         loop = try LoopSpec(from: decoder)
     }
 
     public func encode(to encoder: any Encoder) throws {
+        if let rim { try rim.encode(to: encoder); return }
         try training.encode(to: encoder)
         try loop.encode(to: encoder)
     }
 
-    public func validationError() -> FieldError? { training.validationError() ?? loop.validationError() }
+    public func validationError() -> FieldError? {
+        if let rim { return rim.validationError() }
+        return training.validationError() ?? loop.validationError()
+    }
 }
 
 public enum TrainJob: JobKind {
     public static let name = "train"
-    public static let summary = "Train a 1-rectified flow on independent draws from the source (noise) and the data."
-    public static let phases = ["train"]
+    public static let summary = "Train a 1-rectified flow on independent draws from the source (noise) and the data; or, with a `rim` model, a Recurrent Inference Machine on simulated undersampled MRI."
     public static let outputs = [
         JobOutput(JobDirectory.Name.model, "the trained model (weights, EMA, optimizer state; spec and training config in the metadata)"),
         JobOutput(JobDirectory.Name.lossLog, "step,loss records every logEvery steps"),
         JobOutput("samples.png", "Euler-100 samples over the data (2-D models)"),
     ]
+    public static let phases = ["train", "check"]
     public static let trainingPhases = ["train"]
 
+    /// A RIM model's input decodes over the RIM spec's defaults, a flow's over the flow's.
+    public static func decode(_ user: Any) throws -> TrainSpec {
+        if RIMTrainSpec.isRIM(user) { return TrainSpec(rim: try RIMTrainSpec.decodePartial(object: user)) }
+        return try TrainSpec.decodePartial(object: user)
+    }
+
     public static func prepare(_ input: TrainSpec, resolver: any ArtifactResolver) throws(SpecError) -> TrainSpec {
+        if let rim = input.rim { return TrainSpec(rim: try rim.prepare(resolver: resolver)) }
         try checkDataReferences(input.training, resolver: resolver)
         try checkLabels(input.training, resolver: resolver)
         if input.training.annealing != nil {
@@ -68,6 +96,7 @@ public enum TrainJob: JobKind {
     }
 
     public static func estimate(_ input: TrainSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
+        if let rim = input.rim { return try rim.estimate(resolver: resolver, threads: threads) }
         var e = ResourceEstimate()
         trainingEstimate(input.training, threads: threads, into: &e)
         perceptualEstimate(input.training, resolver: resolver, into: &e)
@@ -76,6 +105,7 @@ public enum TrainJob: JobKind {
     }
 
     public static func run(_ s: TrainSpec, job: JobExecution) throws -> JobResult.Sections {
+        if let rim = s.rim { return try rim.run(job: job) }
         let threads = job.threads
         let resolve: (ArtifactRef) throws -> String = { try job.resolve($0, kind: .points, what: "data") }
         let locate: (String) throws -> DatasetLocation = { try job.locateDataset($0, what: "data") }

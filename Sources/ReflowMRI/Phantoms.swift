@@ -75,3 +75,42 @@ public enum MRIMetrics {
         return den > 0 ? num / den : .nan
     }
 }
+
+extension Phantoms {
+    /// Adds `count` small bright ellipses ("lesions": half-axes 1.5–3 pixels, +0.5 intensity,
+    /// clamped to 1) to a magnitude image [H·W], centred on pixels of the object (magnitude >
+    /// 0.1; anywhere when there are none). Returns the image and the lesion region (1 inside).
+    public static func addLesions(_ image: [Float], height h: Int, width w: Int, count: Int,
+                                  rng: inout Random) -> (image: [Float], region: [Float]) {
+        var out = image, region = [Float](repeating: 0, count: h * w)
+        let inside = image.indices.filter { image[$0] > 0.1 }
+        for _ in 0..<max(0, count) {
+            let c = inside.isEmpty ? rng.int(below: h * w) : inside[rng.int(below: inside.count)]
+            let (cy, cx) = (Double(c / w), Double(c % w))
+            let a = 1.5 + 1.5 * rng.uniformDouble(), b = 1.5 + 1.5 * rng.uniformDouble()
+            let t = rng.uniformDouble() * Double.pi
+            for r in 0..<h {
+                for col in 0..<w {
+                    let (dx, dy) = (Double(col) - cx, Double(r) - cy)
+                    let u = dx * Foundation.cos(t) + dy * Foundation.sin(t), v = -dx * Foundation.sin(t) + dy * Foundation.cos(t)
+                    if u * u / (a * a) + v * v / (b * b) <= 1 {
+                        let k = r * w + col
+                        if region[k] == 0 { out[k] = min(1, out[k] + 0.5) }
+                        region[k] = 1
+                    }
+                }
+            }
+        }
+        return (out, region)
+    }
+}
+
+extension MRIMetrics {
+    /// NMSE over the pixels where `region` is non-zero (NaN when the region is empty or the
+    /// reference is zero there).
+    public static func nmse(_ x: [Float], _ reference: [Float], region: [Float]) -> Double {
+        guard x.count == reference.count, region.count == x.count else { return .nan }
+        let idx = region.indices.filter { region[$0] != 0 }
+        return nmse(idx.map { x[$0] }, idx.map { reference[$0] })
+    }
+}

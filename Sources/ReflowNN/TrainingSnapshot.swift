@@ -30,3 +30,15 @@ public struct TrainingSnapshot: Sendable, Equatable {
         self.masks = masks
     }
 }
+
+/// A model trainer that advances one optimizer step at a time and can be snapshotted: what the
+/// job layer's training loop (checkpoints, resumption, loss log, progress) drives, whatever the
+/// model (a velocity field, a RIM).
+public protocol SteppedTrainer: AnyObject {
+    /// Completed optimizer steps.
+    var step: Int { get }
+    /// One optimizer step; returns the batch's loss before the update.
+    func trainStep() -> Float
+    /// The resumable state after ``step`` steps.
+    func snapshot() -> TrainingSnapshot
+}
