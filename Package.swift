@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "ReflowHTTP", dependencies: ["COpenSSL"], swiftSettings: strict),
         // The job server: durable job store, scheduler, the v1 API on ReflowHTTP, metrics, config.
         .target(name: "ReflowServer",
-                dependencies: ["ReflowHTTP", "ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowCodec", "ReflowEngine"],
+                dependencies: ["ReflowHTTP", "ReflowJobs", "ReflowFlow", "ReflowMRI", "ReflowStore", "ReflowCodec", "ReflowEngine"],
                 swiftSettings: strict),
         // Benchmarks, the offline demo and `reflowd run` (used by the executable).
         .target(name: "ReflowBench",
@@ -74,7 +74,7 @@ let package = Package(
                     dependencies: ["ReflowFlow", "ReflowNN", "ReflowAutograd", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowJobsTests",
-                    dependencies: ["ReflowJobs", "ReflowFlow", "ReflowStore", "ReflowNN", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],
+                    dependencies: ["ReflowJobs", "ReflowFlow", "ReflowMRI", "ReflowStore", "ReflowNN", "ReflowEngine", "ReflowCodec", "ReflowTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "ReflowHTTPTests", dependencies: ["ReflowHTTP"], swiftSettings: strict),
         .testTarget(name: "ReflowServerTests",

@@ -226,7 +226,7 @@ public struct RIMTrainSpec: Codable, Sendable, Equatable, Validatable, DefaultDe
             var rng = Random(seed: seed ^ 0x4348_4543_4B21_2121)
             var problems = [MRIProblem]()
             var checkAcquisition = acquisition
-            checkAcquisition.mask.seed = checkAcquisition.mask.seed ?? rng.next()
+            checkAcquisition.mask.seed = checkAcquisition.mask.seed ?? (rng.next() >> 33)
             for _ in 0..<checkImages {
                 problems.append(try checkAcquisition.simulate(images.draw(rng: &rng), height: images.height, width: images.width, rng: &rng))
             }

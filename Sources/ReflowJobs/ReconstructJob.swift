@@ -73,8 +73,9 @@ public enum ReconstructionMethod: Codable, Sendable, Equatable, Validatable {
 
 /// Compressed-sensing settings: min_x ½‖M·F·x − y‖² + λ·R(x) by `algorithm` for `iterations`.
 /// `sweep` lists λ values to try (images need references): the one with the best mean SSIM
-/// reconstructs, and the result lists them all. `trace` records the mean SSIM after every
-/// iteration of the chosen λ and the fewest iterations within 1 % of the last one's.
+/// (mean PSNR for images under SSIM's 11×11 window) reconstructs, and the result lists them
+/// all. `trace` records that mean after every iteration of the chosen λ and the fewest
+/// iterations within 1 % of the last one's.
 public struct CSSettings: Codable, Sendable, Equatable, Validatable {
     public enum RegularizerKind: String, Codable, Sendable, CaseIterable { case wavelet, tv }
 
@@ -241,8 +242,8 @@ public struct ReconstructSpec: JobInput {
     @Explicit public var reference: String? = nil
     /// Images to acquire by simulation instead of uploaded k-space.
     @Explicit public var images: MRIImageInput? = nil
-    /// How simulated images are acquired (mask seed nil: each image its own mask from `seed`).
-    public var acquisition = Acquisition(mask: MaskSpec(seed: 0))
+    /// How simulated images are acquired (mask seed null: each image its own mask from `seed`).
+    public var acquisition = Acquisition()
     /// Seeds the phase, the noise, lesions and masks drawn per image.
     public var seed: UInt64 = 0
     /// Simulated lesions (small bright ellipses) added to each simulated image.
@@ -362,8 +363,8 @@ public enum ReconstructJob: JobKind {
     public static let summary = "Reconstruct undersampled single-coil MRI (uploaded k-space, or images acquired by simulation with a mask) by zero filling, compressed sensing (FISTA, Haar-ℓ1 or TV) or a trained RIM; SSIM, PSNR and NMSE against references."
     public static let phases = ["load", "reconstruct", "score"]
     public static let outputs = [
-        JobOutput("reconstruction.npy", "the reconstructions, complex64 [n, H, W]"),
-        JobOutput("reconstruction.png", "an 8-column grid of the reconstructions' magnitudes"),
+        JobOutput("reconstructed.npy", "the MRI reconstructions, complex64 [n, H, W]"),
+        JobOutput("reconstructed.png", "an 8-column grid of the reconstructions' magnitudes"),
         JobOutput("comparison.png", "bands of reference / zero-filled / reconstruction / 4×|error| (with references)"),
         JobOutput("mask.png", "the sampling masks (white = sampled), centred k-space"),
         JobOutput("mask.npy", "the sampling masks, float32 [n, H, W]"),
@@ -451,6 +452,9 @@ public enum ReconstructJob: JobKind {
             recon = net.reconstruct(problems, threads: job.threads)
         case .cs(let cs):
             let reg = cs.regularizerValue(height: h, width: w)
+            // Sweeps and traces rank by mean SSIM; images under its 11×11 window by mean PSNR.
+            let useSSIM = h >= ImageQuality.window && w >= ImageQuality.window
+            let score: (MeanMetrics) -> Double = { useSSIM ? ($0.ssim ?? -1) : $0.psnr }
             var lambda = cs.lambda
             if !cs.sweep.isEmpty {
                 var rows = [CSReport.SweepRow]()
@@ -461,7 +465,7 @@ public enum ReconstructJob: JobKind {
                     let m = MeanMetrics.mean(zip(out, problems).map { ReconstructionMetrics.measure($0, reference: $1.reference!) })
                     rows.append(CSReport.SweepRow(lambda: l, metrics: m))
                 }
-                lambda = rows.max { ($0.metrics.ssim ?? -1) < ($1.metrics.ssim ?? -1) }!.lambda
+                lambda = rows.max { score($0.metrics) < score($1.metrics) }!.lambda
                 csReport = CSReport(lambda: lambda, sweep: rows)
             }
             if cs.trace {
@@ -475,7 +479,8 @@ public enum ReconstructJob: JobKind {
                         var local = [Double](repeating: 0, count: cs.iterations)
                         _ = CompressedSensing.reconstruct(p.model, p.measurements, lambda: lambda, iterations: cs.iterations, method: cs.algorithm,
                                                           regularizer: reg, recordObjective: false) { it, x in
-                            local[it - 1] = ReconstructionMetrics.measure(x, reference: p.reference!).ssim ?? 0
+                            let m = ReconstructionMetrics.measure(x, reference: p.reference!)
+                            local[it - 1] = useSSIM ? (m.ssim ?? 0) : m.psnr
                         }
                         sums.withLock { for k in local.indices { $0[k] += local[k] } }
                     }
@@ -501,7 +506,7 @@ public enum ReconstructJob: JobKind {
 
         // Outputs.
         job.progress("score", 0, 1)
-        try job.write(NPYArray(dtype: .complex64, shape: [n, h, w], values: recon.flatMap(\.data)).bytes(), "reconstruction.npy")
+        try job.write(NPYArray(dtype: .complex64, shape: [n, h, w], values: recon.flatMap(\.data)).bytes(), "reconstructed.npy")
         let masks = problems.map(\.model.mask.data)
         try job.write(NPYArray(dtype: .float32, shape: [n, h, w], values: masks.flatMap { $0 }).bytes(), "mask.npy")
         let shape = [1, h, w], count = s.figureImages
@@ -517,7 +522,7 @@ public enum ReconstructJob: JobKind {
             }
             let maskTiles = Tensor(shape: [min(count, n), h * w], data: masks.prefix(count).flatMap { $0.map { 2 * $0 - 1 } })
             try job.write(Figures.imageGrid(maskTiles, shape: shape, count: count, text: text), "mask.png")
-            try job.write(Figures.imageGrid(tiles(recon), shape: shape, count: count, text: text), "reconstruction.png")
+            try job.write(Figures.imageGrid(tiles(recon), shape: shape, count: count, text: text), "reconstructed.png")
             if problems.allSatisfy({ $0.reference != nil }) {
                 let refs = problems.map { $0.reference! }
                 let errors = zip(recon, refs).map { r, ref in
@@ -539,8 +544,11 @@ public enum ReconstructJob: JobKind {
                 let z = ReconstructionMetrics.measure(problems[i].zeroFilled, reference: ref)
                 var row = ReconstructionSummary.Row(metrics: m, zeroFilled: z)
                 if let regions {
-                    row.lesionNMSE = MRIMetrics.nmse(recon[i].magnitude.data, ref.magnitude.data, region: regions[i])
-                    row.zeroFilledLesionNMSE = MRIMetrics.nmse(problems[i].zeroFilled.magnitude.data, ref.magnitude.data, region: regions[i])
+                    // A lesion covers at least its centre pixel and is bright, so these are finite.
+                    let l = MRIMetrics.nmse(recon[i].magnitude.data, ref.magnitude.data, region: regions[i])
+                    let z = MRIMetrics.nmse(problems[i].zeroFilled.magnitude.data, ref.magnitude.data, region: regions[i])
+                    row.lesionNMSE = l.isFinite ? l : nil
+                    row.zeroFilledLesionNMSE = z.isFinite ? z : nil
                 }
                 rows.append(row)
                 func f(_ v: Double?) -> String { v.map { String($0) } ?? "" }
@@ -592,12 +600,14 @@ public struct Spread: Codable, Sendable, Equatable {
 
 /// SSIM, PSNR and NMSE spreads over images.
 public struct MetricSpreads: Codable, Sendable, Equatable {
-    public var ssim: Spread
+    /// Nil for images under SSIM's 11×11 window.
+    public var ssim: Spread?
     public var psnr: Spread
     public var nmse: Spread
 
     public init(_ rows: [ReconstructionMetrics]) {
-        ssim = Spread(rows.compactMap(\.ssim))
+        let s = rows.compactMap(\.ssim)
+        ssim = s.isEmpty ? nil : Spread(s)
         psnr = Spread(rows.map(\.psnr))
         nmse = Spread(rows.map(\.nmse))
     }
@@ -611,6 +621,7 @@ public struct CSReport: Codable, Sendable, Equatable {
     }
     public var lambda: Double
     public var sweep: [SweepRow]
+    /// Mean SSIM (PSNR for images under 11 pixels a side) after each iteration of the chosen λ.
     public var ssimByIteration: [Double]? = nil
     /// The fewest iterations whose mean SSIM is within 1 % of the last iteration's.
     public var iterationsWithin1Percent: Int? = nil

@@ -18,19 +18,40 @@ public enum PhaseKind: String, Codable, Sendable, CaseIterable {
 }
 
 /// How masks are made: `{"kind": "gaussian2D", "acceleration": 4, "centerFraction": 0.08, "seed": 7}`.
-/// Without a seed a fresh mask is drawn for every image (training); with one, every image uses
-/// the same mask (evaluation).
+/// Without a seed (null, the default) every image draws its own mask from the job's random
+/// stream; with one, every image uses that seed's mask.
 public struct MaskSpec: Codable, Sendable, Equatable, Validatable {
     public var kind: MaskKind = .gaussian2D
     public var acceleration: Double = 4
     public var centerFraction: Double = 0.08
-    @Explicit public var seed: UInt64? = nil
+    public var seed: UInt64? = nil
 
     public init(kind: MaskKind = .gaussian2D, acceleration: Double = 4, centerFraction: Double = 0.08, seed: UInt64? = nil) {
         self.kind = kind
         self.acceleration = acceleration
         self.centerFraction = centerFraction
         self.seed = seed
+    }
+
+    enum CodingKeys: String, CodingKey { case kind, acceleration, centerFraction, seed }
+
+    // Absent keys take the defaults whatever the kind (a `{"kind": "poissonDisc"}` replaces the
+    // default object whole in a partial spec, so the defaults must live here).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = MaskSpec()
+        kind = try c.decodeIfPresent(MaskKind.self, forKey: .kind) ?? d.kind
+        acceleration = try c.decodeIfPresent(Double.self, forKey: .acceleration) ?? d.acceleration
+        centerFraction = try c.decodeIfPresent(Double.self, forKey: .centerFraction) ?? d.centerFraction
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(acceleration, forKey: .acceleration)
+        try c.encode(centerFraction, forKey: .centerFraction)
+        if let seed { try c.encode(seed, forKey: .seed) } else { try c.encodeNil(forKey: .seed) }
     }
 
     public func validationError() -> FieldError? {
@@ -47,7 +68,7 @@ public struct MaskSpec: Codable, Sendable, Equatable, Validatable {
 
     /// The mask for an image: the fixed seed's, or one drawn with a seed from `rng`.
     public func make(height: Int, width: Int, rng: inout Random) throws -> Mask {
-        let s = seed ?? rng.next()
+        let s = seed ?? (rng.next() >> 33)   // 31-bit: exact in any JSON reader
         return try Mask.make(kind, height: height, width: width, acceleration: acceleration, centerFraction: centerFraction, seed: s)
     }
 }
@@ -201,7 +222,7 @@ public enum MRIImages: Sendable {
 
 /// Full-reference metrics of a reconstruction, on magnitude images with the reference's maximum
 /// as the data range (fastMRI's convention): SSIM (``ImageQuality``'s 11×11 Gaussian window,
-/// σ = 1.5), PSNR and NMSE.
+/// σ = 1.5; nil for images under 11 pixels a side), PSNR (at most 100 dB) and NMSE.
 public struct ReconstructionMetrics: Codable, Sendable, Equatable {
     public var ssim: Double?
     public var psnr: Double
@@ -218,7 +239,10 @@ public struct ReconstructionMetrics: Codable, Sendable, Equatable {
         let a = x.magnitude.data, b = reference.magnitude.data
         let h = reference.shape[0], w = reference.shape[1]
         let range = Double(b.max() ?? 0) > 0 ? Double(b.max()!) : 1
+        // An exact reconstruction reports 100 dB (JSON has no infinity); a zero reference an NMSE of 0 or ∞ → 1e9.
+        let psnr = min(100, ImageQuality.psnr(a, b, dataRange: range))
+        let nmse = MRIMetrics.nmse(a, b)
         return ReconstructionMetrics(ssim: ImageQuality.ssim(a, b, shape: [1, h, w], dataRange: range),
-                                     psnr: ImageQuality.psnr(a, b, dataRange: range), nmse: MRIMetrics.nmse(a, b))
+                                     psnr: psnr, nmse: nmse.isFinite ? nmse : (a == b ? 0 : 1e9))
     }
 }

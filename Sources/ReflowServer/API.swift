@@ -2,6 +2,7 @@ public import ReflowHTTP
 import ReflowJobs
 import ReflowFlow
 import ReflowStore
+import ReflowMRI
 import ReflowCodec
 import ReflowEngine
 import Foundation
@@ -640,6 +641,8 @@ public final class API: Sendable {
         let sha256: String?
         let step: Int?
         let model: ModelSpec?
+        /// A RIM's architecture (its checkpoints carry no velocity-model spec).
+        let rim: RIMConfig?
         let createdAt: String
         let url: String
     }
@@ -662,7 +665,12 @@ public final class API: Sendable {
         let size = found ? Int(st.st_size) : 0
         let sha = (try? AtomicFile.read(path: path + ".sha256", maxBytes: 200)).map { String(decoding: $0.prefix(64), as: UTF8.self) }
         let art = try? ModelArtifact.read(path: path)
-        let info = CheckpointInfo(id: r.id, type: r.type, bytes: size, sha256: sha, step: art?.snapshot.step, model: art?.model,
+        var step = art?.snapshot.step, rim: RIMConfig? = nil
+        if art == nil, let snap = try? Checkpoint.read(path: path), let text = snap.metadata[RIMConfig.metadataKey] {
+            step = snap.step
+            rim = try? JSONDecoder().decode(RIMConfig.self, from: Data(text.utf8))
+        }
+        let info = CheckpointInfo(id: r.id, type: r.type, bytes: size, sha256: sha, step: step, model: art?.model, rim: rim,
                                   createdAt: r.createdAt, url: "/v1/checkpoints/\(r.id)/file")
         checkpointCache.withLock { cache in
             if cache.count >= 4096 { cache.removeAll(keepingCapacity: true) }

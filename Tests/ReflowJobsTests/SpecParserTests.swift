@@ -124,12 +124,13 @@ struct SpecParserTests {
 
     @Test("every registered kind parses with its required fields and echoes back to itself")
     func registryRoundTrip() throws {
-        #expect(JobKinds.names == ["train", "reflow", "distill", "sample", "invert", "evaluate", "classify", "prune", "analytic", "edit"])
+        #expect(JobKinds.names == ["train", "reflow", "distill", "sample", "invert", "evaluate", "classify", "prune", "analytic", "edit", "reconstruct"])
         for kind in JobKinds.all {
             let input = ["train": "{}", "reflow": #"{"teacher": {"job": "t"}}"#, "distill": #"{"teacher": {"job": "t"}}"#,
                          "sample": #"{"model": {"job": "m"}}"#, "invert": #"{"model": {"job": "m"}}"#, "evaluate": #"{"model": {"job": "m"}}"#, "classify": "{}",
                          "prune": #"{"model": {"job": "m"}}"#, "analytic": "{}",
-                         "edit": #"{"model": {"job": "m"}, "images": {"dataset": "d", "indices": [0]}, "targetLabels": [1]}"#][kind.name] ?? "{}"
+                         "edit": #"{"model": {"job": "m"}, "images": {"dataset": "d", "indices": [0]}, "targetLabels": [1]}"#,
+                         "reconstruct": #"{"method": {"kind": "zeroFilled"}, "images": {"sheppLogan": {}}}"#][kind.name] ?? "{}"
             let spec = try parse(#"{"type": "\#(kind.name)", "input": \#(input)}"#)
             #expect(spec.type == kind.name)
             // The echo is a fixed point (a student spec parsed from its echo no longer inherits,

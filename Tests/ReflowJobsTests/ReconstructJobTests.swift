@@ -1,0 +1,195 @@
+import Foundation
+import Testing
+import ReflowEngine
+import ReflowFlow
+import ReflowMRI
+import ReflowStore
+@testable import ReflowJobs
+
+@Suite("RIM training and reconstruct jobs")
+struct ReconstructJobTests {
+    static let rimTrain = #"{"type": "train", "input": {"model": {"kind": "rim", "cell": "indrnn", "features": 4, "steps": 2}, "data": {"kind": "phantoms", "height": 16, "width": 16}, "acquisition": {"mask": {"kind": "gaussian2D", "acceleration": 3, "centerFraction": 0.1}}, "batchSize": 4, "steps": 6, "logEvery": 2, "checkpointEvery": 3, "checkImages": 4}}"#
+
+    /// Base64 of a .npy array.
+    static func b64(_ a: NPYArray) -> String { Data(a.bytes()).base64EncodedString() }
+
+    /// n phantoms of 16×16, their Gaussian-mask k-space (noise-free) and the masks.
+    static func upload(_ n: Int, seed: UInt64 = 3) throws -> (kspace: NPYArray, masks: NPYArray, reference: NPYArray, problems: [MRIProblem]) {
+        var rng = Random(seed: seed)
+        let acq = Acquisition(mask: MaskSpec(kind: .gaussian2D, acceleration: 3, centerFraction: 0.1))
+        let ps = try (0..<n).map { _ in try acq.simulate(Phantoms.randomEllipses(height: 16, width: 16, seed: rng.next()).data, height: 16, width: 16, rng: &rng) }
+        return (NPYArray(dtype: .complex64, shape: [n, 16, 16], values: ps.flatMap(\.measurements.data)),
+                NPYArray(dtype: .float32, shape: [n, 16, 16], values: ps.flatMap(\.model.mask.data)),
+                NPYArray(dtype: .float32, shape: [n, 16, 16], values: ps.flatMap { $0.reference!.magnitude.data }), ps)
+    }
+
+    func prepareError(_ json: String, _ dir: JobsDir) -> SpecError? {
+        do { _ = try JobRunner.prepare(try SpecParser.parse(Array(json.utf8)), resolver: dir.resolver); return nil } catch { return error }
+    }
+
+    @Test("train on a rim model: RIM checkpoint with its config, loss log, a check section; echoes the RIM spec; finished runs are not retrained")
+    func train() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        let r = try dir.run("rim", Self.rimTrain)
+        #expect(r.training?.steps == 6 && r.training?.parameters == RIMConfig(cell: .indrnn, features: 4, steps: 2).parameterCount)
+        let check = r.section("check", as: RIMCheck.self)
+        #expect(check?.images == 4 && check!.rim.nmse.isFinite && check!.zeroFilled.ssim != nil)
+        let snap = try Checkpoint.read(path: dir.path + "/rim/model.safetensors")
+        #expect(snap.metadata[RIMConfig.metadataKey]?.contains("\"indrnn\"") == true && snap.step == 6)
+        #expect(snap.model["cascades.0.cell1.u"] != nil)
+        let log = try String(contentsOfFile: dir.path + "/rim/loss.csv", encoding: .utf8)
+        #expect(log.split(separator: "\n").count == 4)
+        let spec = try JobRunner.prepare(try SpecParser.parse(Array(Self.rimTrain.utf8)), resolver: dir.resolver)
+        let echoed = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
+        #expect(echoed.contains("\"acquisition\"") && !echoed.contains("interpolant"), "\(echoed)")
+        // The same directory again: the finished model is kept.
+        let again = try dir.run("rim", Self.rimTrain)
+        #expect(again.training?.resumedFromStep == 6)
+    }
+
+    @Test("a RIM training interrupted after a checkpoint resumes to the same weights as an uninterrupted run")
+    func resume() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("full", Self.rimTrain)
+        #expect(throws: JobError.self) { try dir.run("cut", Self.rimTrain, stopAfter: 2) }
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/cut/checkpoint.safetensors"))
+        let r = try dir.run("cut", Self.rimTrain)
+        #expect((r.training?.resumedFromStep ?? 0) > 0)
+        let a = try Checkpoint.read(path: dir.path + "/full/model.safetensors").model
+        let b = try Checkpoint.read(path: dir.path + "/cut/model.safetensors").model
+        #expect(a == b)
+    }
+
+    @Test("uploaded k-space: zero filling equals Aᴴy, the mask defaults to the sampled entries, references score SSIM/PSNR/NMSE; files written")
+    func upload() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        let u = try Self.upload(3)
+        let explicit = try dir.run("zf", #"{"type": "reconstruct", "input": {"method": {"kind": "zeroFilled"}, "kspace": "\#(Self.b64(u.kspace))", "mask": "\#(Self.b64(u.masks))", "reference": "\#(Self.b64(u.reference))"}}"#)
+        let derived = try dir.run("zf2", #"{"type": "reconstruct", "input": {"method": {"kind": "zeroFilled"}, "kspace": "data:application/octet-stream;base64,\#(Self.b64(u.kspace))"}}"#)
+        let out = try NPYArray.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/zf/reconstructed.npy"))), name: "r")
+        #expect(out.dtype == .complex64 && out.shape == [3, 16, 16])
+        #expect(out.values == u.problems.flatMap(\.zeroFilled.data))
+        let out2 = try NPYArray.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/zf2/reconstructed.npy"))), name: "r")
+        #expect(out2.values == out.values)
+        let s = try #require(explicit.reconstruction)
+        #expect(s.images == 3 && s.method == "zeroFilled" && s.perImage?.count == 3)
+        let want = ReconstructionMetrics.measure(u.problems[1].zeroFilled, reference: u.problems[1].reference!)
+        #expect(abs(s.perImage![1].metrics.psnr - want.psnr) < 1e-9 && s.perImage![1].metrics.ssim == want.ssim)
+        #expect(abs(s.acceleration - 3) < 0.2)
+        #expect(derived.reconstruction?.metrics == nil, "no reference, no metrics")
+        for f in ["reconstructed.png", "comparison.png", "mask.png", "mask.npy", "metrics.csv"] {
+            #expect(FileManager.default.fileExists(atPath: dir.path + "/zf/" + f), "\(f)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/zf2/comparison.png"))
+        let csv = try String(contentsOfFile: dir.path + "/zf/metrics.csv", encoding: .utf8)
+        #expect(csv.hasPrefix("image,ssim,psnr,nmse") && csv.split(separator: "\n").count == 4)
+        // A complex reference scores like its magnitude here (zero phase).
+        let cref = NPYArray(dtype: .complex64, shape: [3, 16, 16], values: u.problems.flatMap { $0.reference!.data })
+        let c = try dir.run("zf3", #"{"type": "reconstruct", "input": {"method": {"kind": "zeroFilled"}, "kspace": "\#(Self.b64(u.kspace))", "reference": "\#(Self.b64(cref))"}}"#)
+        #expect(c.reconstruction?.metrics == s.metrics)
+    }
+
+    @Test("CS beats zero filling; a λ sweep picks the best mean SSIM and the trace finds the iterations within 1 %; TV works too")
+    func compressedSensing() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        let u = try Self.upload(4)
+        let base = #""kspace": "\#(Self.b64(u.kspace))", "reference": "\#(Self.b64(u.reference))""#
+        let r = try dir.run("cs", #"{"type": "reconstruct", "input": {"method": {"kind": "cs", "sweep": [0.0001, 0.01, 10], "iterations": 60, "trace": true}, \#(base)}}"#)
+        let s = try #require(r.reconstruction)
+        let cs = try #require(s.cs)
+        #expect(cs.sweep.count == 3 && cs.lambda == cs.sweep.max { ($0.metrics.ssim ?? 0) < ($1.metrics.ssim ?? 0) }!.lambda)
+        #expect(cs.lambda != 10, "a huge λ wipes the image")
+        let trace = try #require(cs.ssimByIteration)
+        #expect(trace.count == 60)
+        let k = try #require(cs.iterationsWithin1Percent)
+        #expect(trace[k - 1] >= 0.99 * trace[59] && (k == 1 || trace[k - 2] < 0.99 * trace[59]))
+        #expect(s.metrics!.ssim!.mean > s.zeroFilled!.ssim!.mean)
+        // The reported metrics are those of the chosen λ's sweep row (same arithmetic).
+        #expect(abs(cs.sweep.first { $0.lambda == cs.lambda }!.metrics.ssim! - s.metrics!.ssim!.mean) < 1e-12)
+        let tv = try dir.run("tv", #"{"type": "reconstruct", "input": {"method": {"kind": "cs", "regularizer": "tv", "lambda": 0.01, "iterations": 30}, \#(base)}}"#)
+        #expect(tv.reconstruction!.metrics!.ssim!.mean > s.zeroFilled!.ssim!.mean)
+    }
+
+    @Test("a trained RIM reconstructs uploads and simulated images (phantoms with lesions, Shepp–Logan); its output equals the library's")
+    func rim() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        try dir.run("rim", Self.rimTrain)
+        let u = try Self.upload(2)
+        let r = try dir.run("up", #"{"type": "reconstruct", "input": {"method": {"kind": "rim", "model": {"job": "rim"}}, "kspace": "\#(Self.b64(u.kspace))", "mask": "\#(Self.b64(u.masks))"}}"#)
+        #expect(r.reconstruction?.method == "rim" && r.reconstruction!.secondsPerImage > 0)
+        let snap = try Checkpoint.read(path: dir.path + "/rim/model.safetensors")
+        let net = try RIMNetwork(RIMConfig(cell: .indrnn, features: 4, steps: 2), stateDict: snap.model)
+        let out = try NPYArray.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/up/reconstructed.npy"))), name: "r")
+        #expect(out.values == net.reconstruct(u.problems, threads: 1).flatMap(\.data))
+        let l = try dir.run("les", #"{"type": "reconstruct", "input": {"method": {"kind": "rim", "model": {"job": "rim"}}, "images": {"phantoms": {"count": 3, "height": 16, "width": 16, "seed": 9}}, "acquisition": {"mask": {"kind": "poissonDisc", "acceleration": 3, "seed": 1}}, "lesions": 2}}"#)
+        let s = try #require(l.reconstruction)
+        #expect(s.lesionNMSE?.n == 3 && s.zeroFilledLesionNMSE?.n == 3 && s.perImage?.allSatisfy { $0.lesionNMSE != nil } == true)
+        let csv = try String(contentsOfFile: dir.path + "/les/metrics.csv", encoding: .utf8)
+        #expect(csv.hasPrefix("image,ssim,psnr,nmse,zero_filled_ssim,zero_filled_psnr,zero_filled_nmse,lesion_nmse"))
+        let sl = try dir.run("sl", #"{"type": "reconstruct", "input": {"method": {"kind": "zeroFilled"}, "images": {"sheppLogan": {"height": 32, "width": 32}}, "acquisition": {"mask": {"kind": "equispaced1D", "acceleration": 2, "seed": 1}}}}"#)
+        #expect(sl.reconstruction?.images == 1 && sl.reconstruction?.width == 32)
+        // A flow job cannot use the RIM, nor reconstruct a flow.
+        try dir.run("flow", #"{"type": "train", "input": {\#(tinyModel), "steps": 5}}"#)
+        let notRIM = prepareError(#"{"type": "reconstruct", "input": {"method": {"kind": "rim", "model": {"job": "flow"}}, "kspace": "\#(Self.b64(u.kspace))"}}"#, dir)
+        #expect(notRIM?.pointer == "/input/method/model" && notRIM?.message.contains("not a RIM") == true)
+        let sample = prepareError(#"{"type": "sample", "input": {"model": {"job": "rim"}}}"#, dir)
+        #expect(sample?.pointer.hasPrefix("/input/model") == true, "\(String(describing: sample))")
+    }
+
+    @Test("malformed uploads and inconsistent specs get 4xx reasons with pointers, before any job exists")
+    func refusals() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        let u = try Self.upload(2)
+        let k = Self.b64(u.kspace)
+        func refusal(_ rest: String, method: String = #"{"kind": "zeroFilled"}"#) -> SpecError? {
+            prepareError(#"{"type": "reconstruct", "input": {"method": \#(method), \#(rest)}}"#, dir)
+        }
+        func expect(_ rest: String, _ pointer: String, _ words: String, method: String = #"{"kind": "zeroFilled"}"#, _ line: Int = #line) {
+            let e = refusal(rest, method: method)
+            #expect(e?.pointer == pointer && e?.message.contains(words) == true, "line \(line): \(String(describing: e?.pointer)) \(String(describing: e?.message))")
+        }
+        let real = Self.b64(NPYArray(dtype: .float32, shape: [2, 16, 16], values: [Float](repeating: 1, count: 512)))
+        expect(#""kspace": "\#(real)""#, "/input/kspace", "'<f4' is not accepted")
+        var nan = u.kspace
+        nan.values[37] = .nan
+        expect(#""kspace": "\#(Self.b64(nan))""#, "/input/kspace", "element 18 (imaginary part): non-finite")
+        expect(#""kspace": "\#(Self.b64(NPYArray(dtype: .complex64, shape: [16], values: [Float](repeating: 1, count: 32))))""#, "/input/kspace", "[H, W] or [n, H, W]")
+        expect(#""kspace": "\#(Self.b64(NPYArray(dtype: .complex64, shape: [4, 4], values: [Float](repeating: 1, count: 32))))""#, "/input/kspace", "8 to 256")
+        expect(#""kspace": "%%%""#, "/input/kspace", "base64")
+        expect(#""kspace": "\#(k)", "mask": "\#(Self.b64(NPYArray(dtype: .float32, shape: [16, 16], values: [Float](repeating: 2, count: 256))))""#, "/input/mask", "only 0 and 1")
+        expect(#""kspace": "\#(k)", "mask": "\#(Self.b64(NPYArray(dtype: .float32, shape: [3, 16, 16], values: [Float](repeating: 1, count: 768))))""#, "/input/mask", "like the k-space")
+        expect(#""kspace": "\#(k)", "mask": "\#(Self.b64(NPYArray(dtype: .float32, shape: [16, 16], values: [Float](repeating: 0, count: 256))))""#, "/input/mask", "samples no k-space point")
+        expect(#""kspace": "\#(k)", "reference": "\#(Self.b64(NPYArray(dtype: .float32, shape: [2, 8, 8], values: [Float](repeating: 1, count: 128))))""#, "/input/reference", "like the k-space")
+        expect(#""kspace": "\#(k)", "images": {"phantoms": {"count": 2}}"#, "/input/kspace", "exactly one")
+        expect(#""seed": 1"#, "/input/kspace", "exactly one")
+        expect(#""images": {"phantoms": {"count": 2}}, "mask": "\#(Self.b64(u.masks))""#, "/input/images", "drop mask")
+        expect(#""kspace": "\#(k)""#, "/input/method/sweep", "needs reference", method: #"{"kind": "cs", "sweep": [0.1]}"#)
+        expect(#""kspace": "\#(k)""#, "/input/method/trace", "needs reference", method: #"{"kind": "cs", "trace": true}"#)
+        expect(#""kspace": "\#(k)", "lesions": 2"#, "/input/lesions", "simulated")
+        expect(#""images": {"phantoms": {"count": 2, "height": 16, "width": 16}}, "acquisition": {"mask": {"acceleration": 2, "centerFraction": 0.9}}"#, "/input/acquisition/mask/centerFraction", "alone samples")
+        expect(#""images": {"phantoms": {"count": 0}}"#, "/input/images/phantoms/count", "must be in")
+        expect(#""images": {"dataset": "builtin:shapes", "indices": [100000]}"#, "/input/images/indices/0", "does not exist")
+        #expect(refusal(#""images": {"dataset": "builtin:shapes", "indices": [1]}"#) == nil, "built-in images are one-channel 28×28")
+        expect(#""kspace": "\#(k)""#, "/input/method/iterations", "must be in", method: #"{"kind": "cs", "iterations": 0}"#)
+        expect(#""kspace": "\#(k)""#, "/input/method/model/job", "has no model", method: #"{"kind": "rim", "model": {"job": "nope"}}"#)
+        #expect(refusal(#""kspace": "\#(k)""#, method: #"{"kind": "magic"}"#) != nil)
+        #expect(refusal(#""kspace": "\#(k)""#) == nil)
+        // A rim train spec's own refusals.
+        let bad = prepareError(#"{"type": "train", "input": {"model": {"kind": "rim", "features": 0}}}"#, dir)
+        #expect(bad?.pointer == "/input/model/features", "\(String(describing: bad))")
+        let mask = prepareError(#"{"type": "train", "input": {"model": {"kind": "rim"}, "data": {"kind": "phantoms", "height": 8, "width": 8}, "acquisition": {"mask": {"acceleration": 30, "centerFraction": 0.5}}}}"#, dir)
+        #expect(mask?.pointer.hasPrefix("/input/acquisition/mask") == true, "\(String(describing: mask))")
+        let mixed = prepareError(#"{"type": "train", "input": {"model": {"kind": "rim"}, "data": {"kind": "mixed", "parts": [{"kind": "phantoms", "height": 16, "width": 16}, {"kind": "phantoms", "height": 20, "width": 16}]}}}"#, dir)
+        #expect(mixed?.pointer == "/input/data/parts/1", "\(String(describing: mixed))")
+        let missing = prepareError(#"{"type": "train", "input": {"model": {"kind": "rim"}, "data": {"kind": "images", "dataset": "builtin:nope"}}}"#, dir)
+        #expect(missing?.pointer.hasPrefix("/input/data") == true, "\(String(describing: missing?.pointer))")
+        let typo = prepareError(#"{"type": "train", "input": {"model": {"kind": "rim"}, "stepz": 3}}"#, dir)
+        #expect(typo?.pointer == "/input/stepz", "\(String(describing: typo))")
+    }
+}
