@@ -70,6 +70,7 @@ bench: build bench-deps
 	@$(BIN) bench kernels
 	@$(BIN) bench pairs
 	@$(BIN) bench image
+	@$(BIN) bench mri
 	@$(BIN) bench toy-quality
 	@python3 .ci/bench_http.py --reflowd $(BIN) --hb $(HB_HELLO)
 

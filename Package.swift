@@ -51,7 +51,7 @@ let package = Package(
                 swiftSettings: strict),
         // Benchmarks, the offline demo and `reflowd run` (used by the executable).
         .target(name: "ReflowBench",
-                dependencies: ["ReflowEngine", "ReflowAutograd", "ReflowNN", "ReflowFlow", "ReflowStore",
+                dependencies: ["ReflowEngine", "ReflowAutograd", "ReflowNN", "ReflowFlow", "ReflowMRI", "ReflowStore",
                                "ReflowCodec", "ReflowJobs"],
                 swiftSettings: strict),
         .executableTarget(name: "reflowd", dependencies: ["ReflowBench", "ReflowServer", "ReflowJobs", "ReflowEngine"],

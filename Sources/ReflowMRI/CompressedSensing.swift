@@ -233,63 +233,68 @@ public enum TotalVariation {
         return dr * dr + di * di
     }
 
-    /// L(p, q) (interleaved complex [H·W] each).
-    static func adjointDifferences(_ p: [Float], _ q: [Float], h: Int, w: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: 2 * h * w)
+    /// out = v − λ·L(p, q), all interleaved complex [H·W].
+    @inline(__always)
+    static func residual(_ v: UnsafePointer<Float>, _ p: UnsafePointer<Float>, _ q: UnsafePointer<Float>, lambda: Float,
+                         _ out: UnsafeMutablePointer<Float>, h: Int, w: Int) {
         for i in 0..<h {
             for j in 0..<w {
-                let k = i * w + j
+                let k = 2 * (i * w + j)
                 for c in 0..<2 {
-                    var v = p[2 * k + c] + q[2 * k + c]
-                    if i > 0 { v -= p[2 * (k - w) + c] }
-                    if j > 0 { v -= q[2 * (k - 1) + c] }
-                    out[2 * k + c] = v
+                    var l = p[k + c] + q[k + c]
+                    if i > 0 { l -= p[k - 2 * w + c] }
+                    if j > 0 { l -= q[k - 2 + c] }
+                    out[k + c] = v[k + c] - lambda * l
                 }
             }
         }
-        return out
     }
 
     /// argmin_x ½‖x − v‖² + τ·TV(x) by `iterations` of FGP (0 or τ ≤ 0: v itself).
     public static func prox(_ v: ComplexTensor, tau: Double, iterations: Int) -> ComplexTensor {
         guard tau > 0, iterations > 0 else { return v }
         let (h, w) = (v.shape[0], v.shape[1]), n = 2 * h * w
-        let lam = Float(tau)
-        var p = [Float](repeating: 0, count: n), q = p, r = p, s = p
-        var t: Float = 1
-        for _ in 0..<iterations {
-            // x = v − λ·L(r, s); (p, q) ← P[(r, s) + (1/(8λ))·Lᵀx], Lᵀx = the forward differences.
-            let l = adjointDifferences(r, s, h: h, w: w)
-            var x = v.data
-            for k in 0..<n { x[k] -= lam * l[k] }
-            let (pOld, qOld) = (p, q)
-            let c = 1 / (8 * lam)
-            for i in 0..<h {
-                for j in 0..<w {
-                    let k = i * w + j
-                    var a = (Float(0), Float(0)), b = (Float(0), Float(0))
-                    if i + 1 < h {
-                        a = (r[2 * k] + c * (x[2 * k] - x[2 * (k + w)]), r[2 * k + 1] + c * (x[2 * k + 1] - x[2 * (k + w) + 1]))
-                    }
-                    if j + 1 < w {
-                        b = (s[2 * k] + c * (x[2 * k] - x[2 * (k + 1)]), s[2 * k + 1] + c * (x[2 * k + 1] - x[2 * (k + 1) + 1]))
-                    }
-                    let m = max(1, (a.0 * a.0 + a.1 * a.1 + b.0 * b.0 + b.1 * b.1).squareRoot())
-                    p[2 * k] = a.0 / m; p[2 * k + 1] = a.1 / m
-                    q[2 * k] = b.0 / m; q[2 * k + 1] = b.1 / m
-                }
-            }
-            let tNext = (1 + (1 + 4 * t * t).squareRoot()) / 2
-            let f = (t - 1) / tNext
-            for k in 0..<n {
-                r[k] = p[k] + f * (p[k] - pOld[k])
-                s[k] = q[k] + f * (q[k] - qOld[k])
-            }
-            t = tNext
-        }
-        let l = adjointDifferences(p, q, h: h, w: w)
+        let lam = Float(tau), c = 1 / (8 * lam)
+        // (p, q): the dual iterate; (pOld, qOld) the previous one; (r, s) the extrapolated point.
+        var buffers = [Float](repeating: 0, count: 7 * n)
         var out = v
-        for k in 0..<n { out.data[k] -= lam * l[k] }
+        buffers.withUnsafeMutableBufferPointer { b in
+            let base = b.baseAddress!
+            var (p, q, pOld, qOld) = (base, base + n, base + 2 * n, base + 3 * n)
+            let (r, s, x) = (base + 4 * n, base + 5 * n, base + 6 * n)
+            var t: Float = 1
+            v.data.withUnsafeBufferPointer { vb in
+                for _ in 0..<iterations {
+                    // x = v − λ·L(r, s); (p, q) ← P[(r, s) + (1/(8λ))·Lᵀx], Lᵀx the forward differences.
+                    residual(vb.baseAddress!, r, s, lambda: lam, x, h: h, w: w)
+                    swap(&p, &pOld)
+                    swap(&q, &qOld)
+                    for i in 0..<h {
+                        for j in 0..<w {
+                            let k = 2 * (i * w + j)
+                            var a0: Float = 0, a1: Float = 0, b0: Float = 0, b1: Float = 0
+                            if i + 1 < h {
+                                a0 = r[k] + c * (x[k] - x[k + 2 * w]); a1 = r[k + 1] + c * (x[k + 1] - x[k + 2 * w + 1])
+                            }
+                            if j + 1 < w {
+                                b0 = s[k] + c * (x[k] - x[k + 2]); b1 = s[k + 1] + c * (x[k + 1] - x[k + 3])
+                            }
+                            let m = 1 / max(1, (a0 * a0 + a1 * a1 + b0 * b0 + b1 * b1).squareRoot())
+                            p[k] = a0 * m; p[k + 1] = a1 * m
+                            q[k] = b0 * m; q[k + 1] = b1 * m
+                        }
+                    }
+                    let tNext = (1 + (1 + 4 * t * t).squareRoot()) / 2
+                    let f = (t - 1) / tNext
+                    for k in 0..<n {
+                        r[k] = p[k] + f * (p[k] - pOld[k])
+                        s[k] = q[k] + f * (q[k] - qOld[k])
+                    }
+                    t = tNext
+                }
+                out.data.withUnsafeMutableBufferPointer { o in residual(vb.baseAddress!, p, q, lambda: lam, o.baseAddress!, h: h, w: w) }
+            }
+        }
         return out
     }
 }

@@ -139,6 +139,16 @@ public final class RIMNetwork: Module {
             }
         }
 
+        /// One time step: (x, h₁, h₂) → (x + Δx, h₁', h₂').
+        func step(_ x: Var, _ h1: Var, _ h2: Var, models: [ForwardModel], measurements: [ComplexTensor]) -> (Var, Var, Var) {
+            let g = x.graph
+            let grad = g.dataConsistencyGradient(x, models: models, measurements: measurements)
+            let a = g.relu(convIn(g.concat([x, grad], axis: 1)))
+            let h1 = cell1(a, h1)
+            let h2 = cell2(g.relu(convMid(h1)), h2)
+            return (g.binary(.add, x, convOut(h2)), h1, h2)
+        }
+
         func namedParameters() -> [(name: String, parameter: Parameter)] {
             prefixed("conv_in", convIn.namedParameters()) + prefixed("cell1", cell1.namedParameters())
                 + prefixed("conv_mid", convMid.namedParameters()) + prefixed("cell2", cell2.namedParameters())
@@ -179,12 +189,7 @@ public final class RIMNetwork: Module {
         out.reserveCapacity(config.cascades * config.steps)
         for b in blocks {
             for _ in 0..<config.steps {
-                let grad = g.dataConsistencyGradient(x, models: models, measurements: measurements)
-                let a = g.relu(b.convIn(g.concat([x, grad], axis: 1)))
-                h1 = b.cell1(a, h1)
-                let m = g.relu(b.convMid(h1))
-                h2 = b.cell2(m, h2)
-                x = g.binary(.add, x, b.convOut(h2))
+                (x, h1, h2) = b.step(x, h1, h2, models: models, measurements: measurements)
                 out.append(x)
             }
         }
@@ -223,16 +228,28 @@ extension RIMNetwork {
         return results.withLock { $0.flatMap { $0 } }
     }
 
-    /// One chunk on its own graph (no gradients).
+    /// One chunk on its own graph (no gradients), one time step at a time: the graph is reset
+    /// between steps (its buffers return to its pool), so memory holds one step's activations
+    /// and no page is touched twice for the first time.
     func reconstructChunk(_ problems: [MRIProblem]) -> [ComplexTensor] {
         let g = Graph(threads: 1, gradEnabled: false)
         let scaled = problems.map { RIMNetwork.scaled($0) }
-        let (h, w) = (problems[0].height, problems[0].width)
-        let x0 = g.constant(shape: [problems.count, 2, h, w]) { p in
+        let models = problems.map(\.model), ys = scaled.map(\.y)
+        let (n, h, w) = (problems.count, problems[0].height, problems[0].width)
+        var x = Tensor(shape: [n, 2, h, w], data: [Float](repeating: 0, count: n * 2 * h * w))
+        x.data.withUnsafeMutableBufferPointer { p in
             for (i, s) in scaled.enumerated() { ForwardModel.planes(s.x0, p.baseAddress! + i * 2 * h * w, h * w) }
         }
-        let last = estimates(x0, models: problems.map(\.model), measurements: scaled.map(\.y)).last!.value
-        return last.data.withUnsafeBufferPointer { p in
+        let zeros = Tensor(shape: [n, config.features, h, w], data: [Float](repeating: 0, count: n * config.features * h * w))
+        var h1 = zeros, h2 = zeros
+        for b in blocks {
+            for _ in 0..<config.steps {
+                g.reset()
+                let next = b.step(g.constant(x), g.constant(h1), g.constant(h2), models: models, measurements: ys)
+                (x, h1, h2) = (next.0.value, next.1.value, next.2.value)
+            }
+        }
+        return x.data.withUnsafeBufferPointer { p in
             scaled.enumerated().map { i, s in
                 var z = ForwardModel.complex(p.baseAddress! + i * 2 * h * w, h * w).reshaped([h, w])
                 for k in 0..<z.data.count { z.data[k] *= s.scale }

@@ -11,6 +11,7 @@ usage: reflowd serve [--config FILE --host H --port P --data-dir DIR --workers N
        reflowd bench toy-quality [--threads N --train-steps S --reflow-pairs P --reflow-steps S ...]
        reflowd bench pairs [--threads N --pairs 50000 --steps 100 --reps 3]
        reflowd bench image [--threads N --batch 64 --ch 32,64 --nb 2 --steps 20 --sample-batch 64 --sample-steps 1]
+       reflowd bench mri [--threads 1 --size 28 --features 32 --steps 8 --batch 16 --train-batch 8 --reps 5]
        reflowd bench gemm [--threads N --m M --n N --k K --op NT]
        reflowd bench kernels [--count N]
        reflowd demo [--out DIR --steps N --threads N --config FILE --resume]
@@ -44,7 +45,7 @@ if !["blas-core", "help", "--help", "-h"].contains(args.first ?? "help") {
 do {
     switch args.first {
     case "bench":
-        guard args.count >= 2 else { fail("bench needs a name: toy, toy-quality, pairs, image, gemm or kernels\n" + usage) }
+        guard args.count >= 2 else { fail("bench needs a name: toy, toy-quality, pairs, image, mri, gemm or kernels\n" + usage) }
         switch args[1] {
         case "toy": print(try ToyBenchmark.run(Array(args.dropFirst(2))))
         case "gemm": print(try KernelBenchmark.gemm(Array(args.dropFirst(2))))
@@ -52,7 +53,8 @@ do {
         case "toy-quality": print(try QualityBenchmark.run(Array(args.dropFirst(2))))
         case "pairs": print(try PairsBenchmark.run(Array(args.dropFirst(2))))
         case "image": print(try ImageBenchmark.run(Array(args.dropFirst(2))))
-        default: fail("unknown benchmark '\(args[1])'; available: toy, toy-quality, pairs, image, gemm, kernels")
+        case "mri": print(try MRIBenchmark.run(Array(args.dropFirst(2))))
+        default: fail("unknown benchmark '\(args[1])'; available: toy, toy-quality, pairs, image, mri, gemm, kernels")
         }
     case "demo":
         print(try Demo.run(Array(args.dropFirst())) { message in

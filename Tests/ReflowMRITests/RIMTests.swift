@@ -141,6 +141,25 @@ struct RIMTests {
         let p = try problems(RIMNetwork.inferenceChunk + 3)
         let a = net.reconstruct(p, threads: 1), b = net.reconstruct(p, threads: 2)
         #expect(a == b)
+        // Inference (a graph per time step) is the training graph's last estimate, bit for bit.
+        let first = Array(p.prefix(4)), (h, w) = (12, 12)
+        let g = Graph(threads: 1)
+        let inputs: [(x0: ComplexTensor, y: ComplexTensor, scale: Float)] = first.map { RIMNetwork.scaled($0) }
+        let x0 = g.constant(shape: [4, 2, h, w]) { buf in
+            for i in 0..<4 { ForwardModel.planes(inputs[i].x0, buf.baseAddress! + i * 2 * h * w, h * w) }
+        }
+        let ys: [ComplexTensor] = inputs.map { $0.y }
+        let last: Tensor = net.estimates(x0, models: first.map { $0.model }, measurements: ys).last!.value
+        let inferred = net.reconstruct(first, threads: 1)
+        for i in 0..<4 {
+            var want = [Float](repeating: 0, count: 2 * h * w)
+            let scale = inputs[i].scale, base = i * 2 * h * w
+            for k in 0..<(h * w) {
+                want[2 * k] = last.data[base + k] * scale
+                want[2 * k + 1] = last.data[base + h * w + k] * scale
+            }
+            #expect(inferred[i].data == want, "image \(i)")
+        }
         var scaled = p[0]
         for k in 0..<scaled.measurements.data.count { scaled.measurements.data[k] *= 4 }
         let s = net.reconstruct([scaled], threads: 1)[0]
