@@ -253,6 +253,27 @@ struct DataConsistencyTests {
         let r = gradCheck(inputs: [x]) { g, v in g.dataConsistencyGradient(v[0], models: models, measurements: y) }
         #expect(r.passed, "\(r)")
     }
+
+    @Test("with complex coil sensitivities (multi-coil SENSE) the node still equals Sᴴ·F⁻¹·M·(M·F·S·x − y) and passes the gradient check")
+    func multiCoil() throws {
+        let mask = try Mask.make(.poissonDisc, height: 6, width: 8, acceleration: 2, seed: 4).values
+        let s = randomComplex([3, 6, 8], seed: 31)
+        let model = try ForwardModel(mask: mask, sensitivities: s)
+        let y = model.apply(randomComplex([6, 8], seed: 32))
+        var rng = Random(seed: 5)
+        let x = rng.normal([1, 2, 6, 8])
+        let g = Graph(threads: 1, gradEnabled: false)
+        let out = g.dataConsistencyGradient(g.input(x), models: [model], measurements: [y]).value
+        let xc = ComplexTensor(real: Tensor(shape: [6, 8], data: Array(x.data[0..<48])), imag: Tensor(shape: [6, 8], data: Array(x.data[48..<96])))
+        let want = model.gradient(xc, y)
+        for k in 0..<48 {
+            #expect(abs(out.data[k] - want.data[2 * k]) < 1e-4 && abs(out.data[48 + k] - want.data[2 * k + 1]) < 1e-4)
+        }
+        let r = gradCheck(inputs: [x], options: GradCheckOptions(eps: 1e-2, atol: 1e-2, rtol: 1e-2)) { g, v in
+            g.dataConsistencyGradient(v[0], models: [model], measurements: [y])
+        }
+        #expect(r.passed, "\(r)")
+    }
 }
 
 @Suite("Phantoms and NMSE")
