@@ -3,6 +3,7 @@ import Testing
 import ReflowHTTP
 import ReflowJobs
 import ReflowCodec
+import ReflowFlow
 @testable import ReflowServer
 
 /// An in-process server on an ephemeral port with its own data directory.
@@ -257,6 +258,37 @@ struct APITests {
         #expect(try s.waitDone(eid, client: c)["state"] as? String == "succeeded")
         #expect(try c.request("GET", "/v1/jobs/\(eid)/images/edited.png").status == 200)
         #expect(try c.request("GET", "/v1/jobs/\(eid)/artifacts/edited.npy").status == 200)
+    }
+
+    @Test("k-space uploads to reconstruct: wrong dtype, bad shape and NaN are 422s with the reason and no job; a good upload is reconstructed and served")
+    func kspaceUploads() throws {
+        let s = try TestServer()
+        defer { s.stop() }
+        let c = try s.client()
+        func b64(_ a: NPYArray) -> String { Data(a.bytes()).base64EncodedString() }
+        var nan = [Float](repeating: 0.5, count: 2 * 256)
+        nan[9] = .nan
+        let cases: [(NPYArray, String)] = [
+            (NPYArray(dtype: .float32, shape: [16, 16], values: [Float](repeating: 1, count: 256)), "'<f4' is not accepted"),
+            (NPYArray(dtype: .complex64, shape: [2, 1, 16, 16], values: [Float](repeating: 1, count: 1024)), "[H, W] or [n, H, W]"),
+            (NPYArray(dtype: .complex64, shape: [16, 16], values: nan), "element 4 (imaginary part): non-finite"),
+        ]
+        let jobsBefore = try (c.request("GET", "/v1/jobs").json()["items"] as? [Any])?.count
+        for (array, message) in cases {
+            let r = try c.json("POST", "/v1/jobs", #"{"type": "reconstruct", "input": {"method": {"kind": "zeroFilled"}, "kspace": "\#(b64(array))"}}"#)
+            #expect(r.status == 422 && r.header("Content-Type") == "application/problem+json")
+            let body = try r.json()
+            #expect(body["pointer"] as? String == "/input/kspace" && (body["detail"] as? String ?? "").contains(message), "\(body)")
+        }
+        #expect(try (c.request("GET", "/v1/jobs").json()["items"] as? [Any])?.count == jobsBefore, "refused uploads create no job")
+        let good = NPYArray(dtype: .complex64, shape: [16, 16], values: (0..<512).map { Float($0 % 7) - 3 })
+        let r = try c.json("POST", "/v1/jobs", #"{"type": "reconstruct", "input": {"method": {"kind": "cs", "iterations": 5}, "kspace": "\#(b64(good))"}}"#)
+        #expect(r.status == 202)
+        let id = try #require(try r.json()["id"] as? String)
+        #expect(try s.waitDone(id, client: c)["state"] as? String == "succeeded")
+        #expect(try c.request("GET", "/v1/jobs/\(id)/images/reconstructed.png").status == 200)
+        let npy = try c.request("GET", "/v1/jobs/\(id)/artifacts/reconstructed.npy")
+        #expect(npy.status == 200 && (try? NPYArray.parse(npy.body, name: "r"))?.shape == [1, 16, 16])
     }
 
     @Test("cancel: a queued job is canceled at once, a running one goes through canceling; terminal jobs refuse")

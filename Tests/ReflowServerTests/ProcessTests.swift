@@ -214,7 +214,7 @@ struct ProcessTests {
     }
 
     @Test("the README's curl sessions run as written: train, reflow, distill, sample, download the PNG",
-          arguments: [("curl-session", "samples.png"), ("curl-session-images", "grid.png")])
+          arguments: [("curl-session", "samples.png"), ("curl-session-images", "grid.png"), ("curl-session-mri", "comparison.png")])
     func readmeSession(block: String, picture: String) throws {
         let readme = try String(contentsOfFile: repoRoot + "/README.md", encoding: .utf8)
         guard let start = readme.range(of: "<!-- \(block) -->"), let end = readme.range(of: "<!-- /\(block) -->") else {
