@@ -238,7 +238,7 @@ public struct ReconstructSpec: JobInput {
     /// nil: the non-zero entries of each image's k-space.
     @Explicit public var mask: String? = nil
     /// The reference images for metrics: base64 .npy float32/64 (magnitudes) or complex64/128,
-    /// [H, W] or [n, H, W].
+    /// [H, W] or [n, H, W]. Without `kspace` and `images`: the images to acquire with `mask`.
     @Explicit public var reference: String? = nil
     /// Images to acquire by simulation instead of uploaded k-space.
     @Explicit public var images: MRIImageInput? = nil
@@ -256,12 +256,14 @@ public struct ReconstructSpec: JobInput {
 
     public func validationError() -> FieldError? {
         func sub(_ p: String, _ e: FieldError?) -> FieldError? { e.map { (p + $0.pointer, $0.message) } }
+        let sources = [kspace != nil, images != nil, kspace == nil && images == nil && reference != nil].filter { $0 }.count
         return Validation.first(
             { sub("/method", method.validationError()) },
             { sub("/images", images?.validationError()) },
             { sub("/acquisition", acquisition.validationError()) },
-            { (kspace == nil) != (images == nil) ? nil : ("/kspace", "give exactly one of kspace (uploaded .npy) or images (to simulate an acquisition)") },
-            { images != nil && (mask != nil || reference != nil) ? ("/images", "simulated images make their own mask and reference: drop mask and reference") : nil },
+            { sources == 1 && !(kspace != nil && images != nil) ? nil : ("/kspace", "give exactly one of kspace (uploaded .npy k-space), images (to acquire by simulation) or reference with mask (an image to acquire with that mask)") },
+            { images != nil && reference != nil ? ("/images", "simulated images are their own reference: drop reference") : nil },
+            { kspace == nil && images == nil && mask == nil ? ("/mask", "an uploaded reference image is acquired with an uploaded mask: give mask") : nil },
             { Validation.range("/lesions", lesions, 0, 20) },
             { lesions > 0 && images == nil ? ("/lesions", "lesions are added to simulated images; uploaded k-space has none") : nil },
             { Validation.range("/figureImages", figureImages, 0, 256) })
@@ -283,60 +285,81 @@ public struct ReconstructSpec: JobInput {
         }
     }
 
-    /// Uploaded arrays as problems: k-space [n, H, W], masks, references; every shape and value checked.
-    func uploadedProblems() throws(SpecError) -> [MRIProblem] {
-        guard let kspace else { return [] }
-        let k = try Self.npy(kspace, pointer: "/input/kspace", dtypes: [.complex64, .complex128])
-        let dims = k.shape.count == 2 ? [1] + k.shape : k.shape
+    /// [n, H, W] of an uploaded image-shaped array ([H, W] counts as n = 1), sides and count checked.
+    static func imageDims(_ a: NPYArray, pointer: String) throws(SpecError) -> (n: Int, h: Int, w: Int) {
+        let dims = a.shape.count == 2 ? [1] + a.shape : a.shape
         guard dims.count == 3 else {
-            throw SpecError(pointer: "/input/kspace", message: "must be [H, W] or [n, H, W] (single coil), got shape \(k.shape)")
+            throw SpecError(pointer: pointer, message: "must be [H, W] or [n, H, W] (single coil), got shape \(a.shape)")
         }
         let (n, h, w) = (dims[0], dims[1], dims[2])
         guard (8...MRIDataSource.maxSide).contains(h), (8...MRIDataSource.maxSide).contains(w) else {
-            throw SpecError(pointer: "/input/kspace", message: "images must be 8 to \(MRIDataSource.maxSide) pixels a side, got \(h)×\(w)")
+            throw SpecError(pointer: pointer, message: "images must be 8 to \(MRIDataSource.maxSide) pixels a side, got \(h)×\(w)")
         }
-        guard n <= ImageInput.maxImages else { throw SpecError(pointer: "/input/kspace", message: "holds \(n) images, at most \(ImageInput.maxImages)") }
-        let plane = h * w
-        func perImage(_ a: NPYArray, _ pointer: String) throws(SpecError) -> (Int) -> ArraySlice<Float> {
-            let s = a.shape
-            let stride = (a.dtype.isComplex ? 2 : 1) * plane
-            if s == [h, w] { return { _ in a.values[0..<stride] } }
-            if s == [n, h, w] { return { i in a.values[(i * stride)..<((i + 1) * stride)] } }
-            throw SpecError(pointer: pointer, message: "must be [\(h), \(w)] or [\(n), \(h), \(w)] like the k-space, got shape \(s)")
+        guard n <= ImageInput.maxImages else { throw SpecError(pointer: pointer, message: "holds \(n) images, at most \(ImageInput.maxImages)") }
+        return (n, h, w)
+    }
+
+    /// Image i's slice of an array of [H, W] (shared by all) or [n, H, W] values.
+    static func perImage(_ a: NPYArray, n: Int, h: Int, w: Int, pointer: String, like: String) throws(SpecError) -> (Int) -> [Float] {
+        let stride = (a.dtype.isComplex ? 2 : 1) * h * w
+        if a.shape == [h, w] { return { _ in Array(a.values[0..<stride]) } }
+        if a.shape == [n, h, w] { return { i in Array(a.values[(i * stride)..<((i + 1) * stride)]) } }
+        throw SpecError(pointer: pointer, message: "must be [\(h), \(w)] or [\(n), \(h), \(w)] like \(like), got shape \(a.shape)")
+    }
+
+    /// The uploaded masks for n images of H×W (nil without `mask`): 0/1 values, each image sampling something.
+    func uploadedMasks(n: Int, h: Int, w: Int, like: String) throws(SpecError) -> ((Int) -> [Float])? {
+        guard let mask else { return nil }
+        let m = try Self.npy(mask, pointer: "/input/mask", dtypes: [.bool, .uint8, .float32, .float64])
+        if let bad = m.values.firstIndex(where: { $0 != 0 && $0 != 1 }) {
+            throw SpecError(pointer: "/input/mask", message: "must hold only 0 and 1, element \(bad) is \(m.values[bad])")
         }
-        var masks: ((Int) -> ArraySlice<Float>)?
-        if let mask {
-            let m = try Self.npy(mask, pointer: "/input/mask", dtypes: [.bool, .uint8, .float32, .float64])
-            if let bad = m.values.firstIndex(where: { $0 != 0 && $0 != 1 }) {
-                throw SpecError(pointer: "/input/mask", message: "must hold only 0 and 1, element \(bad) is \(m.values[bad])")
-            }
-            masks = try perImage(m, "/input/mask")
-        }
-        var refs: ((Int) -> ArraySlice<Float>)?, refComplex = false
+        let f = try Self.perImage(m, n: n, h: h, w: w, pointer: "/input/mask", like: like)
+        for i in 0..<n where !f(i).contains(1) { throw SpecError(pointer: "/input/mask", message: "image \(i) samples no k-space point") }
+        return f
+    }
+
+    /// Uploaded arrays as problems, every shape and value checked: k-space [n, H, W] with its
+    /// masks (or its non-zero entries) and references; or reference images acquired with the
+    /// uploaded masks (y = M·F·x plus the acquisition's noise, drawn from `seed`).
+    func uploadedProblems() throws(SpecError) -> [MRIProblem] {
+        guard images == nil, kspace != nil || reference != nil else { return [] }
+        var refs: ((Int) -> [Float])?, refComplex = false, refArray: NPYArray?
         if let reference {
-            let r = try Self.npy(reference, pointer: "/input/reference", dtypes: [.float32, .float64, .complex64, .complex128])
-            refComplex = r.dtype.isComplex
-            refs = try perImage(r, "/input/reference")
+            refArray = try Self.npy(reference, pointer: "/input/reference", dtypes: [.float32, .float64, .complex64, .complex128])
+            refComplex = refArray!.dtype.isComplex
         }
+        func complexRef(_ v: [Float], _ h: Int, _ w: Int) -> ComplexTensor {
+            refComplex ? ComplexTensor(shape: [h, w], data: v) : ComplexTensor(real: Tensor(shape: [h, w], data: v))
+        }
+        guard let kspace else {
+            // An image plus a mask: acquire the reference.
+            let r = refArray!
+            let (n, h, w) = try Self.imageDims(r, pointer: "/input/reference")
+            refs = try Self.perImage(r, n: n, h: h, w: w, pointer: "/input/reference", like: "the reference")
+            let masks = try uploadedMasks(n: n, h: h, w: w, like: "the reference")!
+            var rng = Random(seed: seed)
+            return (0..<n).map { i in
+                let mask = Mask(kind: acquisition.mask.kind, values: Tensor(shape: [h, w], data: masks(i)), seed: 0)
+                // 0/1 masks of the image's size make valid forward models.
+                return try! Acquisition.measure(complexRef(refs!(i), h, w), mask: mask, noise: acquisition.noise, rng: &rng)
+            }
+        }
+        let k = try Self.npy(kspace, pointer: "/input/kspace", dtypes: [.complex64, .complex128])
+        let (n, h, w) = try Self.imageDims(k, pointer: "/input/kspace")
+        let plane = h * w
+        let masks = try uploadedMasks(n: n, h: h, w: w, like: "the k-space")
+        if let r = refArray { refs = try Self.perImage(r, n: n, h: h, w: w, pointer: "/input/reference", like: "the k-space") }
         var out = [MRIProblem]()
         for i in 0..<n {
             var y = ComplexTensor(shape: [1, h, w], data: Array(k.values[(2 * i * plane)..<(2 * (i + 1) * plane)]))
-            let m: [Float]
-            if let masks { m = Array(masks(i)) } else {
-                m = (0..<plane).map { y.data[2 * $0] != 0 || y.data[2 * $0 + 1] != 0 ? 1 : 0 }
-            }
-            guard m.contains(1) else {
-                throw SpecError(pointer: masks == nil ? "/input/kspace" : "/input/mask", message: "image \(i) samples no k-space point")
-            }
+            let m = masks?(i) ?? (0..<plane).map { y.data[2 * $0] != 0 || y.data[2 * $0 + 1] != 0 ? 1 : 0 }
+            guard m.contains(1) else { throw SpecError(pointer: "/input/kspace", message: "image \(i) samples no k-space point") }
             // Values off the mask are not measurements: they are ignored (zeroed).
             for p in 0..<plane where m[p] == 0 { y.data[2 * p] = 0; y.data[2 * p + 1] = 0 }
-            let ref: ComplexTensor? = refs.map { f in
-                let v = Array(f(i))
-                return refComplex ? ComplexTensor(shape: [h, w], data: v) : ComplexTensor(real: Tensor(shape: [h, w], data: v))
-            }
             // The mask is [H, W] of 0/1, so the forward model accepts it.
             let model = try! ForwardModel(mask: Tensor(shape: [h, w], data: m))
-            out.append(MRIProblem(model: model, measurements: y, reference: ref, mask: nil))
+            out.append(MRIProblem(model: model, measurements: y, reference: refs.map { complexRef($0(i), h, w) }, mask: nil))
         }
         return out
     }
@@ -345,7 +368,9 @@ public struct ReconstructSpec: JobInput {
     func check(resolver: any ArtifactResolver) throws(SpecError) -> (n: Int, height: Int, width: Int) {
         if let images {
             let (h, w) = try images.size(pointer: "/input/images", resolver: resolver)
-            if let e = acquisition.mask.problem(height: h, width: w) {
+            if mask != nil {
+                _ = try uploadedMasks(n: images.count, h: h, w: w, like: "the images")
+            } else if let e = acquisition.mask.problem(height: h, width: w) {
                 throw SpecError(pointer: "/input/acquisition/mask" + e.pointer, message: e.message + " (for \(h)×\(w) images)")
             }
             return (images.count, h, w)
@@ -427,7 +452,16 @@ public enum ReconstructJob: JobKind {
                 }
                 regions = rs
             }
-            problems = try mags.map { try s.acquisition.simulate($0, height: h, width: w, rng: &rng) }
+            if let masks = try { () throws(SpecError) in try s.uploadedMasks(n: mags.count, h: h, w: w, like: "the images") }() {
+                // Uploaded masks replace the acquisition's; its phase and noise still apply.
+                problems = try mags.indices.map { i in
+                    let x = s.acquisition.complexImage(mags[i], height: h, width: w, rng: &rng)
+                    return try Acquisition.measure(x, mask: Mask(kind: s.acquisition.mask.kind, values: Tensor(shape: [h, w], data: masks(i)), seed: 0),
+                                                   noise: s.acquisition.noise, rng: &rng)
+                }
+            } else {
+                problems = try mags.map { try s.acquisition.simulate($0, height: h, width: w, rng: &rng) }
+            }
         }
         job.progress("load", 1, 1)
         try job.checkStop()

@@ -30,6 +30,13 @@ public struct Mask: Sendable, Equatable {
     public var values: Tensor
     public var seed: UInt64
 
+    /// A mask from given 0/1 values [H, W] (an uploaded one; `kind` and `seed` then only label it).
+    public init(kind: MaskKind, values: Tensor, seed: UInt64) {
+        self.kind = kind
+        self.values = values
+        self.seed = seed
+    }
+
     public var height: Int { values.shape[0] }
     public var width: Int { values.shape[1] }
     /// Sampled points.

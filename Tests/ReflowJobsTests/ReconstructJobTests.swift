@@ -92,6 +92,21 @@ struct ReconstructJobTests {
         #expect(c.reconstruction?.metrics == s.metrics)
     }
 
+    @Test("an image plus a mask: an uploaded reference is acquired with the uploaded mask, and simulated images take an uploaded mask instead of the acquisition's")
+    func imagePlusMask() throws {
+        let dir = try JobsDir()
+        defer { dir.remove() }
+        let u = try Self.upload(2)
+        let r = try dir.run("ref", #"{"type": "reconstruct", "input": {"method": {"kind": "zeroFilled"}, "reference": "\#(Self.b64(u.reference))", "mask": "\#(Self.b64(u.masks))"}}"#)
+        let out = try NPYArray.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/ref/reconstructed.npy"))), name: "r")
+        #expect(out.values == u.problems.flatMap(\.zeroFilled.data), "noise-free: the same k-space as the simulation that made the upload")
+        #expect(r.reconstruction?.perImage?.count == 2 && r.reconstruction?.metrics != nil)
+        let one = NPYArray(dtype: .float32, shape: [16, 16], values: Array(u.masks.values[0..<256]))
+        try dir.run("img", #"{"type": "reconstruct", "input": {"method": {"kind": "zeroFilled"}, "images": {"phantoms": {"count": 3, "height": 16, "width": 16}}, "mask": "\#(Self.b64(one))"}}"#)
+        let masks = try NPYArray.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/img/mask.npy"))), name: "m")
+        #expect(masks.shape == [3, 16, 16] && masks.values == Array(repeating: one.values, count: 3).flatMap { $0 })
+    }
+
     @Test("CS beats zero filling; a λ sweep picks the best mean SSIM and the trace finds the iterations within 1 %; TV works too")
     func compressedSensing() throws {
         let dir = try JobsDir()
@@ -168,7 +183,10 @@ struct ReconstructJobTests {
         expect(#""kspace": "\#(k)", "reference": "\#(Self.b64(NPYArray(dtype: .float32, shape: [2, 8, 8], values: [Float](repeating: 1, count: 128))))""#, "/input/reference", "like the k-space")
         expect(#""kspace": "\#(k)", "images": {"phantoms": {"count": 2}}"#, "/input/kspace", "exactly one")
         expect(#""seed": 1"#, "/input/kspace", "exactly one")
-        expect(#""images": {"phantoms": {"count": 2}}, "mask": "\#(Self.b64(u.masks))""#, "/input/images", "drop mask")
+        expect(#""images": {"phantoms": {"count": 2}}, "reference": "\#(Self.b64(u.reference))""#, "/input/images", "drop reference")
+        expect(#""reference": "\#(Self.b64(u.reference))""#, "/input/mask", "give mask")
+        expect(#""images": {"phantoms": {"count": 2, "height": 16, "width": 16}}, "mask": "\#(Self.b64(NPYArray(dtype: .float32, shape: [3, 16, 16], values: [Float](repeating: 1, count: 768))))""#, "/input/mask", "like the images")
+        expect(#""reference": "\#(Self.b64(u.reference))", "mask": "\#(Self.b64(NPYArray(dtype: .float32, shape: [8, 8], values: [Float](repeating: 1, count: 64))))""#, "/input/mask", "like the reference")
         expect(#""kspace": "\#(k)""#, "/input/method/sweep", "needs reference", method: #"{"kind": "cs", "sweep": [0.1]}"#)
         expect(#""kspace": "\#(k)""#, "/input/method/trace", "needs reference", method: #"{"kind": "cs", "trace": true}"#)
         expect(#""kspace": "\#(k)", "lesions": 2"#, "/input/lesions", "simulated")
