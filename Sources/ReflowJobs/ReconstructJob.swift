@@ -426,7 +426,7 @@ public enum ReconstructJob: JobKind {
         if case .rim(let ref) = input.method {
             let c = try rimConfig(ref, pointer: "/input/method/model", resolver: resolver)
             e.add("RIM weights", floats: c.parameterCount, 2)
-            e.add("RIM inference graphs", floats: min(threads, n), min(RIMNetwork.inferenceChunk, n), h * w, c.activationFloatsPerPixel)
+            e.add("RIM inference graphs (one time step each, with its buffer pool)", floats: min(threads, n), min(RIMNetwork.inferenceChunk, n), h * w, c.inferenceFloatsPerPixel, 2)
         }
         if case .images(.dataset(let ref, _))? = input.images {
             e.add("image dataset split", bytes: MRIDataSource.images(ref).bytes(resolver: resolver))

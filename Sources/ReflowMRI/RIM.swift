@@ -106,12 +106,19 @@ public struct RIMConfig: Codable, Sendable, Equatable, Validatable {
     /// Floats kept for backward per pixel of one image over all steps (activations of every
     /// layer and gate at every step; the autograd graph of a training step).
     public var activationFloatsPerPixel: Int {
-        // Data consistency (AᴴA·x, Aᴴy, their difference) and the concatenated input: 10;
-        // two conv+ReLU pairs: 4F; each cell about 4F per gate plus 4F to combine; the output
-        // convolution and the update: 4.
-        let perStep = 14 + features * (4 + 2 * (4 * cell.gates + 4))
-        return cascades * steps * perStep
+        // Per step: data consistency (AᴴA·x, Aᴴy, their difference) and the concatenated
+        // input: 10; two conv+ReLU pairs and their im2col scratch: 6F; each cell about 4F per
+        // gate plus 4F to combine (checked against the peak RSS of a 28×28 GRU-32 run: 522 MB);
+        // the output convolution and the update: 4.
+        return cascades * steps * floatsPerPixelStep
     }
+
+    /// Floats of one time step's activations per pixel (see ``activationFloatsPerPixel``).
+    var floatsPerPixelStep: Int { 14 + features * (6 + 2 * (4 * cell.gates + 4)) }
+
+    /// Floats per pixel alive during inference, which records one time step at a time
+    /// (``RIMNetwork/reconstruct(_:threads:)``): that step's activations and the carried x, h₁, h₂.
+    public var inferenceFloatsPerPixel: Int { floatsPerPixelStep + 2 * (2 + 2 * features) }
 }
 
 /// A RIM network (``RIMConfig``): a ``Module`` whose forward pass records every intermediate
