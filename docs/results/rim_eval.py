@@ -70,7 +70,7 @@ VALID = {
     "fm": {"dataset": FMNIST, "split": "train", "indices": list(range(59000, 59100))},
     "ph": {"phantoms": {"count": 100, "height": 28, "width": 28, "seed": 777}},
 }
-SWEEP = [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1]
+SWEEP = [1e-5, 3e-5, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1]
 
 
 def recon(name, method, images, r, lesions=0, seed=7):
