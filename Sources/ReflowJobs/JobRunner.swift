@@ -363,14 +363,16 @@ public struct JobExecution: Sendable {
                           make: (TrainingSnapshot?) throws -> FlowTrainer) throws -> TrainingSummary {
         var meta = try checkpointMetadata(training)
         for (k, v) in extra { meta[k] = v }
-        return try trainLoop(metadata: meta, loop, phase: phase, parameters: training.model.parameterCount,
+        return try trainLoop(metadata: meta, loop, phase: phase, divergenceHint: "lower learningRate or set gradClipNorm",
+                             parameters: training.model.parameterCount,
                              macsPerSample: training.model.config.forwardFlopsPerRow, make: make)
     }
 
     /// The loop of ``trainLoop(_:_:phase:metadata:make:)`` for any ``SteppedTrainer`` (a RIM's):
-    /// `metadata` goes into every checkpoint, `parameters` and `macsPerSample` into the summary.
+    /// `metadata` goes into every checkpoint, `parameters` and `macsPerSample` into the summary,
+    /// `divergenceHint` into the error of a non-finite loss.
     public func trainLoop<T: SteppedTrainer>(metadata meta: [String: String], _ loop: LoopSpec, phase: String,
-                                             parameters: Int, macsPerSample: Int,
+                                             divergenceHint: String, parameters: Int, macsPerSample: Int,
                                              make: (TrainingSnapshot?) throws -> T) throws -> TrainingSummary {
         func owned(_ s: TrainingSnapshot, _ name: String) throws {
             let owner = s.metadata[ArtifactMetadata.specDigest]
@@ -415,7 +417,7 @@ public struct JobExecution: Sendable {
             }
             let loss = Double(trainer.trainStep())
             guard loss.isFinite else {
-                throw JobError.diverged("training diverged: the loss is \(loss) at step \(trainer.step) (lower learningRate or set gradClipNorm)")
+                throw JobError.diverged("training diverged: the loss is \(loss) at step \(trainer.step) (\(divergenceHint))")
             }
             last = loss
             windowSum += loss

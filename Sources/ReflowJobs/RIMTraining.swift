@@ -94,8 +94,8 @@ public indirect enum MRIDataSource: Codable, Sendable, Equatable, Validatable {
             guard s[0] == 1 else {
                 throw SpecError(pointer: pointer, message: "dataset '\(ref.dataset)' holds \(s[0])-channel images; MRI magnitude images have one channel")
             }
-            guard s[1] <= Self.maxSide && s[2] <= Self.maxSide else {
-                throw SpecError(pointer: pointer, message: "dataset '\(ref.dataset)' holds \(s[1])×\(s[2]) images, at most \(Self.maxSide)×\(Self.maxSide)")
+            guard (8...Self.maxSide).contains(s[1]) && (8...Self.maxSide).contains(s[2]) else {
+                throw SpecError(pointer: pointer, message: "dataset '\(ref.dataset)' holds \(s[1])×\(s[2]) images; MRI images must be 8 to \(Self.maxSide) pixels a side")
             }
             return (s[1], s[2])
         case .mixed(let parts):
@@ -200,6 +200,13 @@ public struct RIMTrainSpec: Codable, Sendable, Equatable, Validatable, DefaultDe
         e.add("activations and their gradients", floats: batchSize, h * w, model.activationFloatsPerPixel, 2)
         e.add("simulated batch (references, k-space, masks, scaled copies)", floats: batchSize, h * w, 12)
         e.add("image datasets", bytes: data.bytes(resolver: resolver))
+        if checkImages > 0 {
+            // The check after training: up to `threads` inference graphs of 16 images each.
+            let perGraph = min(RIMNetwork.inferenceChunk, checkImages)
+            let graphs = min(threads, (checkImages + perGraph - 1) / perGraph)
+            e.add("check inference graphs", floats: graphs, perGraph, h * w, model.inferenceFloatsPerPixel, 2)
+            e.add("check images (references, k-space, reconstructions)", floats: checkImages, h * w, 16)
+        }
         return e
     }
 
@@ -211,7 +218,7 @@ public struct RIMTrainSpec: Codable, Sendable, Equatable, Validatable, DefaultDe
                     ArtifactMetadata.trainingConfig: String(decoding: try e.encode(self), as: UTF8.self),
                     ArtifactMetadata.jobType: job.kindName, ArtifactMetadata.specDigest: job.digest]
         let schedule = self.schedule
-        let summary = try job.trainLoop(metadata: meta, loop, phase: "train", parameters: model.parameterCount,
+        let summary = try job.trainLoop(metadata: meta, loop, phase: "train", divergenceHint: "lower learningRate", parameters: model.parameterCount,
                                         macsPerSample: model.macsPerPixelStep * images.height * images.width * model.steps * model.cascades) { snapshot in
             let t = try RIMTrainer(model, images: images, acquisition: acquisition, batchSize: batchSize, learningRate: learningRate,
                                    schedule: schedule, optimizer: optimizer, loss: loss, seed: seed, threads: job.threads)

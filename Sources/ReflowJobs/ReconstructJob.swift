@@ -327,6 +327,7 @@ public struct ReconstructSpec: JobInput {
         var refs: ((Int) -> [Float])?, refComplex = false, refArray: NPYArray?
         if let reference {
             refArray = try Self.npy(reference, pointer: "/input/reference", dtypes: [.float32, .float64, .complex64, .complex128])
+            try Self.checkMagnitudes(refArray!, pointer: "/input/reference")
             refComplex = refArray!.dtype.isComplex
         }
         func complexRef(_ v: [Float], _ h: Int, _ w: Int) -> ComplexTensor {
@@ -346,6 +347,7 @@ public struct ReconstructSpec: JobInput {
             }
         }
         let k = try Self.npy(kspace, pointer: "/input/kspace", dtypes: [.complex64, .complex128])
+        try Self.checkMagnitudes(k, pointer: "/input/kspace")
         let (n, h, w) = try Self.imageDims(k, pointer: "/input/kspace")
         let plane = h * w
         let masks = try uploadedMasks(n: n, h: h, w: w, like: "the k-space")
@@ -364,8 +366,35 @@ public struct ReconstructSpec: JobInput {
         return out
     }
 
+    /// Largest magnitude an uploaded value may have: squares and FFT sums stay far inside Float.
+    public static let maxUploadMagnitude: Float = 1e15
+
+    /// The most images the 4-row bands of `comparison.png` can show for H×W images (8 columns,
+    /// 2× upscale, 2-pixel padding) within the PNG writer's pixel cap.
+    static func maxFigureImages(height h: Int, width w: Int) -> Int {
+        let width = 8 * (2 * w + 2) + 2
+        let bands = (PNG.maxGridPixels / width - 2) / (4 * (2 * h + 2))
+        return max(0, bands * 8)
+    }
+
+    /// Refuses values beyond ``maxUploadMagnitude`` in an uploaded array.
+    static func checkMagnitudes(_ a: NPYArray, pointer: String) throws(SpecError) {
+        if let i = a.values.firstIndex(where: { abs($0) > maxUploadMagnitude }) {
+            throw SpecError(pointer: pointer, message: "element \(a.dtype.isComplex ? i / 2 : i) is \(a.values[i]); values must be at most \(maxUploadMagnitude) in magnitude (rescale the data)")
+        }
+    }
+
     /// The image size and count, checking everything a job can check before it runs.
     func check(resolver: any ArtifactResolver) throws(SpecError) -> (n: Int, height: Int, width: Int) {
+        let size = try checkSources(resolver: resolver)
+        let most = Self.maxFigureImages(height: size.height, width: size.width)
+        if figureImages > most {
+            throw SpecError(pointer: "/input/figureImages", message: "at most \(most) for \(size.height)×\(size.width) images (the figures' pixel limit), got \(figureImages)")
+        }
+        return size
+    }
+
+    func checkSources(resolver: any ArtifactResolver) throws(SpecError) -> (n: Int, height: Int, width: Int) {
         if let images {
             let (h, w) = try images.size(pointer: "/input/images", resolver: resolver)
             if mask != nil {
@@ -413,9 +442,12 @@ public enum ReconstructJob: JobKind {
         guard let text = meta[RIMConfig.metadataKey] else {
             throw SpecError(pointer: pointer, message: "is not a RIM (train one with a `train` job whose model kind is \"rim\")")
         }
-        do { return try JSONDecoder().decode(RIMConfig.self, from: Data(text.utf8)) } catch {
+        let config: RIMConfig
+        do { config = try JSONDecoder().decode(RIMConfig.self, from: Data(text.utf8)) } catch {
             throw SpecError(pointer: pointer, message: "has an unreadable RIM config: \(error)")
         }
+        if let e = config.validationError() { throw SpecError(pointer: pointer, message: "has an invalid RIM config: \(e.pointer): \(e.message)") }
+        return config
     }
 
     public static func estimate(_ input: ReconstructSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
@@ -467,6 +499,7 @@ public enum ReconstructJob: JobKind {
         try job.checkStop()
 
         let n = problems.count, (h, w) = (problems[0].height, problems[0].width)
+        let stop = job.context.shouldStop
         var csReport: CSReport? = nil
         let start: Double
         var recon: [ComplexTensor]
@@ -480,10 +513,11 @@ public enum ReconstructJob: JobKind {
             let snapshot = try Checkpoint.read(path: path)
             guard let text = snapshot.metadata[RIMConfig.metadataKey] else { throw JobError.invalidInput("method.model: is not a RIM") }
             let config = try JSONDecoder().decode(RIMConfig.self, from: Data(text.utf8))
+            if let e = config.validationError() { throw JobError.invalidInput("method.model: invalid RIM config: \(e.pointer): \(e.message)") }
             let net = try RIMNetwork(config, stateDict: snapshot.model)
             job.progress("reconstruct", 0, n)
             start = monotonicSeconds()
-            recon = net.reconstruct(problems, threads: job.threads)
+            recon = net.reconstruct(problems, threads: job.threads, shouldStop: stop)
         case .cs(let cs):
             let reg = cs.regularizerValue(height: h, width: w)
             // Sweeps and traces rank by mean SSIM; images under its 11×11 window by mean PSNR.
@@ -495,7 +529,8 @@ public enum ReconstructJob: JobKind {
                 for (i, l) in cs.sweep.enumerated() {
                     job.progress("reconstruct", i, cs.sweep.count + 1)
                     try job.checkStop()
-                    let out = csReconstruct(problems, cs, lambda: l, regularizer: reg, threads: job.threads)
+                    let out = csReconstruct(problems, cs, lambda: l, regularizer: reg, threads: job.threads, shouldStop: stop)
+                    try job.checkStop()
                     let m = MeanMetrics.mean(zip(out, problems).map { ReconstructionMetrics.measure($0, reference: $1.reference!) })
                     rows.append(CSReport.SweepRow(lambda: l, metrics: m))
                 }
@@ -512,27 +547,29 @@ public enum ReconstructJob: JobKind {
                         let p = shared.value[i]
                         var local = [Double](repeating: 0, count: cs.iterations)
                         _ = CompressedSensing.reconstruct(p.model, p.measurements, lambda: lambda, iterations: cs.iterations, method: cs.algorithm,
-                                                          regularizer: reg, recordObjective: false) { it, x in
+                                                          regularizer: reg, recordObjective: false, shouldStop: stop, onIterate: { it, x in
                             let m = ReconstructionMetrics.measure(x, reference: p.reference!)
                             local[it - 1] = useSSIM ? (m.ssim ?? 0) : m.psnr
-                        }
+                        })
                         sums.withLock { for k in local.indices { $0[k] += local[k] } }
                     }
                 }
+                try job.checkStop()
                 let trace = sums.withLock { $0.map { $0 / Double(n) } }
-                let target = 0.99 * trace.last!
+                let last = trace.last!
                 var report = csReport ?? CSReport(lambda: lambda, sweep: [])
                 report.ssimByIteration = trace
-                report.iterationsWithin1Percent = (trace.firstIndex { $0 >= target } ?? (trace.count - 1)) + 1
+                report.iterationsWithin1Percent = (trace.firstIndex { abs($0 - last) <= 0.01 * abs(last) } ?? (trace.count - 1)) + 1
                 csReport = report
             }
             job.progress("reconstruct", cs.sweep.count, cs.sweep.count + 1)
             try job.checkStop()
             start = monotonicSeconds()
-            recon = csReconstruct(problems, cs, lambda: lambda, regularizer: reg, threads: job.threads)
+            recon = csReconstruct(problems, cs, lambda: lambda, regularizer: reg, threads: job.threads, shouldStop: stop)
             if csReport == nil { csReport = CSReport(lambda: lambda, sweep: []) }
         }
         let seconds = monotonicSeconds() - start
+        try job.checkStop()   // a stop request ends the iterations early: nothing they made is kept
         job.progress("reconstruct", n, n)
         guard recon.allSatisfy({ $0.data.allSatisfy(\.isFinite) }) else {
             throw JobError.diverged("the reconstruction has non-finite values (a RIM trained at another scale, or CS with a huge λ)")
@@ -603,14 +640,15 @@ public enum ReconstructJob: JobKind {
 
     /// CS reconstructions of every problem (split over `threads`), recording nothing.
     static func csReconstruct(_ problems: [MRIProblem], _ cs: CSSettings, lambda: Double, regularizer: CompressedSensing.Regularizer,
-                              threads: Int) -> [ComplexTensor] {
+                              threads: Int, shouldStop: @escaping @Sendable () -> Bool) -> [ComplexTensor] {
         let out = Mutex([ComplexTensor?](repeating: nil, count: problems.count))
         let shared = WorkerShared(problems)
         parallelChunks(count: problems.count, threads: threads) { range in
             for i in range {
                 let p = shared.value[i]
                 let x = CompressedSensing.reconstruct(p.model, p.measurements, lambda: lambda, iterations: cs.iterations,
-                                                      method: cs.algorithm, regularizer: regularizer, recordObjective: false).x
+                                                      method: cs.algorithm, regularizer: regularizer, recordObjective: false,
+                                                      shouldStop: shouldStop).x
                 out.withLock { $0[i] = x }
             }
         }
@@ -657,7 +695,7 @@ public struct CSReport: Codable, Sendable, Equatable {
     public var sweep: [SweepRow]
     /// Mean SSIM (PSNR for images under 11 pixels a side) after each iteration of the chosen λ.
     public var ssimByIteration: [Double]? = nil
-    /// The fewest iterations whose mean SSIM is within 1 % of the last iteration's.
+    /// The fewest iterations whose mean SSIM is within 1 % of the last iteration's (|v − last| ≤ 0.01·|last|).
     public var iterationsWithin1Percent: Int? = nil
 }
 

@@ -240,7 +240,8 @@ public struct ReconstructionMetrics: Codable, Sendable, Equatable {
         let h = reference.shape[0], w = reference.shape[1]
         let range = Double(b.max() ?? 0) > 0 ? Double(b.max()!) : 1
         // An exact reconstruction reports 100 dB (JSON has no infinity); a zero reference an NMSE of 0 or ∞ → 1e9.
-        let psnr = min(100, ImageQuality.psnr(a, b, dataRange: range))
+        let p = ImageQuality.psnr(a, b, dataRange: range)
+        let psnr = p.isNaN ? 0 : min(100, p)
         let nmse = MRIMetrics.nmse(a, b)
         return ReconstructionMetrics(ssim: ImageQuality.ssim(a, b, shape: [1, h, w], dataRange: range),
                                      psnr: psnr, nmse: nmse.isFinite ? nmse : (a == b ? 0 : 1e9))

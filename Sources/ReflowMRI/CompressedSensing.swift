@@ -160,9 +160,11 @@ public enum CompressedSensing {
 
     /// Runs `iterations` of `method` from the zero-filled image. `recordObjective` false skips
     /// evaluating F after each iteration where the method does not need it (ISTA, FISTA: for
-    /// timing; `objective` then holds only the start). `onIterate` sees each iterate (1-based).
+    /// timing; `objective` then holds only the start). `onIterate` sees each iterate (1-based);
+    /// `shouldStop` true ends the iterations early (a job being cancelled).
     public static func reconstruct(_ a: ForwardModel, _ y: ComplexTensor, lambda: Double, iterations: Int,
                                    method: Method = .fista, regularizer: Regularizer, recordObjective: Bool = true,
+                                   shouldStop: (() -> Bool)? = nil,
                                    onIterate: ((Int, ComplexTensor) -> Void)? = nil) -> Result {
         let L = lipschitz(a), step = Float(1 / L), tau = lambda / L
         var x = a.adjoint(y)
@@ -177,6 +179,7 @@ public enum CompressedSensing {
             return prox(v, tau: tau, regularizer: regularizer)
         }
         for it in 0..<max(0, iterations) {
+            if let shouldStop, shouldStop() { break }   // the caller sees the stop and discards x
             switch method {
             case .ista:
                 x = proxStep(x)

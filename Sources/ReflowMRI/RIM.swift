@@ -203,8 +203,10 @@ public final class RIMNetwork: Module {
         return out
     }
 
-    /// Per-estimate loss weights: mridc's `torch.logspace(-1, 0, steps=n)` over the n
-    /// estimates, normalised to sum 1 (later estimates weigh more; the last weighs 10× the first).
+    /// Per-estimate loss weights: `torch.logspace(-1, 0, steps=n)` over the n estimates,
+    /// normalised to sum 1 (later estimates weigh more; the last weighs 10× the first). For one
+    /// cascade this is mridc's weighting of its T steps; with cascades, reflowd spreads one
+    /// logspace over all cascades·T estimates.
     public static func lossWeights(_ n: Int) -> [Float] {
         guard n > 1 else { return [1] }
         let w = (0..<n).map { pow(10.0, -1 + Double($0) / Double(n - 1)) }
@@ -221,14 +223,16 @@ extension RIMNetwork {
     /// scaled by its zero-filled image's largest magnitude on the way in and back on the way out
     /// (so the network sees the intensity range it was trained on whatever the upload's scale).
     /// Images are split over `threads` workers, each running single-threaded kernels.
-    public func reconstruct(_ problems: [MRIProblem], threads: Int) -> [ComplexTensor] {
+    /// `shouldStop` is asked before every time step; once it is true the remaining steps are
+    /// skipped and the result is incomplete (the caller discards it).
+    public func reconstruct(_ problems: [MRIProblem], threads: Int, shouldStop: @escaping @Sendable () -> Bool = { false }) -> [ComplexTensor] {
         let chunks = stride(from: 0, to: problems.count, by: Self.inferenceChunk).map { $0..<min(problems.count, $0 + Self.inferenceChunk) }
         let results = Mutex([[ComplexTensor]](repeating: [], count: chunks.count))
         let shared = WorkerShared((net: self, problems: problems, chunks: chunks))
         parallelChunks(count: chunks.count, threads: max(1, threads)) { range in
             for c in range {
                 let slice = Array(shared.value.problems[shared.value.chunks[c]])
-                let out = shared.value.net.reconstructChunk(slice)
+                let out = shared.value.net.reconstructChunk(slice, shouldStop: shouldStop)
                 results.withLock { $0[c] = out }
             }
         }
@@ -238,7 +242,7 @@ extension RIMNetwork {
     /// One chunk on its own graph (no gradients), one time step at a time: the graph is reset
     /// between steps (its buffers return to its pool), so memory holds one step's activations
     /// and no page is touched twice for the first time.
-    func reconstructChunk(_ problems: [MRIProblem]) -> [ComplexTensor] {
+    func reconstructChunk(_ problems: [MRIProblem], shouldStop: () -> Bool = { false }) -> [ComplexTensor] {
         let g = Graph(threads: 1, gradEnabled: false)
         let scaled = problems.map { RIMNetwork.scaled($0) }
         let models = problems.map(\.model), ys = scaled.map(\.y)
@@ -250,7 +254,7 @@ extension RIMNetwork {
         let zeros = Tensor(shape: [n, config.features, h, w], data: [Float](repeating: 0, count: n * config.features * h * w))
         var h1 = zeros, h2 = zeros
         for b in blocks {
-            for _ in 0..<config.steps {
+            for _ in 0..<config.steps where !shouldStop() {
                 g.reset()
                 let next = b.step(g.constant(x), g.constant(h1), g.constant(h2), models: models, measurements: ys)
                 (x, h1, h2) = (next.0.value, next.1.value, next.2.value)

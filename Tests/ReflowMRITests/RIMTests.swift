@@ -301,8 +301,13 @@ struct AcquisitionTests {
         // The untraced run gives the traced run's iterate; onIterate sees every iterate.
         var seen = 0
         let quiet = CompressedSensing.reconstruct(p.model, p.measurements, lambda: 0.01, iterations: 200, method: .fista, regularizer: reg,
-                                                  recordObjective: false) { i, _ in seen = i }
+                                                  recordObjective: false, onIterate: { i, _ in seen = i })
         #expect(quiet.x == fista.x && seen == 200 && quiet.objective.count == 1)
+        // A stop request ends the iterations (after 5 here).
+        var asked = 0
+        _ = CompressedSensing.reconstruct(p.model, p.measurements, lambda: 0.01, iterations: 200, method: .fista, regularizer: reg,
+                                          recordObjective: false, shouldStop: { asked += 1; return asked > 5 }, onIterate: { i, _ in seen = i })
+        #expect(seen == 5)
     }
 
     @Test("SSIM and PSNR known values: identical images (1, ∞), a constant shift on a constant image (the luminance term; 10·log10(L²/c²))")
