@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Issue #14 result runs: RIMs (GRU, MGU, IndRNN) against zero filling and compressed sensing.
 
-Usage: rim_eval.py REFLOWD OUT [--phase train|eval|all]
+Usage: rim_eval.py REFLOWD OUT [--phase train|eval|extras|all]
 
 Single-coil 28×28, Gaussian-2D masks (centre fraction 0.08) at R = 4 and 8, a fresh mask per
 image (seeded). Training: Fashion-MNIST train split (or random-ellipse phantoms, or both), zero
@@ -11,6 +11,7 @@ both with 3 simulated lesions per image. CS: FISTA, λ chosen from a sweep on a 
 (Fashion-MNIST train images 59000..59099, or 100 phantoms of seed 777) by mean SSIM, then run
 for 200 iterations ("converged") and for the fewest iterations within 1 % of the converged
 validation SSIM (the timed setting). Every reconstruction runs with one thread, one job at a time.
+Extras: a two-cascade IndRNN and an IndRNN trained on smooth random phase, with a smooth-phase test.
 """
 import json, os, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,11 @@ def models():
     return out
 
 
+# Extras: a two-cascade IndRNN (CIRIM) and an IndRNN trained on smooth-phase acquisitions.
+EXTRAS = [("fm_indrnn32x2_r4", "indrnn", 32, 4, FM_TRAIN, {"cascades": 2}, "zero"),
+          ("fm_indrnn32_smooth_r4", "indrnn", 32, 4, FM_TRAIN, {}, "smooth")]
+
+
 def run(name, spec):
     d = os.path.join(OUT, name)
     if os.path.exists(os.path.join(d, "result.json")):
@@ -54,10 +60,11 @@ def run(name, spec):
 
 
 def train(m):
-    name, cell, features, r, data = m
+    name, cell, features, r, data = m[:5]
+    extra, phase = (m[5], m[6]) if len(m) > 5 else ({}, "zero")
     return run(name, {"type": "train", "input": {
-        "model": {"kind": "rim", "cell": cell, "features": features, "steps": 8},
-        "data": data, "acquisition": {"mask": mask(r), "phase": "zero", "noise": 0},
+        "model": {"kind": "rim", "cell": cell, "features": features, "steps": 8, **extra},
+        "data": data, "acquisition": {"mask": mask(r), "phase": phase, "noise": 0},
         "batchSize": 8, "learningRate": 1e-3, "loss": {"kind": "l1"}, "steps": 3000, "seed": 0,
         "logEvery": 100, "checkpointEvery": 500, "checkImages": 32}})
 
@@ -73,9 +80,9 @@ VALID = {
 SWEEP = [1e-5, 3e-5, 1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1]
 
 
-def recon(name, method, images, r, lesions=0, seed=7):
+def recon(name, method, images, r, lesions=0, seed=7, phase="zero"):
     return run(name, {"type": "reconstruct", "input": {
-        "method": method, "images": images, "acquisition": {"mask": mask(r), "phase": "zero", "noise": 0},
+        "method": method, "images": images, "acquisition": {"mask": mask(r), "phase": phase, "noise": 0},
         "seed": seed, "lesions": lesions, "figureImages": 16}})
 
 
@@ -101,9 +108,27 @@ def evaluate():
                         recon(f"test_{tag}_{name}", {"kind": "rim", "model": ref}, TEST[dom], r, lesions)
 
 
+def evaluate_extras():
+    ref = lambda n: {"kind": "rim", "model": {"path": os.path.abspath(os.path.join(OUT, n, "model.safetensors"))}}
+    for tag, lesions in (("fm_r4", 0), ("fm_les_r4", 3)):
+        recon(f"test_{tag}_fm_indrnn32x2_r4", ref("fm_indrnn32x2_r4"), TEST["fm"], 4, lesions)
+    # Smooth random phase: CS-TV tuned on smooth-phase validation images, both IndRNNs.
+    v = recon("val_fm_cstv_smooth_r4", {"kind": "cs", "regularizer": "tv", "sweep": SWEEP, "iterations": 200, "trace": True},
+              VALID["fm"], 4, seed=8, phase="smooth")
+    lam = v["reconstruction"]["cs"]["lambda"]
+    recon("test_fm_smooth_r4_zf", {"kind": "zeroFilled"}, TEST["fm"], 4, phase="smooth")
+    recon("test_fm_smooth_r4_cstv200", {"kind": "cs", "regularizer": "tv", "lambda": lam, "iterations": 200}, TEST["fm"], 4, phase="smooth")
+    for n in ("fm_indrnn32_r4", "fm_indrnn32_smooth_r4"):
+        recon(f"test_fm_smooth_r4_{n}", ref(n), TEST["fm"], 4, phase="smooth")
+
+
 if PHASE in ("train", "all"):
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(train, models()))
+if PHASE in ("extras", "all"):
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(train, EXTRAS))
+    evaluate_extras()
 if PHASE in ("eval", "all"):
     evaluate()
 print("done")
