@@ -31,7 +31,6 @@ public final class ClassifierTrainer {
     private var permutationEpoch = -1
     private var batchX: [Float]
     private var batchY: [Int32]
-    private var shardLoss: [Float]
 
     /// Steps per epoch (⌊N / B⌋, at least 1).
     public var stepsPerEpoch: Int { max(1, images.count / batchSize) }
@@ -69,21 +68,17 @@ public final class ClassifierTrainer {
         bins = optimizer.parallelBins(threads: threads)
         batchX = [Float](repeating: 0, count: batchSize * images.pixelsPerImage)
         batchY = [Int32](repeating: 0, count: batchSize)
-        shardLoss = [Float](repeating: 0, count: threads)
     }
 
     /// Continues from a snapshot of ``snapshot()`` (weights, Adam moments, step).
     public func restore(_ s: TrainingSnapshot) throws {
-        try network.load(stateDict: s.model)
-        try optimizer.load(stateTensors: s.optimizer, step: s.step)
+        try s.restore(into: network, optimizer: optimizer)
         step = s.step
     }
 
     /// The resumable state (the RNG field holds the seed's generator; batches depend on the step only).
     public func snapshot() -> TrainingSnapshot {
-        var opt = [String: Tensor]()
-        for (n, t) in optimizer.stateTensors() { opt[n] = t }
-        return TrainingSnapshot(model: network.stateDict(), optimizer: opt, step: step, rng: Random(seed: seed).state)
+        TrainingSnapshot(module: network, optimizer: optimizer, step: step, rng: Random(seed: seed).state)
     }
 
     private func fillBatch() {
@@ -108,33 +103,18 @@ public final class ClassifierTrainer {
     @discardableResult
     public func trainStep() -> Float {
         fillBatch()
-        let b = batchSize, per = images.pixelsPerImage, threads = self.threads
-        let shared = WorkerShared((net: network, workers: workers, labels: batchY))
-        shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
-            batchX.withUnsafeBufferPointer { xb in
-                let losses = SendableMutablePointer(lossBuffer.baseAddress), px = SendablePointer(xb.baseAddress)
-                parallelChunks(count: threads, threads: threads) { range in
-                    for w in range {
-                        let lo = b * w / threads, hi = b * (w + 1) / threads
-                        let g = shared.value.workers[w]
-                        g.reset()
-                        guard hi > lo else { losses.base![w] = 0; continue }
-                        let rows = hi - lo
-                        let x = g.constant(shape: [rows, per]) { $0.baseAddress!.update(from: px.base! + lo * per, count: rows * per) }
-                        let logits = shared.value.net(x).logits
-                        let ce = g.softmaxCrossEntropy(logits, labels: Array(shared.value.labels[lo..<hi]))
-                        let loss = g.affine(g.sum(ce), scale: 1 / Float(b))
-                        g.backward(loss)
-                        losses.base![w] = loss.scalar
-                    }
-                }
+        let b = batchSize, per = images.pixelsPerImage
+        let shared = WorkerShared((net: network, labels: batchY, x: batchX))
+        let loss = DataParallel.trainStep(optimizer, workers: workers, bins: bins, rows: b,
+                                          learningRate: schedule.learningRate(base: learningRate, step: step)) { g, rows in
+            let x = g.constant(shape: [rows.count, per]) { dst in
+                shared.value.x.withUnsafeBufferPointer { dst.baseAddress!.update(from: $0.baseAddress! + rows.lowerBound * per, count: rows.count * per) }
             }
+            let ce = g.softmaxCrossEntropy(shared.value.net(x).logits, labels: Array(shared.value.labels[rows]))
+            return g.affine(g.sum(ce), scale: 1 / Float(b))
         }
-        DataParallel.sumGradients(optimizer, workers: workers, bins: bins, threads: threads, norm: false)
-        for g in workers { g.reset() }
-        DataParallel.step(optimizer, bins: bins, threads: threads, learningRate: schedule.learningRate(base: learningRate, step: step))
-        optimizer.zeroGrad()
         step += 1
-        return shardLoss.reduce(0, +)
+        return loss
     }
+
 }

@@ -348,7 +348,6 @@ public enum NPYImages {
         var descrOffset: Int, shapeOffset: Int
     }
 
-    static let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // \x93NUMPY
     static var maxPreamble: Int { 12 + PointFiles.maxNPYHeaderBytes }
     static let labelTypes: [String: (size: Int, signed: Bool)] = [
         "|u1": (1, false), "<u1": (1, false), "|i1": (1, true), "<i1": (1, true),
@@ -513,55 +512,15 @@ public enum NPYImages {
         return try ImageLoaders.checkLabels(raw, file: name) { h.dataOffset + $0 * size }
     }
 
-    /// Parses the preamble and header dict of an NPY file (the data need not be present).
+    /// Parses the preamble and header of an NPY file (the data need not be present), with the
+    /// checks the point and array readers share (``PointFiles``).
     static func parseHeader(_ bytes: [UInt8], name: String) throws(ImageDataError) -> Header {
-        func fail(_ at: Int, _ m: String) -> ImageDataError { ImageDataError(file: name, offset: at, m) }
-        guard bytes.count >= 6, bytes.starts(with: magic) else {
-            throw fail(0, "not an NPY file (missing the \\x93NUMPY magic)")
-        }
-        guard bytes.count >= 10 else { throw fail(bytes.count, "truncated NPY preamble") }
-        let major = bytes[6], minor = bytes[7]
-        guard (1...3).contains(major) && minor == 0 else {
-            throw fail(6, "unsupported NPY format version \(major).\(minor) (1.0, 2.0 and 3.0 are supported)")
-        }
-        let headerStart: Int, headerLength: Int
-        if major == 1 {
-            headerStart = 10
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
-        } else {
-            guard bytes.count >= 12 else { throw fail(bytes.count, "truncated NPY preamble") }
-            headerStart = 12
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
-        }
-        guard headerLength <= PointFiles.maxNPYHeaderBytes else {
-            throw fail(8, "header length \(headerLength) exceeds \(PointFiles.maxNPYHeaderBytes) bytes")
-        }
-        let dataStart = headerStart + headerLength
-        guard dataStart <= bytes.count else {
-            throw fail(bytes.count, "truncated header: declared \(headerLength) bytes, \(bytes.count - headerStart) present")
-        }
-        var parser = NPYHeaderParser(bytes: bytes, position: headerStart, end: dataStart, file: name)
-        let dict: NPYHeaderDict
-        do {
-            dict = try parser.parseDict()
-        } catch {
+        let h: PointFiles.NPYHeader
+        do { h = try PointFiles.npyHeader(bytes, name: name) } catch {
             throw ImageDataError(file: name, offset: error.byteOffset, error.message)
         }
-        let required = ["descr", "fortran_order", "shape"]
-        for (key, offset) in dict.order where !required.contains(key) {
-            throw fail(offset, "unexpected header key '\(key)' (expected exactly descr, fortran_order, shape)")
-        }
-        guard case .string(let descr, let descrAt)? = dict.values["descr"] else {
-            throw fail(dict.values["descr"] == nil ? headerStart : dict.offset("descr"), "header needs 'descr', a dtype string such as '|u1'")
-        }
-        guard case .bool(let fortran, let fortranAt)? = dict.values["fortran_order"] else {
-            throw fail(dict.values["fortran_order"] == nil ? headerStart : dict.offset("fortran_order"), "header needs 'fortran_order', True or False")
-        }
-        if fortran { throw fail(fortranAt, "fortran_order True is not supported (C order only)") }
-        guard case .tuple(let shape, let shapeAt)? = dict.values["shape"] else {
-            throw fail(dict.values["shape"] == nil ? headerStart : dict.offset("shape"), "header needs 'shape', a tuple")
-        }
-        if descr.hasPrefix(">") { throw fail(descrAt, "big-endian dtype '\(descr)' is not supported") }
-        return Header(descr: descr, shape: shape, dataOffset: dataStart, descrOffset: descrAt, shapeOffset: shapeAt)
+        if h.descr.hasPrefix(">") { throw ImageDataError(file: name, offset: h.descrOffset, "big-endian dtype '\(h.descr)' is not supported") }
+        return Header(descr: h.descr, shape: h.shape, dataOffset: h.dataStart, descrOffset: h.descrOffset, shapeOffset: h.shapeOffset)
     }
+
 }

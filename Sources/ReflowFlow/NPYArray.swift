@@ -42,18 +42,13 @@ public struct NPYArray: Sendable, Equatable {
     /// Parses NPY bytes. `dtypes` limits the accepted dtypes (errors list them).
     public static func parse(_ bytes: [UInt8], name: String, dtypes: [DType] = DType.allCases) throws(PointFileError) -> NPYArray {
         func fail(_ at: Int, _ m: String) -> PointFileError { PointFileError(file: name, byteOffset: at, message: m) }
-        let (dict, _, dataStart) = try PointFiles.npyHeader(bytes, name: name)
+        let header = try PointFiles.npyHeader(bytes, name: name)
+        let (descr, descrAt, shape, shapeAt, dataStart) = (header.descr, header.descrOffset, header.shape, header.shapeOffset, header.dataStart)
         let accepted = dtypes.map { "'\($0.rawValue)'" }.joined(separator: ", ")
-        guard case .string(let descr, let descrAt) = dict.values["descr"]! else {
-            throw fail(dict.offset("descr"), "descr must be a dtype string such as '<c8'")
-        }
         // numpy writes one-byte dtypes with '|' but accepts '<' and '>' for them too.
         let normalized = (descr == "<b1" || descr == ">b1") ? "|b1" : ((descr == "<u1" || descr == ">u1") ? "|u1" : descr)
         guard let dtype = DType(rawValue: normalized), dtypes.contains(dtype) else {
             throw fail(descrAt, "dtype '\(descr)' is not accepted here (accepted: \(accepted))")
-        }
-        guard case .tuple(let shape, let shapeAt) = dict.values["shape"]! else {
-            throw fail(dict.offset("shape"), "shape must be a tuple")
         }
         guard (1...maxRank).contains(shape.count), shape.allSatisfy({ $0 >= 1 }) else {
             throw fail(shapeAt, "shape must have 1 to \(maxRank) positive dimensions, got (\(shape.map(String.init).joined(separator: ", ")))")

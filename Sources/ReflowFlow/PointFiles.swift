@@ -271,21 +271,14 @@ public enum PointFiles {
     /// Parses an NPY file (see ``PointFiles``) into `[n, d]`.
     public static func parseNPY(_ bytes: [UInt8], name: String) throws(PointFileError) -> Tensor {
         func fail(_ at: Int, _ m: String) -> PointFileError { PointFileError(file: name, byteOffset: at, message: m) }
-        let (dict, _, dataStart) = try npyHeader(bytes, name: name)
-        // descr
-        guard case .string(let descr, let descrAt) = dict.values["descr"]! else {
-            throw fail(dict.offset("descr"), "descr must be a dtype string such as '<f4'")
-        }
+        let header = try npyHeader(bytes, name: name)
+        let (descr, descrAt, shape, shapeAt, dataStart) = (header.descr, header.descrOffset, header.shape, header.shapeOffset, header.dataStart)
         let itemSize: Int
         switch descr {
         case "<f4": itemSize = 4
         case "<f8": itemSize = 8
         case ">f4", ">f8": throw fail(descrAt, "big-endian dtype '\(descr)' is not supported (only '<f4' and '<f8')")
         default: throw fail(descrAt, "unsupported dtype '\(descr)' (only '<f4' and '<f8')")
-        }
-        // shape
-        guard case .tuple(let shape, let shapeAt) = dict.values["shape"]! else {
-            throw fail(dict.offset("shape"), "shape must be a tuple")
         }
         guard shape.count == 2, shape[1] >= 1, shape[1] <= maxColumns else {
             throw fail(shapeAt, "shape must be (n, d) with 1 ≤ d ≤ \(maxColumns), got (\(shape.map(String.init).joined(separator: ", ")))")
@@ -322,8 +315,17 @@ public enum PointFiles {
         return Tensor(shape: [n, d], data: values)
     }
 
-    /// The preamble and header dict of an NPY file: (dict, where the header starts, where the data starts).
-    static func npyHeader(_ bytes: [UInt8], name: String) throws(PointFileError) -> (NPYHeaderDict, Int, Int) {
+    /// The header of an NPY file, checked for what every reader needs (the magic, a supported
+    /// version, exactly the keys descr, fortran_order and shape, a dtype string, C order, a
+    /// shape tuple), with byte offsets for errors. The point, image and array readers share it.
+    package struct NPYHeader {
+        package var descr: String, descrOffset: Int
+        package var shape: [Int], shapeOffset: Int
+        package var dataStart: Int
+    }
+
+    /// Parses and checks an NPY file's preamble and header (the data need not be present).
+    package static func npyHeader(_ bytes: [UInt8], name: String) throws(PointFileError) -> NPYHeader {
         func fail(_ at: Int, _ m: String) -> PointFileError { PointFileError(file: name, byteOffset: at, message: m) }
         guard bytes.count >= 6, bytes.starts(with: npyMagic) else {
             throw fail(0, "not an NPY file (missing the \\x93NUMPY magic)")
@@ -363,7 +365,13 @@ public enum PointFiles {
             throw fail(dict.offset("fortran_order"), "fortran_order must be True or False")
         }
         if fortran { throw fail(fortranAt, "fortran_order True is not supported (C order only)") }
-        return (dict, headerStart, dataStart)
+        guard case .string(let descr, let descrAt) = dict.values["descr"]! else {
+            throw fail(dict.offset("descr"), "descr must be a dtype string such as '<f4'")
+        }
+        guard case .tuple(let shape, let shapeAt) = dict.values["shape"]! else {
+            throw fail(dict.offset("shape"), "shape must be a tuple")
+        }
+        return NPYHeader(descr: descr, descrOffset: descrAt, shape: shape, shapeOffset: shapeAt, dataStart: dataStart)
     }
 
     /// NPY (format 1.0, `<f4`, C order) bytes of a tensor of any rank ≥ 1 (`[n, d]` for points,

@@ -384,6 +384,26 @@ public struct ReconstructSpec: JobInput {
         }
     }
 
+    /// The image count and size of a spec `check` accepted, from the uploads' headers or the
+    /// images' sizes (without decoding the data or simulating anything again).
+    func dimensions(resolver: any ArtifactResolver) throws(SpecError) -> (n: Int, height: Int, width: Int) {
+        if let images {
+            let (h, w) = try images.size(pointer: "/input/images", resolver: resolver)
+            return (images.count, h, w)
+        }
+        let (text, pointer) = kspace.map { ($0, "/input/kspace") } ?? (reference ?? "", "/input/reference")
+        guard let data = Data(base64Encoded: String(Self.base64Body(text)), options: .ignoreUnknownCharacters) else {
+            throw SpecError(pointer: pointer, message: "is not base64 text")
+        }
+        let header: PointFiles.NPYHeader
+        do { header = try PointFiles.npyHeader([UInt8](data), name: String(pointer.split(separator: "/").last ?? "")) } catch {
+            throw SpecError(pointer: pointer, message: error.description)
+        }
+        let dims = header.shape.count == 2 ? [1] + header.shape : header.shape
+        guard dims.count == 3 else { throw SpecError(pointer: pointer, message: "must be [H, W] or [n, H, W] (single coil), got shape \(header.shape)") }
+        return (dims[0], dims[1], dims[2])
+    }
+
     /// The image size and count, checking everything a job can check before it runs.
     func check(resolver: any ArtifactResolver) throws(SpecError) -> (n: Int, height: Int, width: Int) {
         let size = try checkSources(resolver: resolver)
@@ -451,7 +471,7 @@ public enum ReconstructJob: JobKind {
     }
 
     public static func estimate(_ input: ReconstructSpec, resolver: any ArtifactResolver, threads: Int) throws(SpecError) -> ResourceEstimate {
-        let (n, h, w) = try input.check(resolver: resolver)
+        let (n, h, w) = try input.dimensions(resolver: resolver)
         var e = ResourceEstimate()
         e.add("uploaded arrays (base64 text, bytes, floats)", bytes: ResourceEstimate.multiply(3, [input.kspace, input.mask, input.reference].reduce(0) { $0 + ($1?.utf8.count ?? 0) }))
         e.add("images, k-space, masks, references, reconstructions", floats: n, h * w, 16)
@@ -472,7 +492,7 @@ public enum ReconstructJob: JobKind {
         var regions: [[Float]]? = nil
         do { problems = try s.uploadedProblems() } catch { throw JobError.invalidInput("\(error.pointer): \(error.message)") }
         if let images = s.images {
-            let (_, h, w) = try { () throws(SpecError) in try s.check(resolver: job.context.resolver) }()
+            let (_, h, w) = try { () throws(SpecError) in try s.dimensions(resolver: job.context.resolver) }()
             var mags = try images.load(height: h, width: w, job: job)
             var rng = Random(seed: s.seed)
             if s.lesions > 0 {

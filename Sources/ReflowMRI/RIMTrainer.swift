@@ -31,7 +31,6 @@ public final class RIMTrainer: SteppedTrainer {
     public private(set) var step = 0
     let workers: [Graph]
     private let bins: [[Int]]
-    private var shardLoss: [Float]
 
     /// - Throws: ``TrainerError`` for settings that cannot train.
     public init(_ config: RIMConfig, images: MRIImages, acquisition: Acquisition, batchSize: Int, learningRate: Float,
@@ -58,21 +57,17 @@ public final class RIMTrainer: SteppedTrainer {
         optimizer = Optimizer(kind, module: network)
         workers = (0..<threads).map { _ in Graph(threads: 1, accumulatesIntoParameters: false) }
         bins = optimizer.parallelBins(threads: threads)
-        shardLoss = [Float](repeating: 0, count: threads)
     }
 
     /// Continues from a snapshot of ``snapshot()`` (weights, Adam moments, step).
     public func restore(_ s: TrainingSnapshot) throws {
-        try network.load(stateDict: s.model)
-        try optimizer.load(stateTensors: s.optimizer, step: s.step)
+        try s.restore(into: network, optimizer: optimizer)
         step = s.step
     }
 
     /// The resumable state (the RNG field holds the seed's generator: batches depend on the step only).
     public func snapshot() -> TrainingSnapshot {
-        var opt = [String: Tensor]()
-        for (n, t) in optimizer.stateTensors() { opt[n] = t }
-        return TrainingSnapshot(model: network.stateDict(), optimizer: opt, step: step, rng: Random(seed: seed).state)
+        TrainingSnapshot(module: network, optimizer: optimizer, step: step, rng: Random(seed: seed).state)
     }
 
     /// The simulated problems of step `step`'s batch.
@@ -90,32 +85,18 @@ public final class RIMTrainer: SteppedTrainer {
     @discardableResult
     public func trainStep() -> Float {
         let problems = batch(step: step)
-        let b = batchSize, threads = self.threads
-        let weights = RIMNetwork.lossWeights(config.cascades * config.steps)
-        let shared = WorkerShared((net: network, workers: workers, problems: problems, loss: loss, weights: weights))
-        shardLoss.withUnsafeMutableBufferPointer { lossBuffer in
-            let losses = SendableMutablePointer(lossBuffer.baseAddress)
-            parallelChunks(count: threads, threads: threads) { range in
-                for wk in range {
-                    let lo = b * wk / threads, hi = b * (wk + 1) / threads
-                    let g = shared.value.workers[wk]
-                    g.reset()
-                    guard hi > lo else { losses.base![wk] = 0; continue }
-                    let rows = Array(shared.value.problems[lo..<hi])
-                    let total = RIMTrainer.loss(shared.value.net, rows, graph: g, loss: shared.value.loss,
-                                                weights: shared.value.weights, batchSize: b)
-                    g.backward(total)
-                    losses.base![wk] = total.scalar
-                }
-            }
+        let b = batchSize
+        let shared = WorkerShared((net: network, problems: problems, loss: loss,
+                                   weights: RIMNetwork.lossWeights(config.cascades * config.steps)))
+        let total = DataParallel.trainStep(optimizer, workers: workers, bins: bins, rows: b,
+                                           learningRate: schedule.learningRate(base: learningRate, step: step)) { g, rows in
+            RIMTrainer.loss(shared.value.net, Array(shared.value.problems[rows]), graph: g, loss: shared.value.loss,
+                            weights: shared.value.weights, batchSize: b)
         }
-        DataParallel.sumGradients(optimizer, workers: workers, bins: bins, threads: threads, norm: false)
-        for g in workers { g.reset() }
-        DataParallel.step(optimizer, bins: bins, threads: threads, learningRate: schedule.learningRate(base: learningRate, step: step))
-        optimizer.zeroGrad()
         step += 1
-        return shardLoss.reduce(0, +)
+        return total
     }
+
 
     /// Σ_τ w_τ · Σ_rows loss(x_τ, reference) / batchSize for problems with references, on `graph`.
     static func loss(_ net: RIMNetwork, _ problems: [MRIProblem], graph g: Graph, loss: Loss, weights: [Float], batchSize: Int) -> Var {

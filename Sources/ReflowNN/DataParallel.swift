@@ -56,3 +56,37 @@ public enum DataParallel {
         }
     }
 }
+
+extension DataParallel {
+    /// One whole data-parallel optimizer step for trainers without clipping or EMA (the
+    /// classifier's, the RIM's): worker w resets its graph and records `forward(graph, lo..<hi)`
+    /// on its shard of `rows` (nothing for an empty shard), back-propagates the returned scalar
+    /// (the shard's share of the batch loss, already scaled by 1/rows), then the gradients are
+    /// summed in worker order, the optimizer steps at `learningRate` and the gradients are
+    /// zeroed. Returns the shard losses summed in worker order.
+    public static func trainStep(_ optimizer: Optimizer, workers: [Graph], bins: [[Int]], rows: Int, learningRate: Float,
+                                 _ forward: @Sendable (Graph, Range<Int>) -> Var) -> Float {
+        let threads = workers.count
+        var losses = [Float](repeating: 0, count: threads)
+        let shared = WorkerShared(workers)
+        losses.withUnsafeMutableBufferPointer { lb in
+            let out = SendableMutablePointer(lb.baseAddress)
+            parallelChunks(count: threads, threads: threads) { range in
+                for w in range {
+                    let lo = rows * w / threads, hi = rows * (w + 1) / threads
+                    let g = shared.value[w]
+                    g.reset()
+                    guard hi > lo else { continue }
+                    let loss = forward(g, lo..<hi)
+                    g.backward(loss)
+                    out.base![w] = loss.scalar
+                }
+            }
+        }
+        sumGradients(optimizer, workers: workers, bins: bins, threads: threads, norm: false)
+        for g in workers { g.reset() }
+        step(optimizer, bins: bins, threads: threads, learningRate: learningRate)
+        optimizer.zeroGrad()
+        return losses.reduce(0, +)
+    }
+}

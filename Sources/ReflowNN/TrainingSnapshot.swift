@@ -42,3 +42,18 @@ public protocol SteppedTrainer: AnyObject {
     /// The resumable state after ``step`` steps.
     func snapshot() -> TrainingSnapshot
 }
+
+extension TrainingSnapshot {
+    /// The snapshot of a trainer without EMA: the module's weights and the optimizer's slots.
+    public init(module: any Module, optimizer: Optimizer, step: Int, rng: Random.State, metadata: [String: String] = [:]) {
+        var opt = [String: Tensor]()
+        for (n, t) in optimizer.stateTensors() { opt[n] = t }
+        self.init(model: module.stateDict(), optimizer: opt, step: step, rng: rng, metadata: metadata)
+    }
+
+    /// Loads the weights into `module` and the slots into `optimizer` (throws when they do not fit).
+    public func restore(into module: any Module, optimizer: Optimizer) throws {
+        try module.load(stateDict: model)
+        try optimizer.load(stateTensors: self.optimizer, step: step)
+    }
+}
